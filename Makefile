@@ -1,0 +1,37 @@
+# attrkit: the two commands a new user runs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+export ATTRKIT_CACHE ?= $(CURDIR)/.cache/attrkit
+export RAY_USAGE_STATS_ENABLED = 0
+export RAY_AUTH_MODE = disabled
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: demo test bench bench-quick crosscheck clean install
+
+$(VENV)/.core:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0 numpy
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.core pyproject.toml
+	$(PIP) install -q -c constraints.txt -e ".[all]"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core pyproject.toml
+	$(PIP) install -q -c constraints.txt -e ".[all,test]"
+	touch $@
+
+install: $(VENV)/.demo
+
+demo: $(VENV)/.demo
+	$(VENV)/bin/attrkit demo --out demo-out
+
+test: $(VENV)/.test
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) || echo "warning: could not install chromium; browser tests will report it"
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info
