@@ -1,0 +1,119 @@
+"""``explain``: validate once, dispatch to a registered method, wrap the result in an ``Attribution``."""
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+
+from .attribution import Attribution
+from .core.checks import as_batch, check_finite
+from .core.modules import call_model, eval_mode, model_device_dtype, resolve_layer
+from .core.problem import Problem
+from .core.targets import resolve_target
+from .registry import get
+
+
+def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
+            batch_size: int | None = None, max_memory: int | None = None, seed: int | None = None,
+            progress: bool | None = None, **options) -> Attribution:
+    """Attribute the model's ``target`` output for the batch ``x`` with ``method``.
+
+    model: ``nn.Module`` or callable mapping ``[N, ...]`` to ``[N, outputs]`` or ``[N]``.
+    x: a batch (tables ``[N, F]``, series ``[N, C, L]``, images ``[N, C, H, W]``, volumes ``[N, C, D, H, W]``).
+    target: int | per-sample sequence/tensor | None (predicted class) | callable(output) -> ``[N]``.
+    layer: module name or module, for attributions at a hidden layer.
+    noise: wrap a gradient method in SmoothGrad — ``True``, a noise level, or a dict of
+        ``n_samples``, ``noise_level``, ``kind`` ("smoothgrad" | "smoothgrad_sq" | "vargrad").
+    batch_size / max_memory: rows per model call, or the memory budget they are derived from.
+    seed: makes sampled methods reproducible. progress: show a progress bar (None: only on a terminal).
+    options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``.
+
+    >>> import torch, attrkit as ak
+    >>> model = torch.nn.Linear(3, 2)
+    >>> a = ak.explain(model, torch.ones(1, 3), method="integrated_gradients", target=1)
+    >>> torch.allclose(a.values, model.weight[1:2].detach(), atol=1e-6)
+    True
+    """
+    spec = get(method)
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    x = as_batch(x, "x")
+    device, dtype = model_device_dtype(model)
+    if device is not None:
+        x = x.to(device=device, dtype=dtype or x.dtype)
+    if spec.layer == "never" and layer is not None:
+        raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
+    _check_options(spec, options, noise)
+    start = time.perf_counter()
+    with eval_mode(model):
+        with torch.no_grad():
+            outputs = _outputs(model, x, batch_size)
+        if outputs.is_floating_point():
+            check_finite(outputs, "the model's output")
+        tgt = resolve_target(target, outputs)
+        layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        if spec.layer == "required" and layer is None:
+            layer_name, layer_mod = _default_layer(spec, model)
+        problem = Problem(model=model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
+                          layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
+                          progress=progress)
+        if noise is not None and noise is not False:
+            from .gradients.noise import with_noise
+            if spec.family != "gradient":
+                raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
+            nopts = _noise_options(noise)
+            result = with_noise(problem, base=spec.name, **nopts, **options)
+            name = f"{nopts.get('kind', 'smoothgrad')}({spec.name})"
+        else:
+            result = spec.fn(problem, **options)
+            name = spec.name
+            if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+                name = f"{spec.name}({options['base']})"
+    info = dict(result.info)
+    info.setdefault("n_evals", 0)
+    info["n_evals"] = int(info["n_evals"]) + x.shape[0]   # the forward pass on x itself
+    info["seconds"] = time.perf_counter() - start
+    info.setdefault("exact", False)
+    baseline = result.baseline if result.baseline is not None else options.get("baseline")
+    return Attribution(values=result.values.detach(), method=name,
+                       target=tgt.classes if tgt.classes is not None else tgt.label,
+                       layer=layer_name, baseline=baseline, inputs=x.detach(), outputs=outputs.detach(),
+                       info=info, players=result.players)
+
+
+def _outputs(model, x, batch_size):
+    step = batch_size or 256
+    return torch.cat([call_model(model, x[i:i + step]) for i in range(0, x.shape[0], step)])
+
+
+def _default_layer(spec, model):
+    finder = getattr(spec.fn, "default_layer", None)
+    if finder is None:
+        raise ValueError(f"method {spec.name!r} needs layer=")
+    return finder(model)
+
+
+def _noise_options(noise) -> dict:
+    if noise is True:
+        return {}
+    if isinstance(noise, (int, float)):
+        return {"noise_level": float(noise)}
+    if isinstance(noise, dict):
+        allowed = {"n_samples", "noise_level", "kind", "noise_std", "noise"}
+        bad = set(noise) - allowed
+        if bad:
+            raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        return dict(noise)
+    raise TypeError("noise= must be True, a noise level (float) or a dict of options")
+
+
+def _check_options(spec, options: dict, noise) -> None:
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [k for k in params if k != "problem"]
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise TypeError(f"method {spec.name!r} does not take option(s) {', '.join(map(repr, bad))}; "
+                        f"its options are: {', '.join(allowed) or '(none)'}")

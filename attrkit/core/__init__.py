@@ -1,0 +1,1 @@
+"""Shared plumbing for both engines: targets, layers, references, validation, memory budget."""

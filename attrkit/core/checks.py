@@ -1,0 +1,45 @@
+"""Input validation: clear errors instead of silent wrong answers."""
+from __future__ import annotations
+
+import torch
+
+
+def as_batch(x, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a floating-point batch ``[N, ...]`` with finite values."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            import numpy as np
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+        except ImportError:  # pragma: no cover
+            pass
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (or numpy array) batch [N, ...], got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be a batch with a leading sample dimension [N, ...], got shape "
+                         f"{tuple(x.shape)}; add one with {name}.unsqueeze(0)")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (N = 0)")
+    if not x.is_floating_point():
+        x = x.float()
+    check_finite(x, name)
+    return x
+
+
+def check_finite(t: torch.Tensor, name: str) -> None:
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(torch.isinf(t).sum())
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} infinite values; attributions of "
+                         "non-finite inputs are meaningless — clean or impute them first")
+
+
+def broadcast_to_batch(ref: torch.Tensor, x: torch.Tensor, name: str = "baseline") -> torch.Tensor:
+    """Broadcast a reference tensor to ``x``'s shape, or explain why it cannot be."""
+    check_finite(ref, name)
+    try:
+        return torch.broadcast_to(ref.to(device=x.device, dtype=x.dtype), x.shape).contiguous()
+    except RuntimeError:
+        raise ValueError(f"{name} of shape {tuple(ref.shape)} does not broadcast to the input shape "
+                         f"{tuple(x.shape)}; give one of shape {tuple(x.shape)}, {(1,) + tuple(x.shape[1:])} "
+                         f"or {tuple(x.shape[1:])}") from None

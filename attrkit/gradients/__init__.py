@@ -1,0 +1,1 @@
+"""The gradient-quadrature engine and the methods written over it."""

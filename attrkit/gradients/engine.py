@@ -1,0 +1,83 @@
+"""The gradient-quadrature engine.
+
+A method supplies a *plan*: for the pairs (sample i, point k) it returns points ``p_ik``, weights ``w_ik``
+and optional multipliers ``m_ik``; the engine returns ``sum_k w_ik * grad f_target(p_ik) * m_ik`` per sample.
+Points are generated chunk by chunk, so memory is bounded by the chunk size (``Problem.chunk``), never by
+steps x batch x input. Gradients are taken at the input (``where="input"``), at a layer for input points
+(``grad_at="layer"``), or at a layer whose activation is replaced by the points (``where="layer"``: paths in
+activation space, as in layer Integrated Gradients).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.problem import Problem
+
+Plan = Callable[[torch.Tensor, torch.Tensor], tuple]
+
+
+def _no_grad_error(detail: str = "") -> ValueError:
+    return ValueError("the target output does not depend differentiably on the input"
+                      f"{detail}: gradient methods need a model built from differentiable torch operations "
+                      "(no .detach(), argmax, .item() or numpy inside forward); use a perturbation method "
+                      "such as method='kernel_shap' or 'occlusion' for non-differentiable models")
+
+
+def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple,
+                 where: str = "input", grad_at: str = "input", desc: str = "gradients") -> tuple[torch.Tensor, int]:
+    """Return ``(acc, n_evals)``: ``acc[j] = sum_k w * grad * m`` for sample ``samples[j]``."""
+    if where not in ("input", "layer") or grad_at not in ("input", "layer"):
+        raise ValueError("where/grad_at must be 'input' or 'layer'")
+    x = problem.inputs
+    acc = torch.zeros((len(samples),) + tuple(value_shape), device=x.device,
+                      dtype=torch.float64 if x.dtype == torch.float32 else x.dtype)
+    total = len(samples) * n_points
+    step = problem.chunk(grad=True)
+    use_tap = where == "layer" or grad_at == "layer"
+    tap_ctx = problem.tap() if use_tap else None
+    bar = tqdm(total=total, desc=desc, unit="pt", disable=(not problem.progress) if problem.progress is not None
+               else True, leave=False)
+    try:
+        if tap_ctx is not None:
+            tap_ctx.__enter__()
+        for start in range(0, total, step):
+            flat = torch.arange(start, min(total, start + step), device=samples.device)
+            local = torch.div(flat, n_points, rounding_mode="floor")
+            ks = flat - local * n_points
+            rows = samples[local]
+            points, weights, mult = plan(rows, ks)
+            points = points.detach().requires_grad_(True)
+            with torch.enable_grad():
+                if where == "layer":
+                    tap_ctx.reset()
+                    tap_ctx.replace_with = points
+                    out = problem.forward(x[rows.to(x.device)])
+                    wrt = points
+                else:
+                    if tap_ctx is not None:
+                        tap_ctx.reset()
+                    out = problem.forward(points)
+                    wrt = points if grad_at == "input" else tap_ctx.output
+                score = problem.target(out, rows)
+                if not score.requires_grad or wrt is None:
+                    raise _no_grad_error()
+                try:
+                    (grad,) = torch.autograd.grad(score.sum(), wrt, allow_unused=True)
+                except RuntimeError as e:
+                    raise _no_grad_error(f" ({e})") from None
+            if grad is None:
+                raise _no_grad_error()
+            w = weights.to(device=grad.device, dtype=grad.dtype).view((-1,) + (1,) * (grad.dim() - 1))
+            contrib = grad * w
+            if mult is not None:
+                contrib = contrib * mult
+            acc.index_add_(0, local.to(acc.device), contrib.to(acc.dtype))
+            bar.update(len(flat))
+    finally:
+        bar.close()
+        if tap_ctx is not None:
+            tap_ctx.__exit__(None, None, None)
+    return acc.to(x.dtype), total

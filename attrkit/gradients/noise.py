@@ -1,0 +1,112 @@
+"""The noise wrapper: SmoothGrad, SmoothGrad^2 and VarGrad around any gradient method.
+
+For ``S`` noisy copies ``x + e_s``, ``e_s ~ N(0, sigma^2)`` with ``sigma = noise_level * (max x - min x)``
+(Smilkov et al. 2017), the base attribution ``A_s`` is computed once per copy (all copies batched by the
+engine) and reduced: SmoothGrad ``mean_s A_s``; SmoothGrad^2 ``mean_s A_s^2`` (Hooker et al. 2019);
+VarGrad ``mean_s A_s^2 - (mean_s A_s)^2`` (Adebayo et al. 2018). ``info["std_err"]`` is the standard error
+of that estimate per element.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.problem import Problem, Result
+from ..registry import register, get
+
+KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,
+               kind: str = "smoothgrad", noise_std: float | None = None, noise: torch.Tensor | None = None,
+               **base_options) -> Result:
+    """Run gradient method ``base`` on ``n_samples`` noisy copies of each input and reduce them (``kind``).
+
+    ``noise`` gives the perturbations explicitly (``[N * S, ...]`` in sample-major order, or ``[N, S, ...]``),
+    e.g. to reproduce another library's draws; otherwise they are drawn from ``seed``.
+    """
+    spec = get(base)
+    if spec.family != "gradient" or spec.name in KINDS:
+        raise ValueError(f"the noise wrapper needs a plain gradient method as base, not {base!r}; use one of "
+                         "saliency, input_x_gradient, integrated_gradients, gradient_shap")
+    if kind not in KINDS:
+        raise ValueError(f"unknown noise kind {kind!r}; use one of {', '.join(KINDS)}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    x = problem.inputs
+    n, s = problem.n, n_samples
+    if noise is not None:
+        eps = noise.to(device=x.device, dtype=x.dtype)
+        if eps.shape == (n, s) + tuple(x.shape[1:]):
+            eps = eps.reshape((n * s,) + tuple(x.shape[1:]))
+        if eps.shape != (n * s,) + tuple(x.shape[1:]):
+            raise ValueError(f"noise must have shape {(n * s,) + tuple(x.shape[1:])} or "
+                             f"{(n, s) + tuple(x.shape[1:])}, got {tuple(noise.shape)}")
+        sigma = None
+    else:
+        if noise_std is not None:
+            sigma = torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
+        else:
+            if not noise_level >= 0:
+                raise ValueError(f"noise_level must be >= 0, got {noise_level!r}")
+            flat = x.reshape(n, -1)
+            sigma = noise_level * (flat.max(1).values - flat.min(1).values)
+        g = torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
+        eps = torch.randn((n * s,) + tuple(x.shape[1:]), generator=g).to(x.device, x.dtype)
+        eps = eps * sigma.repeat_interleave(s).view((-1,) + (1,) * (x.dim() - 1))
+    noisy = x.repeat_interleave(s, dim=0) + eps
+    for key, val in list(base_options.items()):   # per-sample tensors follow their sample
+        if isinstance(val, torch.Tensor) and key == "baseline" and val.dim() == x.dim() and val.shape[0] == n \
+                and base != "gradient_shap":
+            base_options[key] = val.repeat_interleave(s, dim=0)
+    sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s))
+    sub.outputs = _outputs(sub)
+    res = spec.fn(sub, **base_options)
+    a = res.values.reshape((n, s) + tuple(res.values.shape[1:])).to(torch.float64)
+    mean = a.mean(1)
+    if kind == "smoothgrad":
+        values = mean
+        se = a.std(1, unbiased=True) / math.sqrt(s) if s > 1 else torch.zeros_like(mean)
+    elif kind == "smoothgrad_sq":
+        sq = a ** 2
+        values = sq.mean(1)
+        se = sq.std(1, unbiased=True) / math.sqrt(s) if s > 1 else torch.zeros_like(mean)
+    else:
+        c = a - mean.unsqueeze(1)
+        values = (c ** 2).mean(1)
+        m4 = (c ** 4).mean(1)
+        se = ((m4 - values ** 2).clamp_min(0) / s).sqrt()
+    info = {"n_evals": res.info.get("n_evals", 0) + n * s, "n_samples": s, "noise": kind, "base": base,
+            "std_err": se.to(x.dtype)}
+    if sigma is not None:
+        info["noise_std"] = sigma
+    for key, val in res.info.items():
+        if key in info:
+            continue
+        if isinstance(val, torch.Tensor) and val.dim() >= 1 and val.shape[0] == n * s:
+            info[key] = val.reshape((n, s) + tuple(val.shape[1:])).to(torch.float64).mean(1).to(x.dtype)
+        elif not isinstance(val, torch.Tensor):
+            info[key] = val
+    return Result(values.to(x.dtype), info)
+
+
+@torch.no_grad()
+def _outputs(problem: Problem) -> torch.Tensor:
+    step = problem.chunk(grad=False)
+    return torch.cat([problem.forward(problem.inputs[i:i + step]) for i in range(0, problem.n, step)])
+
+
+def _make(kind: str, summary: str, ref: str):
+    def method(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,
+               noise_std: float | None = None, noise: torch.Tensor | None = None, **base_options) -> Result:
+        return with_noise(problem, base, n_samples, noise_level, kind, noise_std, noise, **base_options)
+    method.__name__ = kind
+    method.__doc__ = f"{summary} ({ref}); ``base=`` names the gradient method it wraps."
+    register(kind, family="gradient", sampled=True, summary=summary, reference=ref)(method)
+    return method
+
+
+smoothgrad = _make("smoothgrad", "mean of a gradient method over noisy copies of the input", "Smilkov et al. 2017")
+smoothgrad_sq = _make("smoothgrad_sq", "mean of squared attributions over noisy copies", "Hooker et al. 2019")
+vargrad = _make("vargrad", "variance of attributions over noisy copies", "Adebayo et al. 2018")

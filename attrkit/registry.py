@@ -1,0 +1,93 @@
+"""One registry of methods: it feeds ``ak.methods()``, ``explain``'s dispatch, the CLI's choices, the docs'
+method table and the contract tests that run over every method."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Modules whose import registers methods (each family adds its module here).
+METHOD_MODULES = (
+    "attrkit.gradients.methods",
+    "attrkit.gradients.noise",
+)
+
+_REGISTRY: dict[str, "MethodSpec"] = {}
+_loaded = False
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method is and what it needs.
+
+    ``layer``: "optional" (input or any layer), "required" (only at a layer, e.g. CAMs) or "never".
+    ``fn(problem, **options) -> Result`` computes it.
+    """
+    name: str
+    fn: Callable
+    family: str                    # "gradient" | "propagation" | "cam" | "game"
+    summary: str
+    gradients: bool = True
+    layer: str = "optional"
+    players: bool = False
+    baseline: bool = False
+    sampled: bool = False
+    exact: bool = False
+    reference: str = ""
+    options: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        return {"method": self.name, "family": self.family, "gradients": self.gradients,
+                "layer": self.layer, "players": self.players, "baseline": self.baseline,
+                "sampled": self.sampled, "summary": self.summary}
+
+
+def register(name: str, *, family: str, summary: str, **props) -> Callable:
+    """Decorator: register ``fn`` as method ``name``."""
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"method {name!r} is registered twice")
+        _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
+        return fn
+    return deco
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in METHOD_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+
+
+def get(name: str) -> MethodSpec:
+    _ensure_loaded()
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a name (str), got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        import difflib
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown method {name!r}.{hint} Available methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+class MethodTable(dict):
+    """``name -> MethodSpec``; prints as a table."""
+
+    def __str__(self) -> str:
+        rows = [s.row() for s in self.values()]
+        cols = ["method", "family", "gradients", "layer", "players", "sampled", "summary"]
+        fmt = lambda v: "yes" if v is True else "no" if v is False else str(v)
+        widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols[:-1]}
+        lines = ["  ".join(c.ljust(widths.get(c, 0)) for c in cols)]
+        for r in rows:
+            lines.append("  ".join(fmt(r[c]).ljust(widths.get(c, 0)) for c in cols))
+        return "\n".join(lines)
+
+
+def methods(family: str | None = None) -> MethodTable:
+    """The registry: method name -> :class:`MethodSpec` (what it needs and its properties)."""
+    _ensure_loaded()
+    return MethodTable((k, v) for k, v in sorted(_REGISTRY.items()) if family is None or v.family == family)
