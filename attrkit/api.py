@@ -100,7 +100,7 @@ def _noise_options(noise) -> dict:
     if isinstance(noise, (int, float)):
         return {"noise_level": float(noise)}
     if isinstance(noise, dict):
-        allowed = {"n_samples", "noise_level", "kind", "noise_std", "noise"}
+        allowed = {"n_samples", "noise_level", "kind", "noise_std", "perturbations"}
         bad = set(noise) - allowed
         if bad:
             raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(allowed)}")

@@ -28,7 +28,8 @@ def eval_mode(model, warn: bool = True) -> Iterator[None]:
         yield
         return
     flags = {m: m.training for m in model.modules()}
-    if warn and model.training:
+    mode_dependent = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+    if warn and any(m.training and isinstance(m, mode_dependent) for m in model.modules()):
         warnings.warn("the model was in train mode (dropout/batch-norm statistics would make attributions "
                       "random); attrkit puts it in eval mode for this call and restores it afterwards",
                       stacklevel=4)

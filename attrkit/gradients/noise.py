@@ -19,11 +19,11 @@ KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,
-               kind: str = "smoothgrad", noise_std: float | None = None, noise: torch.Tensor | None = None,
+               kind: str = "smoothgrad", noise_std: float | None = None, perturbations: torch.Tensor | None = None,
                **base_options) -> Result:
     """Run gradient method ``base`` on ``n_samples`` noisy copies of each input and reduce them (``kind``).
 
-    ``noise`` gives the perturbations explicitly (``[N * S, ...]`` in sample-major order, or ``[N, S, ...]``),
+    ``perturbations`` gives the noise explicitly (``[N * S, ...]`` in sample-major order, or ``[N, S, ...]``),
     e.g. to reproduce another library's draws; otherwise they are drawn from ``seed``.
     """
     spec = get(base)
@@ -36,13 +36,13 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
     x = problem.inputs
     n, s = problem.n, n_samples
-    if noise is not None:
-        eps = noise.to(device=x.device, dtype=x.dtype)
+    if perturbations is not None:
+        eps = perturbations.to(device=x.device, dtype=x.dtype)
         if eps.shape == (n, s) + tuple(x.shape[1:]):
             eps = eps.reshape((n * s,) + tuple(x.shape[1:]))
         if eps.shape != (n * s,) + tuple(x.shape[1:]):
-            raise ValueError(f"noise must have shape {(n * s,) + tuple(x.shape[1:])} or "
-                             f"{(n, s) + tuple(x.shape[1:])}, got {tuple(noise.shape)}")
+            raise ValueError(f"perturbations must have shape {(n * s,) + tuple(x.shape[1:])} or "
+                             f"{(n, s) + tuple(x.shape[1:])}, got {tuple(perturbations.shape)}")
         sigma = None
     else:
         if noise_std is not None:
@@ -99,8 +99,9 @@ def _outputs(problem: Problem) -> torch.Tensor:
 
 def _make(kind: str, summary: str, ref: str):
     def method(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,
-               noise_std: float | None = None, noise: torch.Tensor | None = None, **base_options) -> Result:
-        return with_noise(problem, base, n_samples, noise_level, kind, noise_std, noise, **base_options)
+               noise_std: float | None = None, perturbations: torch.Tensor | None = None,
+               **base_options) -> Result:
+        return with_noise(problem, base, n_samples, noise_level, kind, noise_std, perturbations, **base_options)
     method.__name__ = kind
     method.__doc__ = f"{summary} ({ref}); ``base=`` names the gradient method it wraps."
     register(kind, family="gradient", sampled=True, summary=summary, reference=ref)(method)

@@ -1,0 +1,85 @@
+"""Shared fixtures: small models (random and trained in seconds) used across the suite."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("ATTRKIT_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "attrkit"))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-conv-relu-pool-linear; one ReLU module per use (relevance rules need that)."""
+
+    def __init__(self, in_ch=3, classes=4, size=16, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_ch, 6, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * (size // 2) ** 2, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def tiny_mlp(n_in=5, classes=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, classes))
+
+
+@pytest.fixture
+def cnn():
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def mlp():
+    return tiny_mlp().eval()
+
+
+def _fit(model, x, y, epochs, lr=1e-2, batch=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_mlp():
+    """An MLP trained on scikit-learn's breast-cancer data (standardised): (model, x_test)."""
+    from sklearn.datasets import load_breast_cancer
+    d = load_breast_cancer()
+    x = torch.tensor(d.data, dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std(0)
+    y = torch.tensor(d.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))
+    _fit(model, x[:450], y[:450], epochs=30)
+    return model, x[450:]
+
+
+@pytest.fixture(scope="session")
+def trained_cnn():
+    """A small CNN trained on scikit-learn's 8x8 digits: (model, x_test [N, 1, 8, 8])."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(d.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(), nn.Linear(32, 10))
+    _fit(model, x[:1400], y[:1400], epochs=6)
+    return model, x[1400:]

@@ -1,0 +1,200 @@
+"""Gradient methods: closed forms, axioms, completeness of the quadrature rules, layers, noise."""
+import pytest
+import torch
+from torch import nn
+
+import attrkit as ak
+from attrkit.gradients.quadrature import RULES, nodes
+
+RULE_NAMES = list(RULES)
+
+
+def linear_model(n=6, out=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(n, out).eval()
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+@pytest.mark.parametrize("steps", [2, 7, 50])
+def test_ig_linear_equals_w_times_x_minus_baseline(rule, steps):
+    m = linear_model()
+    x, r = torch.randn(4, 6), torch.randn(1, 6)
+    a = ak.explain(m, x, "integrated_gradients", target=2, baseline=r, steps=steps, rule=rule)
+    assert torch.allclose(a.values, m.weight[2] * (x - r), atol=1e-5)
+    assert a.info["completeness_gap"].max() < 1e-5
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_rule_weights_sum_to_one(rule):
+    for n in (2, 3, 7, 16, 50, 128):
+        alphas, w = nodes(rule, n)
+        assert abs(float(w.sum()) - 1.0) < 1e-12
+        assert float(alphas.min()) >= 0 and float(alphas.max()) <= 1
+
+
+def test_input_x_gradient_linear():
+    m = linear_model()
+    x = torch.randn(5, 6)
+    a = ak.explain(m, x, "input_x_gradient", target=1)
+    assert torch.allclose(a.values, m.weight[1] * x, atol=1e-6)
+    s = ak.explain(m, x, "saliency", target=1)
+    assert torch.allclose(s.values, m.weight[1].expand(5, 6), atol=1e-6)
+
+
+def test_ig_product_splits_evenly():
+    f = lambda x: (x[:, 0] * x[:, 1]).unsqueeze(1)
+    x = torch.tensor([[2.0, 3.0], [-1.5, 4.0]])
+    a = ak.explain(f, x, "integrated_gradients", steps=8)
+    half = (x[:, 0] * x[:, 1] / 2).unsqueeze(1).expand(2, 2)
+    assert torch.allclose(a.values, half, atol=1e-5)
+
+
+def test_dummy_feature_gets_exactly_zero(trained_mlp):
+    model, x = trained_mlp
+    x = x[:8].clone()
+    wrapped = nn.Sequential()  # model that ignores feature 3 by zeroing it first
+
+    class Ignore3(nn.Module):
+        def forward(self, z):
+            mask = torch.ones(z.shape[1])
+            mask[3] = 0
+            return model(z * mask)
+    a = ak.explain(Ignore3(), x, "integrated_gradients", target=1, steps=16)
+    assert (a.values[:, 3] == 0).all()
+    assert a.values[:, [0, 1, 2]].abs().sum() > 0
+
+
+@pytest.mark.parametrize("which", ["trained_mlp", "trained_cnn"])
+def test_gauss_legendre_beats_trapezoid_and_tolerance_is_met(which, request):
+    model, x = request.getfixturevalue(which)
+    x = x[:24]
+    gl = ak.explain(model, x, "integrated_gradients", steps=16, rule="gauss_legendre")
+    tr = ak.explain(model, x, "integrated_gradients", steps=16, rule="riemann_trapezoid")
+    better = (gl.info["completeness_gap"] < tr.info["completeness_gap"]).float().mean()
+    assert better > 0.5, f"gauss-legendre better on only {better:.0%} of samples"
+    tol = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-3, max_steps=4096)
+    assert tol.info["tolerance_met"]
+    assert (tol.info["relative_gap"] <= 1e-3).all()
+    assert tol.info["steps"].min() >= 8
+    # samples that met the bar early are not refined: total work below "all samples at the max steps"
+    assert tol.info["n_evals"] < len(x) * (int(tol.info["steps"].max()) * 2)
+
+
+def test_layer_attribution_shapes_and_heatmap(cnn):
+    x = torch.rand(2, 3, 16, 16)
+    for method in ["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "smoothgrad"]:
+        a = ak.explain(cnn, x, method, target=1, layer="features.2", seed=0)
+        act = cnn.features[:3](x)
+        assert a.values.shape == act.shape, method
+        assert a.layer == "features.2"
+        assert a.heatmap().shape == (2, 16, 16)
+    pooled = ak.explain(cnn, x, "integrated_gradients", target=1, layer="features.4")
+    assert pooled.values.shape == (2, 8, 8, 8)
+    assert pooled.heatmap().shape == (2, 16, 16)
+
+
+def test_layer_ig_completeness(cnn):
+    x = torch.rand(3, 3, 16, 16)
+    a = ak.explain(cnn, x, "integrated_gradients", target=0, layer="features.1", steps=64)
+    f = cnn(x)[:, 0] - cnn(torch.zeros_like(x))[:, 0]
+    assert torch.allclose(a.values.flatten(1).sum(1), f, atol=1e-3, rtol=1e-3)
+
+
+def test_input_heatmap_is_channel_sum(cnn):
+    x = torch.rand(2, 3, 16, 16)
+    a = ak.explain(cnn, x, "saliency", target=0)
+    assert torch.allclose(a.heatmap(), a.values.sum(1))
+
+
+def test_any_rank_inputs():
+    series = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8, 3))
+    vol = nn.Sequential(nn.Conv3d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 2 * 2, 3))
+    a = ak.explain(series, torch.randn(2, 2, 10), "integrated_gradients", target=0)
+    assert a.values.shape == (2, 2, 10) and a.heatmap().shape == (2, 10)
+    b = ak.explain(vol, torch.randn(2, 1, 4, 4, 4), "integrated_gradients", target=0)
+    assert b.values.shape == (2, 1, 4, 4, 4) and b.heatmap().shape == (2, 4, 4, 4)
+
+
+def test_target_forms(mlp):
+    x = torch.randn(3, 5)
+    by_int = ak.explain(mlp, x, "saliency", target=2)
+    by_list = ak.explain(mlp, x, "saliency", target=[2, 2, 2])
+    by_fn = ak.explain(mlp, x, "saliency", target=lambda out: out[:, 2])
+    assert torch.allclose(by_int.values, by_list.values) and torch.allclose(by_int.values, by_fn.values)
+    pred = ak.explain(mlp, x, "saliency")
+    assert torch.equal(pred.target, mlp(x).argmax(1))
+    single = nn.Linear(5, 1)
+    assert ak.explain(single, x, "saliency").values.shape == (3, 5)
+    flat = lambda z: single(z).squeeze(1)
+    assert torch.allclose(ak.explain(flat, x, "saliency").values, single.weight.expand(3, 5))
+
+
+def test_segmentation_target_callable():
+    seg = nn.Conv2d(3, 2, 3, padding=1)
+    x = torch.rand(2, 3, 8, 8)
+    a = ak.explain(seg, x, "integrated_gradients", target=lambda out: out[:, 1].sum(dim=(1, 2)))
+    total = seg(x)[:, 1].sum((1, 2)) - seg(torch.zeros_like(x))[:, 1].sum((1, 2))
+    assert torch.allclose(a.values.flatten(1).sum(1), total, atol=1e-4)
+
+
+def test_eval_mode_restored_and_warned():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    m.train()
+    with pytest.warns(UserWarning, match="train mode"):
+        a1 = ak.explain(m, torch.ones(2, 4), "saliency", target=0)
+    assert m.training and m[1].training
+    m.eval()
+    a2 = ak.explain(m, torch.ones(2, 4), "saliency", target=0)
+    assert torch.allclose(a1.values, a2.values)  # dropout was off during the call
+    assert not m.training
+
+
+def test_noise_wrapper_forms_agree(mlp):
+    x = torch.randn(3, 5)
+    a = ak.explain(mlp, x, "smoothgrad", base="input_x_gradient", n_samples=8, noise_level=0.1, seed=3)
+    b = ak.explain(mlp, x, "input_x_gradient", noise={"n_samples": 8, "noise_level": 0.1}, seed=3)
+    assert torch.allclose(a.values, b.values)
+    assert a.info["std_err"].shape == a.values.shape
+    c = ak.explain(mlp, x, "input_x_gradient", noise={"n_samples": 8, "noise_level": 0.1}, seed=4)
+    assert not torch.allclose(a.values, c.values)
+    sq = ak.explain(mlp, x, "smoothgrad_sq", n_samples=8, seed=3)
+    var = ak.explain(mlp, x, "vargrad", n_samples=8, seed=3)
+    mean = ak.explain(mlp, x, "smoothgrad", n_samples=8, seed=3)
+    assert torch.allclose(var.values, sq.values - mean.values ** 2, atol=1e-5)
+    ig_noisy = ak.explain(mlp, x, "integrated_gradients", noise=0.05, seed=0, steps=8)
+    assert ig_noisy.info["completeness_gap"].shape == (3,)
+
+
+def test_gradient_shap_is_seeded_and_converges_to_ig_for_single_baseline(mlp):
+    x = torch.randn(2, 5)
+    a = ak.explain(mlp, x, "gradient_shap", target=0, n_samples=16, seed=1)
+    b = ak.explain(mlp, x, "gradient_shap", target=0, n_samples=16, seed=1)
+    assert torch.equal(a.values, b.values)
+    lin = linear_model(5, 2)
+    bg = torch.randn(10, 5)
+    g = ak.explain(lin, x, "gradient_shap", target=1, baseline=bg, n_samples=4000, seed=0)
+    expected = lin.weight[1] * (x - bg.mean(0))
+    assert torch.allclose(g.values, expected, atol=0.15)
+
+
+def test_save_and_load_roundtrip(tmp_path, cnn):
+    x = torch.rand(2, 3, 16, 16)
+    a = ak.explain(cnn, x, "integrated_gradients", target=[1, 2], steps=8)
+    path = a.save(tmp_path / "ig.npz")
+    b = ak.Attribution.load(path)
+    assert torch.equal(a.values, b.values) and torch.equal(a.inputs, b.inputs)
+    assert torch.equal(a.target, b.target) and b.method == "integrated_gradients"
+    assert torch.equal(a.info["completeness_gap"], b.info["completeness_gap"])
+    assert b.info["rule"] == "gauss_legendre"
+
+
+def test_global_importance_mean_abs_and_stderr(mlp):
+    x = torch.randn(40, 5)
+    a = ak.explain(mlp, x, "integrated_gradients", target=0, steps=8)
+    imp = ak.global_importance(a)
+    v = a.values.abs()
+    assert torch.allclose(imp.mean, v.mean(0), atol=1e-6)
+    assert torch.allclose(imp.std_err, v.std(0) / 40 ** 0.5, atol=1e-5)
+    chunks = ak.global_importance([a.values[:15], a.values[15:]])
+    assert torch.allclose(chunks.mean, imp.mean, atol=1e-6)
+    assert len(imp.ranking()) == 5
