@@ -1,0 +1,358 @@
+"""Heatmaps in the thesis' colours: ``plot`` for one attribution, ``plot_grid`` for Figure 3.1's layout.
+
+Pixel-level maps are drawn on their own (over white); maps computed at a hidden layer are resized to the
+image and laid translucently over the image shown in grey (thesis section 3.1). Red = the region raised the
+target's score, blue = it lowered it, transparent = no effect.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..attribution import Attribution
+from ._mpl import finish, listed_cmap, new_figure
+from .colors import Scale, check_mode, composite, grey, scale_for, shared_scale, to_rgba
+from .maps import SampleView, view
+
+EDGE_RGB = np.array([0.15, 0.15, 0.15])
+
+
+def render(v: SampleView, scale: Scale, overlay: bool | None = None, opacity: float = 0.8,
+           edges: bool = True) -> np.ndarray:
+    """RGB ``[H, W, 3]`` of an image view: the coloured map over white, or over the grey image when
+    ``overlay`` (default: only for layer-level maps)."""
+    if v.kind not in ("image", "volume"):
+        raise ValueError(f"render draws image maps; this view is a {v.kind}")
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    overlay = v.at_layer if overlay is None else overlay
+    rgba = to_rgba(v.map, scale)
+    if overlay and v.image is not None:
+        rgb = composite(rgba, grey(v.image), opacity)
+    else:
+        rgb = composite(rgba, None, 1.0)
+    if edges and v.edges is not None:
+        rgb = rgb.copy()
+        rgb[v.edges] = 0.35 * rgb[v.edges] + 0.65 * EDGE_RGB
+    return rgb
+
+
+def edge_segments(labels: np.ndarray) -> list:
+    """Line segments (in pixel coordinates) between neighbouring pixels of different players."""
+    lab = np.asarray(labels)
+    segs = []
+    ys, xs = np.nonzero(lab[:, :-1] != lab[:, 1:])
+    segs += [((x + 0.5, y - 0.5), (x + 0.5, y + 0.5)) for y, x in zip(ys, xs)]
+    ys, xs = np.nonzero(lab[:-1, :] != lab[1:, :])
+    segs += [((x - 0.5, y + 0.5), (x + 0.5, y + 0.5)) for y, x in zip(ys, xs)]
+    return segs
+
+
+def _title(v: SampleView, extra: str = "") -> str:
+    where = f"layer {v.layer}" if v.layer else "pixels"
+    return f"{v.method}\nfor '{v.target_label}' at {where}{extra}"
+
+
+def _input_title(v: SampleView, class_names) -> str:
+    if v.predicted is None:
+        return "input" + (f"\noutput {v.output:.3g}" if v.output is not None else "")
+    from .maps import class_label
+    return f"input\nmodel says '{class_label(v.predicted, class_names)}'"
+
+
+def _prob(v: SampleView) -> str:
+    return f" (p={v.probability:.2f})" if v.probability is not None else ""
+
+
+def draw_image_map(ax, v: SampleView, scale: Scale, overlay=None, opacity: float = 0.8, edges: bool = True):
+    """The map as an image in ``ax``; player boundaries as thin dark lines; a note when it is all zero."""
+    ax.imshow(render(v, scale, overlay, opacity, edges=False), interpolation="nearest")
+    if edges and v.labels is not None:
+        from matplotlib.collections import LineCollection
+        ax.add_collection(LineCollection(edge_segments(v.labels), colors=[EDGE_RGB], linewidths=0.7, alpha=0.8))
+    if not np.any(v.map):
+        ax.text(0.5, 0.5, "all values are 0", ha="center", va="center", fontsize=8, color="0.4",
+                transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def add_colorbar(fig, ax, scale: Scale, label: str | None = None, shrink: float = 0.85):
+    """A colour bar with the value scale (translucent colours shown over white, as in the maps)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    sm = ScalarMappable(norm=Normalize(scale.vmin, scale.vmax), cmap=listed_cmap(scale.mode))
+    cb = fig.colorbar(sm, ax=ax, shrink=shrink, pad=0.02)
+    cb.set_label(label or scale.label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    if scale.mode == "signed":
+        cb.set_ticks([scale.vmin, 0.0, scale.vmax])
+        cb.set_ticklabels([f"{scale.vmin:.2g}\nlowers score", "0", f"{scale.vmax:.2g}\nraises score"])
+    return cb
+
+
+# ------------------------------------------------------------------------------------------ plot
+def plot(attribution: Attribution, index: int = 0, *, mode: str = "signed", clip: float = 99.5,
+         overlay: bool | None = None, opacity: float = 0.8, show_input: bool = True, edges: bool = True,
+         colorbar: bool = True, class_names=None, feature_names: Sequence[str] | None = None,
+         top: int = 20, title: str | None = None, ax=None, path=None, figsize=None):
+    """Draw sample ``index`` of ``attribution``; return the matplotlib ``Figure``.
+
+    Images: the input (left) and the map (right) with a colour bar; ``mode`` is signed | positive |
+    negative | absolute; the colour scale is symmetric ``[-s, s]``, ``s`` = the ``clip``-th percentile of
+    ``|map|``. Layer-level maps are laid over the grey image (``overlay``, ``opacity``); superpixel
+    boundaries are drawn when the attribution has ``players`` (``edges``). Tables: a bar per feature (the
+    ``top`` largest). ``ax``: draw the map into an existing axes. ``path``: also save the figure.
+    """
+    check_mode(mode)
+    v = view(attribution, index, class_names)
+    if v.kind == "table":
+        return _plot_table(v, feature_names, top, title, ax, path, figsize)
+    if v.kind == "series":
+        return _plot_series(v, mode, clip, title, ax, path, figsize)
+    scale = scale_for(v.map, mode, clip)
+    if ax is not None:
+        draw_image_map(ax, v, scale, overlay, opacity, edges)
+        ax.set_title(title or _title(v, _prob(v)), fontsize=9)
+        if colorbar:
+            add_colorbar(ax.figure, ax, scale)
+        return ax.figure
+    panels = 2 if show_input and v.image is not None else 1
+    fig = new_figure(*(figsize or (3.3 * panels + 0.9, 3.6)))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    if panels == 2:
+        axes[0].imshow(v.image, interpolation="nearest")
+        axes[0].set_title(_input_title(v, class_names), fontsize=9)
+        axes[0].set_xticks([])
+        axes[0].set_yticks([])
+    m_ax = axes[-1]
+    draw_image_map(m_ax, v, scale, overlay, opacity, edges)
+    m_ax.set_title(_title(v, _prob(v)), fontsize=9)
+    if colorbar:
+        add_colorbar(fig, m_ax, scale)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if v.note:
+        m_ax.set_xlabel(v.note, fontsize=7)
+    return finish(fig, path)
+
+
+def _plot_table(v: SampleView, names, top, title, ax, path, figsize):
+    vals = v.map
+    names = _feature_names(names, vals.size)
+    order = np.argsort(-np.abs(vals))[:top][::-1]
+    fig = ax.figure if ax is not None else new_figure(*(figsize or (6.0, 0.28 * len(order) + 1.4)))
+    ax = ax if ax is not None else fig.subplots()
+    colors = [_bar_colour(vals[i]) for i in order]
+    ax.barh(range(len(order)), vals[order], color=colors)
+    labels = []
+    for i in order:
+        lab = names[i]
+        if v.image is not None:
+            lab += f" = {v.image[i]:.3g}"
+        labels.append(lab)
+    ax.set_yticks(range(len(order)), labels, fontsize=8)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("attribution (red raises the score, blue lowers it)", fontsize=8)
+    more = f" (top {len(order)} of {vals.size})" if vals.size > len(order) else ""
+    ax.set_title(title or f"{v.method} for '{v.target_label}'{_prob(v)}{more}", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    return finish(fig, path)
+
+
+def _plot_series(v: SampleView, mode, clip, title, ax, path, figsize):
+    scale = scale_for(v.map, mode, clip)
+    fig = ax.figure if ax is not None else new_figure(*(figsize or (7.0, 2.6)))
+    ax = ax if ax is not None else fig.subplots()
+    strip = to_rgba(v.map[None, :], scale)
+    lo, hi = 0.0, 1.0
+    if v.image is not None:
+        sig = np.atleast_2d(v.image)
+        lo, hi = float(sig.min()), float(sig.max())
+        if hi <= lo:
+            lo, hi = lo - 1, hi + 1
+        for c in sig:
+            ax.plot(np.arange(c.size), c, color="0.2", lw=1)
+    ax.imshow(strip, extent=(-0.5, v.map.size - 0.5, lo, hi), aspect="auto", interpolation="nearest", zorder=0)
+    ax.set_title(title or _title(v).replace("\n", " "), fontsize=9)
+    add_colorbar(fig, ax, scale)
+    return finish(fig, path)
+
+
+def _bar_colour(value: float):
+    from .colors import BLUE, RED
+    return RED if value >= 0 else BLUE
+
+
+def _feature_names(names, n: int) -> list[str]:
+    if names is None:
+        return [f"feature {i}" for i in range(n)]
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise ValueError(f"feature_names has {len(names)} names for {n} features")
+    return names
+
+
+# ------------------------------------------------------------------------------------- plot_grid
+KEYS = ("method", "target", "layer", "sample")
+
+
+def _key(v: SampleView, sample: int, key) -> str:
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    parts = []
+    for k in keys:
+        if k not in KEYS:
+            raise ValueError(f"grid keys are {', '.join(KEYS)}; got {k!r}")
+        parts.append({"method": v.method, "target": v.target_label, "layer": v.layer or "pixels",
+                      "sample": f"sample {sample}"}[k])
+    return " / ".join(parts)
+
+
+def plot_grid(attributions, rows="method", cols="target", *, index=0, mode: str = "signed",
+              clip: float = 99.5, scale: str = "each", overlay: bool | None = None, opacity: float = 0.8,
+              show_input: bool = True, edges: bool = True, class_names=None, cell: float = 2.2,
+              title: str | None = None, path=None):
+    """A grid of heatmaps (the thesis' Figure 3.1: methods x classes x layers).
+
+    ``attributions``: a list of ``Attribution`` (or a dict ``label -> Attribution``); each sample ``index``
+    (an int, a list, or None for all) of each becomes a cell placed by ``rows`` and ``cols``, each one of
+    "method", "target", "layer", "sample" or a tuple of them (Figure 3.1: ``rows=("layer", "target"),
+    cols="method"``). A nested list (rows of attributions) is laid out as given.
+    ``scale``: "each" (each map spans its own ``±s``, printed under it), "row", "col" or "all" (shared, with
+    a colour bar). ``show_input`` adds a first column with each row's input image.
+    """
+    check_mode(mode)
+    if scale not in ("each", "row", "col", "all"):
+        raise ValueError(f"scale must be 'each', 'row', 'col' or 'all', got {scale!r}")
+    cells, row_keys, col_keys = _layout(attributions, rows, cols, index, class_names)
+    if not cells:
+        raise ValueError("plot_grid needs at least one attribution")
+    if any(v.kind not in ("image", "volume") for v in cells.values()):
+        raise ValueError("plot_grid draws image attributions; plot tabular ones with plot() or plot_importance()")
+    nr, nc = len(row_keys), len(col_keys)
+    scales = _scales(cells, row_keys, col_keys, scale, mode, clip)
+    inputs = show_input and any(v.image is not None for v in cells.values())
+    extra = 1 if inputs else 0
+    bar = scale != "each"
+    fig = new_figure(cell * (nc + extra) + (0.9 if bar else 0.2) + 0.9, cell * nr + 0.9 + (0.4 if title else 0))
+    axes = fig.subplots(nr, nc + extra, squeeze=False)
+    shown = None
+    for r, rk in enumerate(row_keys):
+        first = next((cells[(rk, ck)] for ck in col_keys if (rk, ck) in cells), None)
+        if inputs:
+            ax = axes[r, 0]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if first is not None and first.image is not None and \
+                    (shown is None or not np.array_equal(shown, first.image)):
+                ax.imshow(first.image, interpolation="nearest")
+                ax.set_title(_input_title(first, class_names), fontsize=8)
+                shown = first.image
+            else:
+                for side in ax.spines.values():
+                    side.set_visible(False)
+            ax.set_ylabel(rk, fontsize=8)
+        for c, ck in enumerate(col_keys):
+            ax = axes[r, c + extra]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            v = cells.get((rk, ck))
+            if v is None:
+                ax.text(0.5, 0.5, "not computed", ha="center", va="center", fontsize=7, color="0.5",
+                        transform=ax.transAxes)
+                ax.set_frame_on(False)
+            else:
+                sc = scales[(rk, ck)]
+                draw_image_map(ax, v, sc, overlay, opacity, edges)
+                if scale == "each":
+                    ax.set_xlabel(f"±{sc.limit:.2g}" if mode == "signed" else f"max {sc.limit:.2g}", fontsize=7)
+            if r == 0:
+                ax.set_title(ck, fontsize=8)
+            if c == 0 and not inputs:
+                ax.set_ylabel(rk, fontsize=8)
+        if scale == "row" and any((rk, ck) in cells for ck in col_keys):
+            add_colorbar(fig, list(axes[r, extra:]), scales[next((rk, ck) for ck in col_keys if (rk, ck) in cells)])
+    if scale == "col":
+        for c, ck in enumerate(col_keys):
+            key = next(((rk, ck) for rk in row_keys if (rk, ck) in cells), None)
+            if key is not None:
+                add_colorbar(fig, list(axes[:, c + extra]), scales[key], shrink=0.6)
+    if scale == "all":
+        add_colorbar(fig, list(axes[:, extra:].ravel()), next(iter(scales.values())), shrink=0.6)
+    legend = "red: raises the class score · blue: lowers it · clear: no effect"
+    if scale == "each":
+        legend += " · each map scaled to its own ±max (printed under it)"
+    fig.supxlabel(legend, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return finish(fig, path)
+
+
+def _layout(attributions, rows, cols, index, class_names):
+    """-> ({(row_key, col_key): SampleView}, ordered row keys, ordered col keys)."""
+    cells: dict = {}
+    row_keys: list = []
+    col_keys: list = []
+
+    def put(rk, ck, v):
+        if (rk, ck) in cells:
+            raise ValueError(f"two maps fall in the cell row {rk!r}, column {ck!r}; add a key to rows= or "
+                             f"cols= (e.g. rows=('method', 'layer')) or pass fewer attributions")
+        cells[(rk, ck)] = v
+        if rk not in row_keys:
+            row_keys.append(rk)
+        if ck not in col_keys:
+            col_keys.append(ck)
+
+    if isinstance(attributions, Attribution):
+        attributions = [attributions]
+    if isinstance(attributions, dict):
+        attributions = list(attributions.values())
+    attributions = list(attributions)
+    if attributions and all(isinstance(r, (list, tuple)) for r in attributions):   # explicit layout
+        i = index if isinstance(index, int) else 0
+        grid = [[None if a is None else view(a, i, class_names) for a in row] for row in attributions]
+        width = max(len(row) for row in grid)
+        col_labels = []
+        for c in range(width):
+            v = next((row[c] for row in grid if c < len(row) and row[c] is not None), None)
+            col_labels.append(_unique(_key(v, i, cols) if v is not None else f"column {c}", col_labels))
+        for r, row in enumerate(grid):
+            v = next((x for x in row if x is not None), None)
+            rk = _unique(_key(v, i, rows) if v is not None else f"row {r}", row_keys)
+            row_keys.append(rk)
+            for c, v in enumerate(row):
+                if v is not None:
+                    cells[(rk, col_labels[c])] = v
+        return cells, row_keys, col_labels
+    for a in attributions:
+        if not isinstance(a, Attribution):
+            raise TypeError(f"plot_grid takes Attribution objects, got {type(a).__name__}")
+        idx = range(len(a)) if index is None else [index] if isinstance(index, int) else list(index)
+        for i in idx:
+            v = view(a, i, class_names)
+            put(_key(v, i, rows), _key(v, i, cols), v)
+    return cells, row_keys, col_keys
+
+
+def _scales(cells, row_keys, col_keys, how, mode, clip) -> dict:
+    if how == "each":
+        return {k: scale_for(v.map, mode, clip) for k, v in cells.items()}
+    if how == "all":
+        s = shared_scale([v.map for v in cells.values()], mode, clip)
+        return {k: s for k in cells}
+    out = {}
+    groups = row_keys if how == "row" else col_keys
+    for g in groups:
+        members = [k for k in cells if (k[0] if how == "row" else k[1]) == g]
+        s = shared_scale([cells[k].map for k in members], mode, clip)
+        out.update({k: s for k in members})
+    return out
+
+
+def _unique(label: str, taken: list) -> str:
+    out, k = label, 2
+    while out in taken:
+        out, k = f"{label} ({k})", k + 1
+    return out
