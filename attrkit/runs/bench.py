@@ -1,0 +1,82 @@
+"""Throughput of data-set runs: ``ak.explain`` in a loop vs the local backend vs Ray (for ``make bench``)."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import time
+
+
+def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size: int = 250, workers: int = 2,
+                     backends=("explain", "local", "ray"), repeats: int = 1, progress: bool = False) -> dict:
+    """Images per second for Integrated Gradients (``steps`` Gauss-Legendre points) on ``n`` built-in
+    ``shapes`` images (``size`` x ``size`` RGB) with ``SmallCNN``:
+
+    - ``explain``: ``ak.explain`` called on the same tensors in blocks of ``shard_size`` (the method alone);
+    - ``local``: ``ak.run(backend="local")`` end to end (model fingerprint, data hash, shard writes);
+    - ``ray``: ``ak.run(backend="ray", workers=workers)`` end to end, including Ray's start-up, which is
+      also reported alone (``ray_startup_s``: until the first shard is back, minus its compute time).
+
+    ``local_overhead_pct`` = local time / explain time - 1 (the store's per-image cost beyond the method).
+    With ``repeats`` > 1 the explain and local timings are the best of that many (interleaved).
+    """
+    import torch
+
+    from ..api import explain
+    from ..data import shapes
+    from ..models import SmallCNN
+    from .api import run
+
+    x = shapes(n=n, size=size, seed=0, progress=False).x
+    factory = functools.partial(SmallCNN, in_channels=3, num_classes=5, in_size=size)
+    res: dict = {"n": n, "size": size, "steps": steps, "shard_size": shard_size, "method": "integrated_gradients",
+                 "model": "SmallCNN(width=8)", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    tmp = tempfile.mkdtemp(prefix="attrkit-bench-")
+    try:
+        times: dict[str, list[float]] = {"explain": [], "local": []}
+        local_vals = None
+        for r in range(repeats):
+            if "explain" in backends:
+                model = factory()
+                t0 = time.perf_counter()
+                for i in range(0, n, shard_size):
+                    explain(model, x[i:i + shard_size], method="integrated_gradients", steps=steps, progress=False)
+                times["explain"].append(time.perf_counter() - t0)
+            if "local" in backends:
+                out = os.path.join(tmp, f"local{r}")
+                t0 = time.perf_counter()
+                result = run(factory, x, out=out, shard_size=shard_size, steps=steps, progress=progress)
+                times["local"].append(time.perf_counter() - t0)
+                local_vals = result
+        for k, ts in times.items():
+            if ts:
+                res[f"{k}_seconds"] = min(ts)
+                res[f"{k}_images_per_s"] = n / min(ts)
+        if times["explain"] and times["local"]:
+            res["local_overhead_pct"] = 100.0 * (min(times["local"]) / min(times["explain"]) - 1.0)
+        if "ray" in backends:
+            out = os.path.join(tmp, "ray")
+            t0 = time.perf_counter()
+            result = run(factory, x, out=out, backend="ray", workers=workers, shard_size=shard_size, steps=steps,
+                         progress=progress)
+            t = time.perf_counter() - t0
+            start = result.stats.get("ray_startup_s") or 0.0
+            res.update(ray_workers=result.stats["workers"], ray_seconds=t, ray_images_per_s=n / t,
+                       ray_startup_s=start, ray_images_per_s_after_startup=n / max(t - start, 1e-9))
+            if "local_images_per_s" in res:
+                res["ray_vs_local"] = res["ray_images_per_s"] / res["local_images_per_s"]
+                res["ray_vs_local_after_startup"] = res["ray_images_per_s_after_startup"] / res["local_images_per_s"]
+            if local_vals is not None:
+                diff = max(float((a - b).abs().max()) for a, b in zip(local_vals.iter_values(), result.iter_values()))
+                res["max_abs_diff_local_vs_ray"] = diff
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m attrkit.runs.bench
+    import json
+    import sys
+    kw = {k: int(v) for k, v in (a.split("=") for a in sys.argv[1:])}
+    print(json.dumps(bench_throughput(**kw), indent=2))

@@ -1,0 +1,91 @@
+"""The Ray backend: ``workers`` actors, one model each, shards streamed to whichever actor is free.
+
+Ray is imported lazily (``pip install attrkit[ray]``). With ``RAY_ADDRESS`` set the run joins that cluster;
+otherwise, when no Ray instance is running in this process, a local one is started
+(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end. Workers write their shards
+straight to ``out`` (which must therefore be shared storage on a multi-machine cluster); the driver only
+receives each shard's small summary and keeps the manifest.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Iterable
+
+from .worker import Plan, ShardWorker
+
+
+def import_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("backend='ray' needs Ray; install it with `pip install 'attrkit[ray]'` "
+                          "(on every machine of the cluster)") from err
+    return ray
+
+
+def ensure_ray(workers: int | None, cpus_per_worker: float = 1.0) -> tuple[object, bool]:
+    """(ray module, whether this call started/connected Ray and should shut it down afterwards)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+    else:
+        n = max(1, int(round((workers or os.cpu_count() or 1) * cpus_per_worker)))
+        ray.init(num_cpus=n, include_dashboard=False, logging_level=logging.WARNING)
+    return ray, True
+
+
+def default_workers(ray, cpus_per_worker: float) -> int:
+    cpus = ray.cluster_resources().get("CPU", os.cpu_count() or 1)
+    return max(1, int(cpus // cpus_per_worker))
+
+
+def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callable[[dict], None],
+            workers: int | None = None, cpus_per_worker: float = 1.0, in_flight: int = 2) -> dict:
+    """Compute ``shards`` on Ray actors; ``on_done(summary)`` in the driver as each shard lands.
+
+    Each actor holds ``in_flight`` shards queued so it never waits for the driver. The source and the
+    model factory go to the object store once and reach each actor once."""
+    queue = list(shards)
+    t0 = time.perf_counter()
+    ray, owned = ensure_ray(workers, cpus_per_worker)
+    actors: list = []
+    try:
+        n_workers = workers or default_workers(ray, cpus_per_worker)
+        n_workers = max(1, min(n_workers, len(queue))) if queue else 1
+        gpus = 1 if plan.device and str(plan.device).startswith("cuda") else 0
+        Actor = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(ShardWorker)
+        fac_ref, src_ref, plan_ref = ray.put(factory), ray.put(source), ray.put(plan)
+        actors = [Actor.remote(fac_ref, src_ref, plan_ref) for _ in range(n_workers)]
+        pending: dict = {}
+
+        def submit(actor) -> None:
+            if queue:
+                pending[actor.run.remote(queue.pop(0))] = actor
+
+        for _ in range(in_flight):
+            for a in actors:
+                submit(a)
+        startup = None
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(done[0])
+            summary = ray.get(done[0])          # re-raises a worker's exception here
+            if startup is None:
+                startup = time.perf_counter() - t0 - summary["seconds"]
+            on_done(summary)
+            submit(actor)
+        return {"workers": n_workers, "ray_startup_s": startup, "ray_started_here": owned}
+    finally:
+        for a in actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - best effort clean-up of our own actors
+                pass
+        if owned:
+            ray.shutdown()

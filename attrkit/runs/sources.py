@@ -1,0 +1,469 @@
+"""Data sources for whole-data-set runs: in-memory tensors, a folder of images, a CSV or Parquet table.
+
+A source knows its sample ids, a fingerprint of its content (part of a run's configuration hash) and how to
+load a contiguous block of samples. Loading returns the good samples and, for each bad record (a corrupt
+image, a malformed row), its id and the reason, so one bad file never stops a run.
+
+Sources are plain picklable objects: the Ray backend ships a source once to each worker, never per batch.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass
+class Batch:
+    """A loaded block: ``x`` [k, ...] for the good samples, their dataset ``index`` and ``ids``, their
+    ``labels`` (or None), and ``errors`` as ``(index, id, reason)`` for the bad ones."""
+    x: torch.Tensor | None
+    index: np.ndarray
+    ids: list[str]
+    labels: torch.Tensor | None
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class Source:
+    """Base class: subclasses set ``ids`` (one string per sample) and implement ``load`` and ``fingerprint``."""
+    kind = "source"
+    ids: list[str]
+    classes: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, start: int, stop: int) -> Batch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": len(self)}
+
+
+def _hash_array(h, a: np.ndarray) -> None:
+    a = np.ascontiguousarray(a)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+
+
+# ----------------------------------------------------------------------------------------------- tensors
+class TensorSource(Source):
+    """Samples held in memory: ``x`` [N, ...] and optional labels ``y`` [N]; ids are the row numbers."""
+    kind = "tensor"
+
+    def __init__(self, x, y=None, ids: Sequence[str] | None = None, classes: Sequence[str] | None = None):
+        x = _as_numpy(x, "x")
+        if x.ndim < 2:
+            raise ValueError(f"the data set's inputs must be a batch [N, ...] with N >= 1 samples, got shape "
+                             f"{tuple(x.shape)}")
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float32)
+        self.x = np.ascontiguousarray(x)
+        self.y = None if y is None else _as_numpy(y, "y")
+        if self.y is not None and self.y.shape[0] != self.x.shape[0]:
+            raise ValueError(f"the data set has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+        self.ids = [str(i) for i in range(self.x.shape[0])] if ids is None else [str(i) for i in ids]
+        if len(self.ids) != self.x.shape[0]:
+            raise ValueError(f"ids has {len(self.ids)} entries for {self.x.shape[0]} samples")
+        self.classes = list(classes) if classes is not None else None
+        self._fp = None
+
+    def load(self, start: int, stop: int) -> Batch:
+        idx = np.arange(start, stop)
+        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop]))
+        return Batch(torch.from_numpy(np.array(self.x[start:stop])), idx, self.ids[start:stop], y)
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            _hash_array(h, self.x)
+            if self.y is not None:
+                _hash_array(h, self.y)
+            h.update("\0".join(self.ids).encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": len(self), "shape": list(self.x.shape[1:]), "dtype": self.x.dtype.str}
+
+
+def _as_numpy(t, what: str) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    if isinstance(t, np.ndarray):
+        return t
+    raise TypeError(f"{what} must be a torch.Tensor or a NumPy array, got {type(t).__name__}")
+
+
+# ------------------------------------------------------------------------------------------ image folder
+class ImageFolderSource(Source):
+    """PNG/JPEG files under ``root`` (searched recursively, sorted by relative path; the id is that path).
+
+    When every image sits in a first-level sub-folder, the sub-folder names are the classes and give each
+    image its label (the torchvision ``ImageFolder`` layout). Preprocessing: ``mode`` ("RGB" or "L"),
+    ``size`` (int or (height, width); bilinear resize with Pillow), then scaling to [0, 1] and
+    ``(x - mean) / std`` per channel. Without ``size`` all images must share the first image's size; an
+    image of another size, or one Pillow cannot decode, is a bad record.
+    """
+    kind = "image_folder"
+
+    def __init__(self, root, size: int | Sequence[int] | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, mode: str = "RGB"):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{root} is not a folder of images")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+        self.mode = mode
+        channels = 3 if mode == "RGB" else 1
+        if size is not None:
+            size = (int(size), int(size)) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
+        self.size = size
+        self.mean = _per_channel(mean, channels, "mean", 0.0)
+        self.std = _per_channel(std, channels, "std", 1.0)
+        if (self.std <= 0).any():
+            raise ValueError("std must be positive")
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ValueError(f"no PNG or JPEG images found under {root}")
+        self.ids = files
+        parts = [f.split("/") for f in files]
+        if all(len(p) >= 2 for p in parts):
+            self.classes = sorted({p[0] for p in parts})
+            lookup = {c: i for i, c in enumerate(self.classes)}
+            self.labels = np.array([lookup[p[0]] for p in parts], dtype=np.int64)
+        else:
+            self.classes, self.labels = None, None
+        self.shape = None if size is None else (channels, *size)
+        self._fp = None
+
+    def _expected_shape(self) -> tuple[int, ...]:
+        if self.shape is None:            # the first image that decodes fixes the size
+            for rel in self.ids:
+                try:
+                    self.shape = tuple(self._read(rel).shape)
+                    break
+                except Exception:  # noqa: BLE001 - a bad file is recorded when its block is loaded
+                    continue
+            else:
+                raise ValueError(f"none of the {len(self.ids)} images under {self.root} could be decoded")
+        return self.shape
+
+    def _read(self, rel: str) -> np.ndarray:
+        from PIL import Image
+        with Image.open(self.root / rel) as im:
+            im.load()
+            im = im.convert(self.mode)
+            if self.size is not None and im.size != (self.size[1], self.size[0]):
+                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return (a - self.mean[:, None, None]) / self.std[:, None, None]
+
+    def load(self, start: int, stop: int) -> Batch:
+        _pillow()
+        shape = self._expected_shape()
+        xs, idx, ids, errors = [], [], [], []
+        for i in range(start, stop):
+            rel = self.ids[i]
+            try:
+                a = self._read(rel)
+            except Exception as err:  # noqa: BLE001 - any decode failure is a bad record, not a crash
+                errors.append((i, rel, f"cannot decode image: {type(err).__name__}: {err}"))
+                continue
+            if tuple(a.shape) != shape:
+                errors.append((i, rel, f"image has shape {tuple(a.shape)}, expected {shape}; pass size= "
+                                       "to resize every image"))
+                continue
+            xs.append(a)
+            idx.append(i)
+            ids.append(rel)
+        idx_a = np.array(idx, dtype=np.int64)
+        x = torch.from_numpy(np.stack(xs).astype(np.float32)) if xs else None
+        y = None if self.labels is None else torch.from_numpy(self.labels[idx_a])
+        return Batch(x, idx_a, ids, y, errors)
+
+    def fingerprint(self) -> str:
+        """Relative paths and file sizes of every image, plus the preprocessing (content is not read)."""
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            for rel in self.ids:
+                h.update(f"{rel}\0{(self.root / rel).stat().st_size}\n".encode())
+            h.update(repr((self.size, self.mode, self.mean.tolist(), self.std.tolist())).encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": len(self), "root": str(self.root), "size": self.size, "mode": self.mode,
+                "mean": self.mean.tolist(), "std": self.std.tolist(), "classes": self.classes}
+
+
+def _per_channel(v, channels: int, what: str, default: float) -> np.ndarray:
+    if v is None:
+        return np.full(channels, default, dtype=np.float32)
+    a = np.atleast_1d(np.asarray(v, dtype=np.float32))
+    if a.size == 1:
+        a = np.repeat(a, channels)
+    if a.shape != (channels,):
+        raise ValueError(f"{what} needs one value or one per channel ({channels}), got {list(a)}")
+    return a
+
+
+def _pillow():
+    try:
+        import PIL  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("reading images needs Pillow; install it with `pip install attrkit[image]`") from err
+
+
+# ------------------------------------------------------------------------------------------------ tables
+class TableSource(Source):
+    """Rows of a CSV or Parquet file: numeric ``columns`` are the features, ``target`` an optional label column,
+    ``id_column`` an optional id column (default id: the 0-based data row number).
+
+    A malformed row (wrong number of fields, a value that is not a number, a missing or non-finite value) is
+    a bad record. The table is parsed once per process (cached), then blocks are sliced from it.
+    """
+    kind = "table"
+
+    def __init__(self, path, columns: Sequence[str] | None = None, target: str | None = None,
+                 id_column: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ValueError(f"no table file at {path}")
+        suffix = self.path.suffix.lower()
+        if suffix not in TABLE_SUFFIXES:
+            raise ValueError(f"{path}: a table must be .csv or .parquet, got {suffix!r}")
+        self.format = "csv" if suffix == ".csv" else "parquet"
+        self.target, self.id_column = target, id_column
+        self._columns = None if columns is None else list(columns)
+        self._cache = None
+        self._fp = None
+        data = self._parsed()
+        self.ids = data["ids"]
+        self.columns = data["columns"]
+        self.classes = None
+
+    def _parsed(self) -> dict:
+        if self._cache is None:
+            self._cache = _read_csv(self) if self.format == "csv" else _read_parquet(self)
+        return self._cache
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = None            # each worker parses the file itself; the rows are not shipped
+        return state
+
+    def load(self, start: int, stop: int) -> Batch:
+        d = self._parsed()
+        ok = d["ok"][start:stop]
+        idx = np.arange(start, stop)[ok]
+        errors = [(int(i), d["ids"][i], d["reasons"][i]) for i in range(start, stop) if not d["ok"][i]]
+        x = torch.from_numpy(d["x"][idx]) if len(idx) else None
+        y = None if d["y"] is None else torch.from_numpy(d["y"][idx])
+        return Batch(x, idx, [d["ids"][i] for i in idx], y, errors)
+
+    def fingerprint(self) -> str:
+        """The file's bytes (hashed in 1 MiB blocks) and the column choice."""
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            h.update(repr((self.columns, self.target, self.id_column)).encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": len(self), "path": str(self.path), "format": self.format,
+                "columns": self.columns, "target": self.target, "id_column": self.id_column}
+
+
+def _pick_columns(header: list[str], src: TableSource) -> list[str]:
+    for name, what in ((src.target, "target"), (src.id_column, "id_column")):
+        if name is not None and name not in header:
+            raise ValueError(f"{src.path}: {what} column {name!r} not found; columns are {header}")
+    if src._columns is not None:
+        missing = [c for c in src._columns if c not in header]
+        if missing:
+            raise ValueError(f"{src.path}: column(s) {missing} not found; columns are {header}")
+        return list(src._columns)
+    cols = [c for c in header if c not in (src.target, src.id_column)]
+    if not cols:
+        raise ValueError(f"{src.path}: no feature columns left after removing the target and id columns")
+    return cols
+
+
+def _number(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError("not finite")
+    return v
+
+
+def _read_csv(src: TableSource) -> dict:
+    with open(src.path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{src.path} is empty (no header row)") from None
+        cols = _pick_columns(header, src)
+        pos = [header.index(c) for c in cols]
+        tpos = header.index(src.target) if src.target is not None else None
+        ipos = header.index(src.id_column) if src.id_column is not None else None
+        rows, ids, ok, reasons, ys = [], [], [], [], []
+        for r, fields in enumerate(reader):
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue                                          # blank line
+            rid = fields[ipos].strip() if ipos is not None and ipos < len(fields) else str(len(ids))
+            ids.append(rid)
+            reason, vals, yv = None, None, math.nan
+            if len(fields) != len(header):
+                reason = f"line {reader.line_num}: expected {len(header)} fields, got {len(fields)}"
+            else:
+                try:
+                    vals = [_number(fields[p]) for p in pos]
+                    if tpos is not None:
+                        yv = _number(fields[tpos])
+                except ValueError:
+                    bad = next(c for c, p in zip(cols + [src.target], pos + [tpos]) if p is not None
+                               and not _is_number(fields[p]))
+                    reason = f"line {reader.line_num}: column {bad!r} holds {fields[header.index(bad)]!r}, " \
+                             "not a finite number"
+            ok.append(reason is None)
+            reasons.append(reason)
+            rows.append(vals if vals is not None else [0.0] * len(cols))
+            ys.append(yv)
+    return _finish_table(src, cols, rows, ids, ok, reasons, ys if tpos is not None else None)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        _number(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_parquet(src: TableSource) -> dict:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("reading Parquet needs pyarrow; install it with `pip install attrkit[ray]` "
+                          "or `pip install pyarrow`") from err
+    table = pq.read_table(src.path)
+    header = list(table.column_names)
+    cols = _pick_columns(header, src)
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+    reasons: list[str | None] = [None] * n
+    mat = np.zeros((n, len(cols)), dtype=np.float64)
+
+    def numeric(name: str) -> np.ndarray:
+        col = table.column(name)
+        try:
+            a = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{src.path}: column {name!r} of type {col.type} is not numeric") from err
+        return a
+
+    checks = [(j, c) for j, c in enumerate(cols)] + ([(None, src.target)] if src.target is not None else [])
+    y = None
+    for j, c in checks:
+        a = numeric(c)
+        bad = ~np.isfinite(a)
+        for i in np.flatnonzero(bad & ok):
+            ok[i] = False
+            reasons[i] = f"row {i}: column {c!r} is missing or not a finite number"
+        a = np.where(bad, 0.0, a)
+        if j is None:
+            y = a
+        else:
+            mat[:, j] = a
+    ids = [str(v) for v in table.column(src.id_column).to_pylist()] if src.id_column else \
+        [str(i) for i in range(n)]
+    return _finish_table(src, cols, mat, ids, ok.tolist(), reasons, y)
+
+
+def _finish_table(src, cols, rows, ids, ok, reasons, ys) -> dict:
+    if not ids:
+        raise ValueError(f"{src.path} has no data rows")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{src.path}: the id column {src.id_column!r} holds duplicate ids")
+    y = None
+    if ys is not None:
+        ya = np.asarray(ys, dtype=np.float64)
+        fin = ya[np.isfinite(ya)]
+        integral = fin.size and np.all(fin == np.round(fin))
+        y = np.where(np.isfinite(ya), ya, -1).astype(np.int64) if integral else ya.astype(np.float32)
+    return {"x": np.asarray(rows, dtype=np.float32).reshape(len(ids), len(cols)), "ids": ids,
+            "ok": np.asarray(ok, dtype=bool), "reasons": reasons, "y": y, "columns": cols}
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+def as_source(dataset, *, size=None, mean=None, std=None, mode: str = "RGB", columns=None, target_column=None,
+              id_column=None) -> Source:
+    """Turn what the user passed into a :class:`Source`.
+
+    Accepted: a ``Source``; a tensor / NumPy array ``[N, ...]``; a tuple ``(x, y)``; an attrkit ``Dataset``;
+    a ``torch.utils.data.TensorDataset``; a path to a folder of images, a ``.csv`` / ``.parquet`` table or a
+    ``.npz`` (arrays ``x`` and optionally ``y``) / ``.npy`` file; or an importable ``"module:function"``
+    string naming a zero-argument function that returns one of these (e.g. ``"attrkit.data:digits"``).
+    """
+    if isinstance(dataset, Source):
+        return dataset
+    if isinstance(dataset, (torch.Tensor, np.ndarray)):
+        return TensorSource(dataset)
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        return TensorSource(dataset[0], dataset[1])
+    if hasattr(dataset, "x") and hasattr(dataset, "y") and isinstance(getattr(dataset, "x"), torch.Tensor):
+        y = dataset.y if isinstance(dataset.y, torch.Tensor) else None
+        return TensorSource(dataset.x, y, classes=getattr(dataset, "classes", None))
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        ts = dataset.tensors
+        return TensorSource(ts[0], ts[1] if len(ts) > 1 else None)
+    if isinstance(dataset, (str, os.PathLike)):
+        path = Path(dataset)
+        if path.is_dir():
+            return ImageFolderSource(path, size=size, mean=mean, std=std, mode=mode)
+        if path.is_file():
+            suffix = path.suffix.lower()
+            if suffix in TABLE_SUFFIXES:
+                return TableSource(path, columns=columns, target=target_column, id_column=id_column)
+            if suffix == ".npy":
+                return TensorSource(np.load(path, allow_pickle=False))
+            if suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    if "x" not in z.files:
+                        raise ValueError(f"{path}: a .npz data set needs an array named 'x' (and optionally 'y')")
+                    return TensorSource(z["x"], z["y"] if "y" in z.files else None)
+            raise ValueError(f"{path}: unsupported data file {suffix!r}; use a folder of images, .csv, .parquet, "
+                             ".npz or .npy")
+        if isinstance(dataset, str) and ":" in dataset and not os.path.exists(dataset):
+            from .factory import import_object
+            return as_source(import_object(dataset)(), size=size, mean=mean, std=std, mode=mode, columns=columns,
+                             target_column=target_column, id_column=id_column)
+        raise ValueError(f"data set {str(dataset)!r} is neither an existing folder/file nor a 'module:function'")
+    raise TypeError("dataset must be a tensor, (x, y) tensors, an attrkit Dataset, a TensorDataset, a path to a "
+                    f"folder of images / CSV / Parquet file, or a 'module:function' string; got "
+                    f"{type(dataset).__name__}")
+
+
+__all__ = ["Batch", "Source", "TensorSource", "ImageFolderSource", "TableSource", "as_source", "IMAGE_SUFFIXES"]
