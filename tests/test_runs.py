@@ -18,6 +18,17 @@ import attrkit as ak
 from attrkit import runs
 from attrkit.models import MLP, SmallCNN
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and the 2 cores are shared by the whole suite)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CNN = functools.partial(SmallCNN, in_channels=3, num_classes=3, in_size=8, width=2, hidden=8)
 
 
@@ -313,3 +324,9 @@ def test_cli_resume_strict_and_usage_errors(tmp_path, capsys):
     assert len(runs.load_run(tmp_path / "t")) == 6
     assert runs.cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "u"),
                           "-O", "novalue"]) == 2
+
+
+def test_missing_ray_gives_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)                       # as if Ray were not installed
+    with pytest.raises(ImportError, match=r"attrkit\[ray\]"):
+        runs.run(CNN, images(4), out=tmp_path, backend="ray", progress=False)

@@ -45,23 +45,69 @@ def default_workers(ray, cpus_per_worker: float) -> int:
     return max(1, int(cpus // cpus_per_worker))
 
 
+class PoolWorker:
+    """Body of the Ray actor: holds one :class:`ShardWorker` (one model) for the current run.
+
+    Actors outlive a run while the Ray instance does (a second run in the same session skips the seconds
+    of process start and imports); :meth:`reset` drops the model and the data after each run."""
+
+    def __init__(self):
+        self.worker = None
+
+    def setup(self, factory, source, plan) -> str:
+        self.worker = ShardWorker(factory, source, plan)
+        return self.worker.where
+
+    def run(self, k: int) -> dict:
+        return self.worker.run(k)
+
+    def reset(self) -> None:
+        self.worker = None
+
+
+_POOL: dict = {}      # (job id, cpus, gpus) -> [actor handles]
+
+
+def _actors(ray, n: int, cpus: float, gpus: float) -> list:
+    key = (ray.get_runtime_context().get_job_id(), cpus, gpus)
+    for k in [k for k in _POOL if k[0] != key[0]]:
+        del _POOL[k]                     # handles of an earlier Ray session are dead
+    pool = _POOL.setdefault(key, [])
+    if len(pool) < n:
+        Actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(PoolWorker)
+        pool.extend(Actor.remote() for _ in range(n - len(pool)))
+    return pool[:n]
+
+
+def _forget(ray, actors) -> None:
+    for key, pool in _POOL.items():
+        _POOL[key] = [a for a in pool if a not in actors]
+    for a in actors:
+        try:
+            ray.kill(a)
+        except Exception:  # noqa: BLE001 - best effort clean-up of our own actors
+            pass
+
+
 def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callable[[dict], None],
             workers: int | None = None, cpus_per_worker: float = 1.0, in_flight: int = 2) -> dict:
     """Compute ``shards`` on Ray actors; ``on_done(summary)`` in the driver as each shard lands.
 
-    Each actor holds ``in_flight`` shards queued so it never waits for the driver. The source and the
-    model factory go to the object store once and reach each actor once."""
+    Each actor holds ``in_flight`` shards queued so it never waits for the driver. The source, the model
+    factory and the plan go to the object store once and reach each actor once (``setup``)."""
     queue = list(shards)
     t0 = time.perf_counter()
     ray, owned = ensure_ray(workers, cpus_per_worker)
     actors: list = []
+    ok = False
     try:
         n_workers = workers or default_workers(ray, cpus_per_worker)
-        n_workers = max(1, min(n_workers, len(queue))) if queue else 1
+        n_workers = max(1, min(n_workers, len(queue))) if queue else 0
         gpus = 1 if plan.device and str(plan.device).startswith("cuda") else 0
-        Actor = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus)(ShardWorker)
-        fac_ref, src_ref, plan_ref = ray.put(factory), ray.put(source), ray.put(plan)
-        actors = [Actor.remote(fac_ref, src_ref, plan_ref) for _ in range(n_workers)]
+        actors = _actors(ray, n_workers, cpus_per_worker, gpus)
+        refs = ray.put(factory), ray.put(source), ray.put(plan)
+        for a in actors:
+            a.setup.remote(*refs)                # actor tasks run in submission order: setup, then shards
         pending: dict = {}
 
         def submit(actor) -> None:
@@ -80,12 +126,13 @@ def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callabl
                 startup = time.perf_counter() - t0 - summary["seconds"]
             on_done(summary)
             submit(actor)
+        ok = True
         return {"workers": n_workers, "ray_startup_s": startup, "ray_started_here": owned}
     finally:
-        for a in actors:
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001 - best effort clean-up of our own actors
-                pass
         if owned:
+            _POOL.clear()
             ray.shutdown()
+        elif not ok:
+            _forget(ray, actors)                # a failed run may leave actors busy or broken
+        else:
+            ray.get([a.reset.remote() for a in actors])
