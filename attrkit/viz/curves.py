@@ -21,6 +21,9 @@ def _as_curve(curve) -> tuple[np.ndarray, np.ndarray, float | None]:
     fields (``fractions``/``x``, ``scores``/``y``, optional ``auc``/``area``). A 2-D ``y`` (one row per
     sample) is averaged over samples."""
     auc = None
+    details = getattr(curve, "details", None)
+    if isinstance(details, Mapping) and "curves" in details:          # attrkit.metrics.MetricResult
+        return _clean(details.get("fractions"), details["curves"], getattr(curve, "score", None))
     if isinstance(curve, Mapping):
         get = curve.get
     elif isinstance(curve, (tuple, list)) and len(curve) == 2 and np.ndim(curve[0]) >= 1:
@@ -88,8 +91,12 @@ def _items(curves) -> list:
     if isinstance(curves, Mapping):
         return list(curves.items())
     out = []
+    if hasattr(curves, "details"):
+        curves = [curves]
     for i, c in enumerate(curves):
-        label = getattr(c, "method", None) or getattr(c, "name", None) or f"curve {i}"
+        details = getattr(c, "details", None)
+        label = (details.get("method") if isinstance(details, Mapping) else None) or getattr(c, "method", None) \
+            or getattr(c, "name", None) or f"curve {i}"
         out.append((str(label), c))
     return out
 
@@ -101,11 +108,16 @@ def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Se
     """Sanity-check cascade (Adebayo et al. 2018): the map after randomising each layer in turn, with
     its similarity to the original map under each panel.
 
-    ``maps``: Attributions (or ``[H, W]`` arrays) in cascade order, the first one from the trained model;
-    ``labels``: what was randomised for each ("original", "up to fc2", ...); ``scores``: the similarity of
-    each map to the first. A map that stays the same while the weights are destroyed does not explain the
-    model.
+    ``maps``: a ``RandomisationResult`` of ``attrkit.metrics`` (its sample ``index`` is drawn, scored by
+    its first similarity), or Attributions / ``[H, W]`` arrays in cascade order, the first one from the
+    trained model, with ``labels`` saying what was randomised for each and ``scores`` the similarity of each
+    map to the first. A map that stays the same while the weights are destroyed does not explain the model.
     """
+    if hasattr(maps, "randomised_maps"):
+        maps, labels, scores, name, what = _from_randomisation(maps, index)
+        score_name = score_name if score_name != "Spearman rank corr. to the original" else name
+        title = title or what
+        index = 0
     maps = list(maps)
     if not maps:
         raise ValueError("plot_cascade needs at least one map")
@@ -130,6 +142,27 @@ def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Se
     what = views[0].method + (f" at layer {views[0].layer}" if views[0].layer else "")
     fig.suptitle(title or f"sanity check: {what}, layers randomised from the top", fontsize=9)
     return finish(fig, path)
+
+
+def _from_randomisation(res, index: int):
+    if res.maps is None or res.randomised_maps is None:
+        raise ValueError("this randomisation result kept no maps; run it with keep_maps=True")
+    if not 0 <= index < res.maps.shape[0]:
+        raise ValueError(f"index {index} is out of range for {res.maps.shape[0]} sample(s)")
+    sim_name = "spearman_abs" if "spearman_abs" in res.similarity else next(iter(res.similarity), None)
+    maps = [res.maps[index]] + [res.randomised_maps[k, index] for k in range(len(res.stages))]
+    cascading = getattr(res, "mode", "cascading") == "cascading"
+    labels = ["original"] + [(f"up to {st[-1]}" if cascading else f"only {st[0]}") for st in res.stages]
+    scores = None
+    if sim_name is not None:
+        scores = [1.0] + [float(res.similarity[sim_name][k, index]) for k in range(len(res.stages))]
+    pretty = {"spearman_abs": "Spearman rank corr. of |map| to the original", "spearman": "Spearman rank corr.",
+              "ssim": "SSIM to the original", "hog": "HOG similarity"}.get(sim_name, str(sim_name))
+    meth = res.details.get("method", "map")
+    layer = res.details.get("layer")
+    what = (f"sanity check ({'cascading' if cascading else 'independent'} randomisation): {meth}"
+            + (f" at layer {layer}" if layer else "") + (", layers randomised from the top" if cascading else ""))
+    return maps, labels, scores, pretty, what
 
 
 def _to_view(m, index, class_names) -> SampleView:

@@ -131,8 +131,10 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
     """One prediction as a waterfall: start at the base value, add each feature's contribution (red up,
     blue down; the ``top`` largest, the rest in one bar), arrive at the model's output.
 
-    When the contributions do not add up (a method without completeness) the gap is drawn as its own grey
-    bar ("not explained"), so the picture never pretends to an additivity it does not have."""
+    The base value is ``base``, else the method's reported ``info["base_value"]``, else ``model(baseline)``,
+    else implied (``output - sum``). When the contributions miss the output by more than 1% of the change
+    they explain (a method without completeness), the gap is drawn as its own grey bar ("not explained"), so
+    the picture never pretends to an additivity it does not have."""
     index = check_index(attribution, index)
     vals = _np(attribution.values[index]).reshape(-1)
     names = _feature_names(names, vals.size)
@@ -158,7 +160,8 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
     if rest.size:
         steps.append((f"{rest.size} other features", float(vals[rest].sum())))
     end = base + sum(s for _, s in steps)
-    if pred is not None and abs(pred - end) > 1e-6 * max(1.0, abs(pred)):
+    # a gap above 1% of the explained change gets its own bar (methods without completeness)
+    if pred is not None and abs(pred - end) > max(1e-9, 0.01 * max(abs(pred - base), float(np.abs(vals).sum()))):
         steps.append(("not explained (sum ≠ output)", pred - end))
     fig = ax.figure if ax is not None else new_figure(6.6, 0.34 * (len(steps) + 2) + 1.3)
     ax = ax if ax is not None else fig.subplots()
@@ -174,8 +177,9 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
         ax.text(max(level, level + d), row, f" {d:+.3g}", va="center", fontsize=7)
         level += d
         labels.append(lab)
-    ax.barh(0, level, color="0.35")
-    ax.text(level, 0, f" {level:.3g}", va="center", fontsize=7)
+    final = pred if pred is not None else level
+    ax.barh(0, final, color="0.35")
+    ax.text(final, 0, f" {final:.3g}", va="center", fontsize=7)
     labels.append("model output")
     ax.set_yticks(range(y + 1, -1, -1), labels, fontsize=8)
     ax.axvline(base, color="0.6", lw=0.6, ls="--")
