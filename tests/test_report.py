@@ -1,0 +1,212 @@
+"""The interactive report in a real browser: headless Debian Chromium driven by Playwright."""
+import base64
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+import attrkit as ak
+from attrkit.report import report
+from attrkit.report.encode import script_json
+from attrkit.viz import view
+from attrkit.viz.colors import scale_for
+
+from conftest import TinyCNN, tiny_mlp
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+EVIL = "<script>window.__pwned=1</script>"
+CLASSES = ["circle", EVIL, "triangle", "star"]
+
+pytestmark = pytest.mark.browser
+
+
+# ------------------------------------------------------------------------------------------ no browser
+def test_script_json_cannot_close_the_script_element():
+    text = script_json({"name": "</script><script>alert(1)</script>", "amp": "a & b", "sep": "\u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    import json
+    assert json.loads(text)["name"] == "</script><script>alert(1)</script>"
+
+
+def test_report_rejects_bad_items(tmp_path):
+    with pytest.raises(TypeError, match="Attribution"):
+        report([torch.zeros(3)], tmp_path / "r.html")
+    with pytest.raises(TypeError, match="table"):
+        report([], tmp_path / "r.html", tables={"t": [1, 2]})
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def attrs():
+    model = TinyCNN(classes=4, size=16).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for method in ("saliency", "integrated_gradients"):
+        for t in (0, 1):
+            out[(method, t, None)] = ak.explain(model, x, method, target=t, **({"steps": 8} if method != "saliency" else {}))
+        out[(method, 0, "features.2")] = ak.explain(model, x, method, target=0, layer="features.2",
+                                                    **({"steps": 8} if method != "saliency" else {}))
+    mlp = tiny_mlp(n_in=5, classes=3)
+    out["table"] = ak.explain(mlp, torch.randn(2, 5), "integrated_gradients", target=1, steps=16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page_file(attrs, tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    items = [a for k, a in attrs.items() if k != "table"] + [attrs["table"]]
+    tables = {"deletion <b>area</b>": [{"method": "saliency", "area": 0.31}, {"method": EVIL, "area": 0.2}]}
+    report(items, path, title="attrkit <i>test</i>", class_names=CLASSES, sample_names=["cat.png", EVIL],
+           feature_names=["age", "bmi", "bp", "s1", "s2"], tables=tables, notes=["a & b"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium; `make test` does it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    user_dir = tempfile.mkdtemp(prefix="attrkit-chromium-")
+    pw = sync_api.sync_playwright().start()
+    ctx = pw.chromium.launch_persistent_context(user_dir, executable_path=CHROMIUM, headless=True, args=ARGS,
+                                                viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()
+    pw.stop()
+    shutil.rmtree(user_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser, page_file):
+    pg = browser.new_page()
+    errors, requests = [], []
+    pg.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    pg.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.goto(page_file.as_uri())
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    yield pg
+    pg.wait_for_timeout(50)
+    assert not errors, errors                                       # no console errors, ever
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests   # no network
+    pg.close()
+
+
+def _heat(pg) -> str:
+    return pg.evaluate("document.getElementById('heat').toDataURL()")
+
+
+def _hover(pg, x, y, w=16, h=16):
+    box = pg.locator("#heat").bounding_box()
+    pg.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+    return pg.locator("#value")
+
+
+# ------------------------------------------------------------------------------------------ browser
+def test_report_opens_offline_and_shows_the_first_map(page, page_file, tmp_path):
+    html = page_file.read_text()
+    assert "http://" not in html and "https://" not in html              # nothing to fetch
+    assert EVIL not in html                                              # user text only as escaped JSON
+    assert page.title() == "attrkit <i>test</i>"                         # escaped title shown as text
+    assert page.locator("#pick-method option").all_inner_texts() == ["saliency", "integrated_gradients"]
+    assert page.locator("#pick-sample").input_value() == "0"
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert page.locator("#tables td").all_inner_texts()[:4] == ["saliency", "0.31", EVIL, "0.2"]
+
+
+def test_class_name_with_script_is_shown_as_text_not_run(page):
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("script").count() == 2                           # the data block and the page script
+    page.select_option("#pick-sample", "1")
+    assert page.locator("#pick-sample option").all_inner_texts() == ["cat.png", EVIL, "sample 2", "sample 3"]
+    page.select_option("#pick-target", label=EVIL)
+    assert page.locator("#pick-target").evaluate("s => s.options[s.selectedIndex].text") == EVIL
+    assert EVIL in page.locator("#map-cap").inner_text()
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_switching_method_and_target_changes_the_image(page, attrs):
+    first = _heat(page)
+    page.select_option("#pick-method", "integrated_gradients")
+    second = _heat(page)
+    assert second != first
+    assert page.locator("#pick-target").input_value() == "circle"        # the other choices are kept
+    page.select_option("#pick-target", label=EVIL)
+    third = _heat(page)
+    assert third not in (first, second)
+    assert "integrated_gradients" in page.locator("#map-cap").inner_text()
+
+
+def test_value_under_the_cursor_is_the_attribution(page, attrs):
+    page.select_option("#pick-method", "integrated_gradients")
+    v = view(attrs[("integrated_gradients", 0, None)], 0)
+    for (x, y) in [(3, 5), (12, 1), (15, 15)]:
+        shown = _hover(page, x, y)
+        assert float(shown.get_attribute("data-value")) == pytest.approx(v.map[y, x], rel=1e-6, abs=1e-12)
+        assert f"(x={x}, y={y})" in shown.inner_text()
+    s = scale_for(v.map)                                                 # the colour bar states the scale
+    assert float(page.locator("#cb-max").inner_text().split()[0]) == pytest.approx(s.vmax, rel=1e-3)
+    assert float(page.locator("#cb-min").inner_text().split()[0]) == pytest.approx(-s.vmax, rel=1e-3)
+
+
+def test_layer_map_over_grey_image_with_opacity_and_cell_readout(page, attrs):
+    page.select_option("#pick-layer", "features.2")
+    assert "layer features.2" in page.locator("#map-cap").inner_text()
+    page.wait_for_timeout(100)
+    base = page.evaluate("""() => { const c = document.getElementById('base');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let grey = 0, white = 0; for (let i = 0; i < d.length; i += 4) {
+          if (d[i] === d[i+1] && d[i+1] === d[i+2]) grey++; if (d[i] === 255 && d[i+1] === 255 && d[i+2] === 255) white++; }
+        return [grey, white, d.length / 4]; }""")
+    assert base[0] == base[2] and base[1] < base[2]                      # a grey image, not a white page
+    page.locator("#opacity").fill("30")
+    assert page.evaluate("document.getElementById('heat').style.opacity") == "0.3"
+    a = attrs[("saliency", 0, "features.2")]
+    raw = a.values[0].sum(0)
+    text = _hover(page, 9, 4).inner_text()
+    cell = re.search(r"layer cell \((\d+), (\d+)\): (\S+)", text)
+    cx, cy = int(cell.group(1)), int(cell.group(2))
+    assert float(cell.group(3)) == pytest.approx(float(raw[cy, cx]), rel=1e-3)
+    page.select_option("#pick-layer", "pixels")
+    assert page.evaluate("document.getElementById('heat').style.opacity") == "1"   # pixel maps on their own
+
+
+def test_tabular_sample_and_info(page, attrs):
+    page.select_option("#pick-sample", "2")
+    assert page.locator("#bars").is_visible() and not page.locator("#stack").is_visible()
+    assert page.locator("#input-box td").all_inner_texts()[0] == "age"
+    info = dict(zip(*[iter(page.locator("#info td").all_inner_texts())] * 2))
+    a = attrs["table"]
+    assert "completeness_gap" in info and int(info["n_evals"]) == int(a.info["n_evals"])
+    box = page.locator("#bars").bounding_box()
+    values = a.values[0].numpy()
+    top = int(np.argmax(np.abs(values)))                                 # the first bar is the largest
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + 18 * box["height"] / (20 * 5 + 30))
+    assert float(page.locator("#value").get_attribute("data-value")) == pytest.approx(values[top], rel=1e-6)
+
+
+def test_modes_change_the_scale(page):
+    page.select_option("#mode", "positive")
+    assert float(page.locator("#cb-min").inner_text()) == 0
+    page.select_option("#mode", "absolute")
+    assert page.locator("#cb-mid").inner_text() == ""
+
+
+def test_pngs_are_valid(page_file):
+    html = page_file.read_text()
+    uris = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert uris
+    from PIL import Image
+    import io
+    for u in uris[:4]:
+        im = Image.open(io.BytesIO(base64.b64decode(u)))
+        im.load()
+        assert im.size == (16, 16)
