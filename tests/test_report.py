@@ -41,6 +41,23 @@ def test_report_rejects_bad_items(tmp_path):
         report([], tmp_path / "r.html", tables={"t": [1, 2]})
 
 
+def test_items_can_carry_their_own_names(attrs, tmp_path):
+    import json
+    tab = attrs["table"]
+    img = attrs[("saliency", 0, None)]
+    path = report([{"attribution": img, "class_names": CLASSES, "sample_names": ["a.png", "b.png"]},
+                   {"attribution": tab, "class_names": ["no", "yes", "maybe"], "label": "IG (16 steps)",
+                    "feature_names": list("vwxyz")}], tmp_path / "r.html")
+    html = path.read_text()
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', html, re.S).group(1))
+    assert [s["name"] for s in data["samples"]] == ["a.png", "b.png", "sample 2", "sample 3"]
+    assert {m["target"] for m in data["maps"]} == {"circle", "yes"}
+    assert {m["method"] for m in data["maps"]} == {"saliency", "IG (16 steps)"}
+    assert data["samples"][2]["feature_names"] == list("vwxyz")
+    with pytest.raises(TypeError, match="unknown report item key"):
+        report([{"attribution": img, "colour": 1}], tmp_path / "r.html")
+
+
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def attrs():

@@ -183,7 +183,7 @@ SCRIPT = r"""
     } else if (smp.features) {
       var t = el("table"); var hr = el("tr"); hr.appendChild(el("th", "feature")); hr.appendChild(el("th", "value")); t.appendChild(hr);
       smp.features.forEach(function (v, k) {
-        var r = el("tr"); r.appendChild(el("td", D.feature_names[k] !== undefined ? D.feature_names[k] : "feature " + k));
+        var r = el("tr"); r.appendChild(el("td", smp.feature_names[k]));
         r.appendChild(el("td", fmt(v), "num")); t.appendChild(r);
       });
       box.appendChild(t);
@@ -234,14 +234,14 @@ SCRIPT = r"""
       var x0 = v >= 0 || mode === "absolute" ? mid : mid - len;
       ctx.fillRect(x0, y + 2, Math.max(len, 0.5), rowH - 5);
       ctx.fillStyle = "#1d2327";
-      var name = D.feature_names[j] !== undefined ? D.feature_names[j] : "feature " + j;
+      var name = smp.feature_names[j];
       ctx.textAlign = "right"; ctx.fillText(name.length > 30 ? name.slice(0, 29) + "…" : name, left - 8, y + rowH / 2);
       bars.push({ y0: y, y1: y + rowH, j: j });
     });
     ctx.strokeStyle = "#888"; ctx.beginPath(); ctx.moveTo(mid, 4); ctx.lineTo(mid, H - 20); ctx.stroke();
     ctx.textAlign = "center"; ctx.fillStyle = "#5f6b73";
     ctx.fillText("← lowers the score   raises it →", mid, H - 10);
-    current = { kind: "table", vals: vals, bars: bars, m: m };
+    current = { kind: "table", vals: vals, bars: bars, m: m, names: smp.feature_names };
   }
   function drawSide(m, smp) {
     var p = $("pred"); p.innerHTML = "";
@@ -275,7 +275,7 @@ SCRIPT = r"""
       var yy = (ev.clientY - r.top) / r.height * c.height;
       current.bars.forEach(function (b) {
         if (yy >= b.y0 && yy < b.y1) {
-          var name = D.feature_names[b.j] !== undefined ? D.feature_names[b.j] : "feature " + b.j;
+          var name = current.names[b.j];
           $("value").setAttribute("data-value", String(current.vals[b.j]));
           text($("value"), name + ": " + fmt(current.vals[b.j]));
         }

@@ -31,9 +31,11 @@ def report(items, path, title: str = "attrkit report", *, class_names=None, samp
     """Write the interactive report to ``path`` (``.html``) and return the path.
 
     items: an ``Attribution``, a list of them, or ``{label: Attribution}`` (the label replaces the method
-        name in the picker, e.g. to tell two settings of one method apart). Samples are matched across
-        attributions by their input values, so explaining the same batch with several methods, targets
-        and layers gives one sample with all its maps.
+        name in the picker, e.g. to tell two settings of one method apart). A list entry may also be a dict
+        ``{"attribution": a, "label", "class_names", "sample_names" (one per row of a), "feature_names"}`` to
+        mix models with different classes in one report. Samples are matched across attributions by their
+        input values, so explaining the same batch with several methods, targets and layers gives one
+        sample with all its maps.
     class_names: list or dict for target classes. sample_names: names of the distinct samples in order of
         first appearance (e.g. file names). feature_names: column names for tabular attributions.
     tables: ``{title: rows}`` with rows a list of dicts, a dict of columns, a DataFrame, or an object with
@@ -41,30 +43,31 @@ def report(items, path, title: str = "attrkit report", *, class_names=None, samp
     figures: ``{title: matplotlib Figure | PNG/JPEG/SVG bytes | file path}``, embedded as images.
     notes: paragraphs of text shown under the tables. clip: the colour scale's percentile.
     """
-    entries = _entries(items)
+    entries = _entries(items, class_names, feature_names)
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         path = path.with_suffix(".html")
     if not 0 < clip <= 100:
         raise ValueError(f"clip must be a percentile in (0, 100], got {clip}")
-    feature_names = [str(f) for f in feature_names] if feature_names is not None else []
     samples: list[dict] = []
     keys: dict[str, int] = {}
     maps: list[dict] = []
-    for label, a in entries:
+    for e in entries:
+        a = e["attribution"]
         for i in range(len(a)):
             key = _sample_key(a, i)
             if key not in keys:
                 keys[key] = len(samples)
-                samples.append(_sample(a, i, len(samples), sample_names, class_names, top))
-            maps.append(_map(a, i, keys[key], label, class_names))
+                name = _name(e["sample_names"], i) if e["sample_names"] is not None else \
+                    _name(sample_names, len(samples), "sample")
+                samples.append(_sample(a, i, name, e["class_names"], e["feature_names"], top))
+            maps.append(_map(a, i, keys[key], e["label"], e["class_names"]))
     data = {
         "title": str(title),
         "subtitle": _subtitle(samples, maps),
         "clip": float(clip),
         "samples": samples,
         "maps": maps,
-        "feature_names": feature_names,
         "tables": [_table(t, rows) for t, rows in (tables or {}).items()],
         "figures": [{"title": str(t), "src": figure_uri(f)} for t, f in (figures or {}).items()],
         "notes": [str(n) for n in (notes or [])],
@@ -87,21 +90,34 @@ def _page(title: str, data: dict) -> str:
             + f"<script>{SCRIPT}</script>\n</body>\n</html>\n")
 
 
-def _entries(items) -> list[tuple[str | None, Attribution]]:
-    if isinstance(items, Attribution):
+def _entries(items, class_names, feature_names) -> list[dict]:
+    """Items -> ``[{"attribution", "label", "class_names", "sample_names", "feature_names"}]``."""
+    if isinstance(items, (Attribution, Mapping)) and not (isinstance(items, Mapping) and "attribution" in items):
+        items = [items] if isinstance(items, Attribution) else [{"attribution": v, "label": str(k)}
+                                                                 for k, v in items.items()]
+    elif isinstance(items, Mapping):
         items = [items]
-    if isinstance(items, Mapping):
-        pairs = [(str(k), v) for k, v in items.items()]
-    else:
-        try:
-            pairs = [(None, v) for v in items]
-        except TypeError:
-            raise TypeError(f"report items must be an Attribution, a list of them or a dict "
-                            f"label -> Attribution, got {type(items).__name__}") from None
-    for _, a in pairs:
-        if not isinstance(a, Attribution):
-            raise TypeError(f"report items must be Attribution objects, got {type(a).__name__}")
-    return pairs
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"report items must be an Attribution, a list of them or a dict label -> Attribution, "
+                        f"got {type(items).__name__}") from None
+    out = []
+    for it in items:
+        e = dict(it) if isinstance(it, Mapping) else {"attribution": it}
+        bad = set(e) - {"attribution", "label", "class_names", "sample_names", "feature_names"}
+        if bad:
+            raise TypeError(f"unknown report item key(s) {sorted(bad)}; use attribution, label, class_names, "
+                            f"sample_names, feature_names")
+        if not isinstance(e.get("attribution"), Attribution):
+            raise TypeError(f"report items must be Attribution objects (or dicts holding one under "
+                            f"'attribution'), got {type(e.get('attribution')).__name__}")
+        e.setdefault("label", None)
+        e.setdefault("class_names", class_names)
+        e.setdefault("feature_names", feature_names)
+        e.setdefault("sample_names", None)
+        out.append(e)
+    return out
 
 
 def _sample_key(a: Attribution, i: int) -> str:
@@ -113,24 +129,28 @@ def _sample_key(a: Attribution, i: int) -> str:
     return h.hexdigest()
 
 
-def _sample_name(k: int, names) -> str:
+def _name(names, k: int, prefix: str = "sample") -> str:
     if names is None:
-        return f"sample {k}"
+        return f"{prefix} {k}"
     try:
         return str(names[k])
     except (IndexError, KeyError, TypeError):
-        return f"sample {k}"
+        return f"{prefix} {k}"
 
 
-def _sample(a: Attribution, i: int, k: int, names, class_names, top: int) -> dict:
+def _sample(a: Attribution, i: int, name: str, class_names, feature_names, top: int) -> dict:
     v = view(a, i, class_names)
-    d: dict[str, Any] = {"name": _sample_name(k, names), "image": None, "grey": None, "features": None,
+    d: dict[str, Any] = {"name": name, "image": None, "grey": None, "features": None, "feature_names": None,
                          "predicted": None, "top": [], "top_kind": "output"}
     if v.kind in ("image", "volume") and v.image is not None:
         d["image"] = png_uri(v.image)
         d["grey"] = png_uri(grey(v.image))
-    elif v.kind == "table" and v.image is not None:
-        d["features"] = [_num(x) for x in np.asarray(v.image).reshape(-1)]
+    elif v.kind == "table":
+        n = v.map.size
+        if v.image is not None:
+            d["features"] = [_num(x) for x in np.asarray(v.image).reshape(-1)]
+        names = [str(f) for f in feature_names] if feature_names is not None else []
+        d["feature_names"] = names if len(names) == n else [f"feature {j}" for j in range(n)]
     if a.outputs is not None:
         o = a.outputs[i].detach().cpu().double().reshape(-1)
         if o.numel() > 1:
