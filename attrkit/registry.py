@@ -10,6 +10,12 @@ from typing import Callable
 METHOD_MODULES = (
     "attrkit.gradients.methods",
     "attrkit.gradients.noise",
+    "attrkit.propagation.guided",
+    "attrkit.propagation.lrp",
+    "attrkit.propagation.deeplift",
+    "attrkit.propagation.cam",
+    "attrkit.propagation.cam_perturb",
+    "attrkit.games.estimators",
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}

@@ -1,0 +1,142 @@
+"""Leave-out methods: feature ablation (each player removed alone: ``phi_i = v(N) - v(N - i)``) and occlusion
+(Zeiler & Fergus 2014: a window slides over the input with a stride; each window's drop ``f(x) - f(x with the
+window masked)`` is credited to every element under it, and overlaps are averaged — Captum's convention).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.problem import Problem, Result
+from ..registry import register
+from .common import check_spread, finish, make_game, pad
+
+WINDOW_BLOCK = 4096
+
+
+@register("feature_ablation", family="game", gradients=False, layer="optional", players=True, baseline=True,
+          summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
+def feature_ablation(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
+                     spread: str = "share", head_only: bool | None = None) -> Result:
+    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample)."""
+    share = check_spread(spread)
+    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only)
+    n, L, K = game.n, game.max_players, game.n_values
+    rows_all = torch.arange(n)
+    v_full = game.full(rows_all)
+    zs, rs = [], []
+    for i in range(n):
+        l = int(game.n_players[i])
+        zs.append(pad(~torch.eye(l, dtype=torch.bool), L))
+        rs.append(torch.full((l,), i, dtype=torch.long))
+    v = game(torch.cat(zs), torch.cat(rs))
+    phi = torch.zeros(n, L, K, dtype=torch.float64)
+    start = 0
+    for i in range(n):
+        l = int(game.n_players[i])
+        phi[i, :l] = v_full[i] - v[start:start + l]
+        start += l
+    return finish(game, phi, {"exact": False}, share, v_full=v_full)
+
+
+def _per_dim(v, n: int, name: str) -> tuple[int, ...]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v,) * n
+    try:
+        out = tuple(int(a) for a in v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r}") from None
+    return out
+
+
+def windows(shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> list[list[tuple[int, int]]]:
+    """Window extents per dim: starts ``0, s, 2s, ...`` (``ceil((size - k) / s) + 1`` of them, clipped at the end)."""
+    per_dim = []
+    for size, k, s in zip(shape, window, stride):
+        count = math.ceil((size - k) / s) + 1
+        per_dim.append([(j * s, min(size, j * s + k)) for j in range(count)])
+    return per_dim
+
+
+@register("occlusion", family="game", gradients=False, layer="optional", players=False, baseline=True,
+          summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
+          reference="Zeiler & Fergus 2014")
+def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
+              head_only: bool | None = None) -> Result:
+    """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
+    non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
+
+    Defaults: a quarter of each spatial size with half-window strides for images/series (overlapping windows);
+    one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
+    """
+    game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
+    base = game.base
+    full = tuple(base.shape[1:])
+    spatial = full[1:] if base.dim() >= 3 else full
+    if window is None:
+        window = tuple(max(1, s // 4) for s in spatial) if base.dim() >= 3 else (1,) * len(spatial)
+    window = _per_dim(window, len(spatial), "window")
+    if len(window) == len(full) and base.dim() >= 3:
+        mshape = full
+    elif len(window) == len(spatial):
+        mshape = ((1,) if base.dim() >= 3 else ()) + spatial
+        window = ((1,) if base.dim() >= 3 else ()) + window
+    else:
+        raise ValueError(f"window {window} must give one size per spatial dim {spatial} (or per dim of {full})")
+    if stride is None:
+        stride = tuple(max(1, k // 2) if m > 1 and base.dim() >= 3 else max(1, k) for k, m in zip(window, mshape))
+    else:
+        stride = _per_dim(stride, len(window), "stride")
+        if len(stride) == len(window) - 1 and mshape[0] == 1:
+            stride = (1,) + stride
+    if len(stride) != len(window):
+        raise ValueError(f"stride must have one entry per window dim ({len(window)}), got {stride}")
+    for k, s, m in zip(window, stride, mshape):
+        if k < 1 or s < 1:
+            raise ValueError(f"window and stride must be positive, got window={window}, stride={stride}")
+        if k > m:
+            raise ValueError(f"window {window} is larger than the input's {mshape} in some dim")
+        if s > k and k < m:
+            raise ValueError(f"stride {stride} is larger than the window {window}: some elements would never be "
+                             "occluded; use stride <= window")
+    per_dim = windows(mshape, window, stride)
+    boxes = [[]]
+    for extents in per_dim:
+        boxes = [b + [e] for b in boxes for e in extents]
+    n, K = game.n, game.n_values
+    rows_all = torch.arange(n)
+    v_full = game.full(rows_all)
+    dev = base.device
+    acc = torch.zeros(n, K, math.prod(mshape), dtype=torch.float64)
+    count = torch.zeros(math.prod(mshape), dtype=torch.float64)
+    drops = []
+    for s0 in range(0, len(boxes), WINDOW_BLOCK):
+        block = boxes[s0:s0 + WINDOW_BLOCK]
+        occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
+        for j, box in enumerate(block):
+            occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
+        w = len(block)
+        keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
+        rows = rows_all.repeat_interleave(w)
+        v = game.evaluate_masks(keep.to(dev), rows).view(n, w, K)
+        drop = v_full.unsqueeze(1) - v                                # [n, w, K]
+        of = occ.reshape(w, -1).to(torch.float64)
+        acc += torch.einsum("nwk,wp->nkp", drop, of)
+        count += of.sum(0)
+        drops.append(drop)
+    attr = acc / count.clamp_min(1)
+    col = game.target_column()
+    attr_t = attr[torch.arange(n), col].view((n,) + mshape)
+    values = attr_t.to(dev).expand((n,) + full).to(base.dtype)
+    drop = torch.cat(drops, 1)
+    info = {"window_values": drop[torch.arange(n), :, col], "n_windows": len(boxes), "window": tuple(window),
+            "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
+            "masker": game.masker.name}
+    if game.all_classes:
+        info["values_all"] = attr.view((n, K) + mshape)
+    if game.at_layer:
+        info["head_only"] = bool(game.head_only)
+    info["n_evals"] = game.n_evals
+    ref = game.references
+    return Result(values=values, info=info, baseline=ref[:, 0].expand((n,) + full) if game.reps == 1 else None)

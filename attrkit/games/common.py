@@ -1,0 +1,112 @@
+"""What every estimator shares: building the game from ``explain``'s options and turning player values into a
+``Result`` (values spread back onto the input or layer shape, ``info["player_values"]`` and error figures)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.problem import Problem, Result
+from .game import Game
+
+SPREADS = ("share", "paint")
+
+
+def make_game(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
+              cache: bool = True, head_only: bool | None = None) -> Game:
+    return Game(problem, players=players, masker=masker, baseline=baseline, all_classes=all_classes, cache=cache,
+                head_only=head_only)
+
+
+def generator(problem: Problem) -> torch.Generator:
+    """A fresh generator for one sample. Every sample starts from the same seed, so a batch gives the same
+    numbers as explaining each sample alone (and any chunk size gives the same numbers)."""
+    return torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
+
+
+def check_int(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def check_tolerance(tolerance) -> float | None:
+    if tolerance is None:
+        return None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise ValueError(f"tolerance must be a positive number (largest std error / spread of values), got {tolerance!r}")
+    return float(tolerance)
+
+
+def check_spread(spread: str) -> bool:
+    if spread not in SPREADS:
+        raise ValueError(f"spread must be 'share' (each element gets its player's value / player size, so values sum "
+                         f"to the player values) or 'paint' (each element gets its player's value), got {spread!r}")
+    return spread == "share"
+
+
+def subsets_of_size(l: int, s: int) -> torch.Tensor:
+    """All coalitions of ``s`` out of ``l`` players, ``[C(l, s), l]`` bool."""
+    import itertools
+    idx = torch.tensor(list(itertools.combinations(range(l), s)), dtype=torch.long).view(-1, s)
+    z = torch.zeros(idx.shape[0], l, dtype=torch.bool)
+    if s:
+        z.scatter_(1, idx, True)
+    return z
+
+
+def all_coalitions(l: int) -> torch.Tensor:
+    """All ``2^l`` coalitions ``[2^l, l]`` bool; row ``c`` has player ``j`` iff bit ``j`` of ``c`` is set."""
+    codes = torch.arange(1 << l, dtype=torch.int64)
+    return ((codes.unsqueeze(1) >> torch.arange(l)) & 1).bool()
+
+
+def pad(z: torch.Tensor, width: int) -> torch.Tensor:
+    """Coalitions of ``l`` players padded to ``width`` columns (extra columns present; no label uses them)."""
+    if z.shape[1] == width:
+        return z
+    return torch.cat([z, torch.ones(z.shape[0], width - z.shape[1], dtype=torch.bool)], 1)
+
+
+def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full: torch.Tensor | None = None,
+           v_empty: torch.Tensor | None = None) -> Result:
+    """``phi`` ``[N, L, K]`` player values (zero past a sample's player count) -> ``Result``."""
+    n = game.n
+    col = game.target_column()
+    phi_t = phi[torch.arange(n), :, col]                                     # [N, L]
+    base = game.base
+    values = game.players.spread(phi_t.to(base.device), tuple(base.shape[1:]), share=share).to(base.dtype)
+    out = {"player_values": phi_t, "n_players": game.n_players.clone(), "masker": game.masker.name,
+           "spread": "share" if share else "paint"}
+    if v_full is not None:
+        out["full_value"] = v_full[torch.arange(n), col]
+    if v_empty is not None:
+        out["base_value"] = v_empty[torch.arange(n), col]
+    if game.all_classes:
+        out["player_values_all"] = phi.permute(0, 2, 1).contiguous()        # [N, K, L]
+    if game.at_layer:
+        out["head_only"] = bool(game.head_only)
+        if not game.head_only and game.split_reason:
+            out["split_note"] = game.split_reason
+    if game.players.relabelled:
+        out["player_ids"] = game.players.ids
+    out.update(info)
+    out["n_evals"] = game.n_evals
+    ref = game.references
+    baseline = ref[:, 0].expand((n,) + tuple(base.shape[1:])) if game.reps == 1 else None
+    return Result(values=values, info=out, baseline=baseline, players=game.players.display())
+
+
+def refuse_exact(l: int, max_players: int, reps: int) -> None:
+    if l > max_players:
+        evals = (1 << l) * reps
+        extra = f" x {reps} background rows" if reps > 1 else ""
+        raise ValueError(
+            f"exact Shapley values of {l} players need all 2^{l} coalitions: {evals:,} model evaluations per "
+            f"sample{extra} (max_players={max_players}). Use method='kernel_shap' or 'shapley_sampling' (sampled, "
+            f"with standard errors and tolerance=), use fewer players (e.g. ak.grid(x, 4) or ak.superpixels(x, 16)),"
+            f" or raise max_players if you can afford it")
+
+
+def log_binom(l: int, s: int) -> float:
+    return math.lgamma(l + 1) - math.lgamma(s + 1) - math.lgamma(l - s + 1)

@@ -1,0 +1,266 @@
+"""``Game``: the coalition game ``v(S) = f_target(m_{x,h,r}(S))`` of the thesis (section 2.4), evaluated for a
+``[B, l]`` boolean coalition matrix at a time.
+
+The game owns everything estimators should not care about: the players, the masker, the layer split (a game
+at a layer masks the activation and runs only the head), chunking under the memory budget
+(``problem.chunk(grad=False)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
+count of model rows run (``n_evals``), values for all output classes from the same forward passes
+(``all_classes=True``) and a progress bar on long runs.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row
+from ..core.checks import as_batch
+from ..core.modules import eval_mode, model_device_dtype, resolve_layer
+from ..core.problem import Problem
+from ..core.targets import resolve_target
+from .maskers import as_masker
+from .players import as_players
+from .split import split_at_layer
+
+PROGRESS_MIN_ROWS = 512
+TARGET_CHUNK_BYTES = 128 << 20     # activations per no-grad chunk: small models get big chunks (fewer calls)
+GAME_CAP = 1024
+
+
+def game_chunk(problem: Problem) -> int:
+    """Rows per model call for coalition evaluation (no autograd): ``batch_size`` when given; otherwise as
+    many rows as keep one chunk's activations near ``TARGET_CHUNK_BYTES`` (at least the core's cap, at most
+    ``GAME_CAP``), within ``max_memory``. Tiny models run 2-4x faster per row in chunks of hundreds."""
+    if problem.batch_size is not None:
+        return problem.chunk(grad=False)
+    per_row = max(1, bytes_per_row(problem.model, problem.inputs[:1], grad=False))
+    budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
+    if budget <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {problem.max_memory!r}")
+    floor = GPU_CAP if problem.inputs.device.type != "cpu" else CPU_CAP
+    want = max(floor, min(GAME_CAP, TARGET_CHUNK_BYTES // per_row))
+    return int(max(1, min(want, budget // per_row)))
+
+
+class Game:
+    """The coalition game of ``problem`` (or of ``model`` and inputs ``x``) over ``players``.
+
+    ``game(z, rows)`` -> ``[B, K]`` float64 values for coalitions ``z`` (``[B, L]`` bool, ``L`` = most players
+    of any sample; columns past a sample's own count are ignored) of samples ``rows`` (``[B]``). ``K`` is 1 (the
+    target) or, with ``all_classes=True``, every output of the model.
+
+    >>> import torch
+    >>> g = Game(torch.nn.Linear(4, 1), torch.ones(1, 4))          # players: one per feature, masker zeros
+    >>> v = g(torch.tensor([[True, True, True, True], [False] * 4]), torch.tensor([0, 0]))
+    >>> tuple(v.shape), g.n_evals
+    ((2, 1), 2)
+    """
+
+    def __init__(self, model, x: torch.Tensor | None = None, players=None, masker=None, *, target=None,
+                 layer=None, baseline=None, all_classes: bool = False, cache: bool = True,
+                 head_only: bool | None = None, batch_size: int | None = None, max_memory: int | None = None,
+                 seed: int | None = None, progress: bool | None = None):
+        if isinstance(model, Problem):
+            problem, self._own_model = model, False
+        else:
+            if x is None:
+                raise TypeError("Game(model, x, ...) needs the inputs x")
+            problem, self._own_model = _make_problem(model, x, target, layer, batch_size, max_memory, seed,
+                                                     progress), True
+        self.problem = problem
+        self.at_layer = problem.layer is not None
+        if self.at_layer:
+            with eval_mode(problem.model, warn=False) if self._own_model else _null():
+                split = split_at_layer(problem, head_only)
+            self.base, self._run, self.head_only, self.chunk = split.activation, split.run, split.head_only, split.chunk
+            self.split_reason = split.reason
+        else:
+            self.base = problem.inputs
+            self._run = lambda inp, rows: problem.forward(inp)
+            self.head_only, self.chunk, self.split_reason = None, game_chunk(problem), ""
+        self.players = as_players(players, self.base, at_layer=self.at_layer)
+        self.masker = as_masker(masker, baseline)
+        self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
+        self.reps = int(self.references.shape[1])
+        if all_classes and (problem.target.is_callable or problem.outputs is None or problem.outputs.dim() != 2):
+            raise ValueError("all_classes=True needs a model with outputs [N, classes] and an index target "
+                             "(not a callable target)")
+        self.all_classes = bool(all_classes)
+        self.use_cache = bool(cache)
+        self.n_evals = 0
+        self._cache: dict = {}
+        self._store: list[torch.Tensor] = []
+        self._stored = 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n(self) -> int:
+        return int(self.base.shape[0])
+
+    @property
+    def n_players(self) -> torch.Tensor:
+        """Players per sample ``[N]``."""
+        return self.players.n
+
+    @property
+    def max_players(self) -> int:
+        return self.players.max_players
+
+    @property
+    def n_values(self) -> int:
+        """``K``: 1 (the target) or the number of output classes."""
+        return int(self.problem.outputs.shape[1]) if self.all_classes else 1
+
+    def target_column(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Index of the target among the ``K`` values for each sample (all zeros unless ``all_classes``)."""
+        rows = torch.arange(self.n) if rows is None else rows
+        if not self.all_classes:
+            return torch.zeros(len(rows), dtype=torch.long)
+        cls = self.problem.target.classes
+        if cls is None:
+            return torch.zeros(len(rows), dtype=torch.long)
+        return cls.cpu()[rows.cpu()]
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Values ``[B, K]`` (float64) of coalitions ``z`` ``[B, L]`` for samples ``rows`` ``[B]``."""
+        z, rows = self._check(z, rows)
+        if z.shape[0] == 0:
+            return torch.zeros(0, self.n_values, dtype=torch.float64)
+        if not self.use_cache:
+            return self._evaluate(z, rows)
+        keys = self._keys(z, rows)
+        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+        klist = [tuple(k) for k in uniq.tolist()]
+        slot = torch.tensor([self._cache.get(k, -1) for k in klist], dtype=torch.long)
+        todo = (slot < 0).nonzero().flatten()
+        if todo.numel():
+            first = torch.full((uniq.shape[0],), -1, dtype=torch.long)
+            first.scatter_reduce_(0, inv, torch.arange(len(inv)), reduce="amin", include_self=False)
+            src = first[todo]
+            vals = self._evaluate(z[src], rows[src])
+            base = self._stored
+            self._store.append(vals)
+            self._stored += vals.shape[0]
+            for j, t in enumerate(todo.tolist()):
+                self._cache[klist[t]] = base + j
+            slot[todo] = torch.arange(base, base + len(todo))
+        store = torch.cat(self._store) if len(self._store) > 1 else self._store[0]
+        self._store = [store]
+        return store[slot[inv]]
+
+    def evaluate_masks(self, keep: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Values ``[B, K]`` for arbitrary keep-masks ``[B, ...]`` (broadcast to one sample of the input or the
+        layer activation: True keeps ``x``, False takes the reference), e.g. occlusion windows. Not cached."""
+        return self._run_masks(lambda s, e: keep[s:e], rows, keep.shape[0])
+
+    def full(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``v(all players)`` ``[B, K]``."""
+        rows = torch.arange(self.n) if rows is None else rows
+        return self(torch.ones(len(rows), self.max_players, dtype=torch.bool), rows)
+
+    def empty(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``v(no player)`` ``[B, K]``."""
+        rows = torch.arange(self.n) if rows is None else rows
+        return self(torch.zeros(len(rows), self.max_players, dtype=torch.bool), rows)
+
+    # ------------------------------------------------------------------ internals
+    def _check(self, z, rows):
+        if not isinstance(z, torch.Tensor) or z.dim() != 2:
+            raise ValueError(f"coalitions must be a [B, L] boolean tensor, got "
+                             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1).cpu()
+        if rows.numel() != z.shape[0]:
+            raise ValueError(f"rows has {rows.numel()} entries for {z.shape[0]} coalitions")
+        if rows.numel() and (rows.min() < 0 or rows.max() >= self.n):
+            raise ValueError(f"rows must index samples 0..{self.n - 1}")
+        L = self.max_players
+        if z.shape[1] < L:
+            raise ValueError(f"coalitions have {z.shape[1]} columns; this game has up to {L} players")
+        z = z[:, :L].to(torch.bool).cpu()
+        if bool((self.players.n < L).any()):   # canonical form: columns past a sample's players count as present
+            z = z | (torch.arange(L).unsqueeze(0) >= self.players.n.cpu()[rows].unsqueeze(1))
+        return z, rows
+
+    @staticmethod
+    def _keys(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + W]`` int64: the sample index and the coalition packed 62 players per word."""
+        b, L = z.shape
+        words = (L + 61) // 62
+        pad = torch.zeros(b, words * 62, dtype=torch.int64)
+        pad[:, :L] = z.to(torch.int64)
+        weights = (torch.ones(62, dtype=torch.int64) << torch.arange(62))
+        packed = (pad.view(b, words, 62) * weights).sum(2)
+        return torch.cat([rows.view(-1, 1), packed], 1)
+
+    def _evaluate(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        dev = self.base.device
+        zd, rd = z.to(dev), rows.to(dev)
+        return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
+
+    def _run_masks(self, mask_fn, rows: torch.Tensor, total: int) -> torch.Tensor:
+        R, K = self.reps, self.n_values
+        per_call = max(1, self.chunk // R)
+        out = torch.empty(total, K, dtype=torch.float64)
+        bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
+        base, refs = self.base, self.references
+        share_ref = refs.shape[0] == 1
+        try:
+            with torch.inference_mode(), (eval_mode(self.problem.model, warn=False) if self._own_model
+                                          else _null()):
+                for s in range(0, total, per_call):
+                    e = min(total, s + per_call)
+                    r = rows[s:e].to(base.device)
+                    keep = mask_fn(s, e)
+                    x = base[r]
+                    ref = refs[0] if share_ref else refs[r]                     # [R, ...] or [b, R, ...]
+                    keep = keep.view(keep.shape[0], *([1] * (x.dim() - keep.dim())), *keep.shape[1:]) \
+                        if keep.dim() < x.dim() else keep
+                    if R == 1:
+                        masked = torch.where(keep, x, ref[:, 0] if not share_ref else ref)
+                        rr = r
+                    else:
+                        masked = torch.where(keep.unsqueeze(1), x.unsqueeze(1), ref if not share_ref else ref.unsqueeze(0))
+                        masked = masked.reshape((-1,) + tuple(x.shape[1:]))
+                        rr = r.repeat_interleave(R)
+                    y = self._run(masked, rr)
+                    v = y.reshape(y.shape[0], -1) if self.all_classes else self.problem.target(y, rr).view(-1, 1)
+                    v = v.to(torch.float64).view(e - s, R, K).mean(1)
+                    out[s:e] = v.cpu()
+                    self.n_evals += (e - s) * R
+                    bar.update((e - s) * R)
+        finally:
+            bar.close()
+        return out
+
+    def _show(self, rows: int) -> bool:
+        p = self.problem.progress
+        if p is not None:
+            return bool(p)
+        return rows >= PROGRESS_MIN_ROWS and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progress) -> Problem:
+    """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    x = as_batch(x, "x")
+    device, dtype = model_device_dtype(model)
+    if device is not None:
+        x = x.to(device=device, dtype=dtype or x.dtype)
+    with eval_mode(model, warn=False), torch.no_grad():
+        from ..core.modules import call_model
+        outputs = torch.cat([call_model(model, x[i:i + 256]) for i in range(0, x.shape[0], 256)])
+    tgt = resolve_target(target, outputs)
+    name, mod = resolve_layer(model, layer) if layer is not None else (None, None)
+    return Problem(model=model, inputs=x, outputs=outputs, target=tgt, layer_name=name, layer=mod,
+                   batch_size=batch_size, max_memory=max_memory, seed=seed, progress=progress)

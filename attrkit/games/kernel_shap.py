@@ -1,0 +1,209 @@
+"""KernelSHAP (Lundberg & Lee 2017; thesis Proposition 2.34): LIME's weighted least squares with the Shapley
+kernel ``pi(z) = (l - 1) / (C(l, |z|) |z| (l - |z|))``, with efficiency ``sum phi = v(1) - v(0)`` held exactly
+as a constraint. With every coalition in the design the solution is the exact Shapley value.
+
+Design: coalition sizes whose whole layer fits the budget are enumerated (smallest and largest first, as
+shap does); the rest is sampled in antithetic pairs ``(z, 1 - z)`` with sizes drawn by kernel mass.
+Standard errors are analytic (Covert & Lee 2021): the constrained solution is a smooth function of the sample
+means of ``z z^T`` and ``z y``; its linearisation ``M (b - A phi)`` over independent pairs gives a sandwich
+covariance. With ``tolerance`` the pairs come in rounds and a sample stops once
+``max std_err / (max phi - min phi) < tolerance``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.problem import Problem, Result
+from ..registry import register
+from .common import (check_int, check_spread, check_tolerance, finish, generator, log_binom, make_game, pad,
+                     subsets_of_size)
+
+
+def size_mass(l: int) -> torch.Tensor:
+    """Kernel mass of each coalition size ``s = 0..l`` (``C(l, s) pi(s) = (l - 1) / (s (l - s))``; 0 at the ends)."""
+    s = torch.arange(l + 1, dtype=torch.float64)
+    m = torch.zeros(l + 1, dtype=torch.float64)
+    if l >= 2:
+        m[1:l] = (l - 1) / (s[1:l] * (l - s[1:l]))
+    return m
+
+
+def plan(l: int, budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Enumerated coalitions ``[E, l]``, their kernel weights ``[E]``, and the kernel mass per size left to
+    sampling ``[l + 1]`` (zero for enumerated sizes). Sizes ``s`` and ``l - s`` are enumerated together when
+    the budget they would get by kernel mass covers all their coalitions (shap's rule)."""
+    mass = size_mass(l)
+    left_mass = mass.clone()
+    zs, ws = [], []
+    left = budget
+    for s in range(1, l // 2 + 1):
+        sizes = [s] if s == l - s else [s, l - s]
+        count = sum(math.comb(l, t) for t in sizes)
+        share = float(left_mass[sizes].sum() / left_mass.sum()) if left_mass.sum() > 0 else 0.0
+        if count > left or left * share < count - 1e-8:
+            break
+        for t in sizes:
+            zs.append(subsets_of_size(l, t))
+            ws.append(torch.full((math.comb(l, t),), math.exp(math.log(l - 1) - log_binom(l, t) - math.log(t * (l - t))),
+                                 dtype=torch.float64))
+            left_mass[t] = 0
+        left -= count
+    z = torch.cat(zs) if zs else torch.zeros(0, l, dtype=torch.bool)
+    w = torch.cat(ws) if ws else torch.zeros(0, dtype=torch.float64)
+    return z, w, left_mass
+
+
+def solve(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, delta: torch.Tensor):
+    """Constrained weighted least squares: ``min sum w (y - z phi)^2`` s.t. ``sum phi = delta``.
+
+    ``z`` ``[n, l]``, ``w`` ``[n]``, ``y`` ``[n, K]`` (values minus ``v(0)``), ``delta`` ``[K]``.
+    Returns ``phi`` ``[l, K]`` and ``M`` ``[l, l]`` (the projected inverse used for standard errors).
+    """
+    z = z.to(torch.float64)
+    zw = z * w.unsqueeze(1)
+    a = zw.T @ z
+    b = zw.T @ y
+    l = a.shape[0]
+    ones = torch.ones(l, 1, dtype=torch.float64)
+    try:
+        ainv = torch.linalg.inv(a)
+        if not torch.isfinite(ainv).all():
+            raise RuntimeError
+    except RuntimeError:
+        ainv = torch.linalg.pinv(a, hermitian=True)
+    a1 = ainv @ ones                                       # [l, 1]
+    ab = ainv @ b                                          # [l, K]
+    denom = (ones.T @ a1).clamp_min(1e-300)
+    lam = (ones.T @ ab - delta.view(1, -1)) / denom        # [1, K]
+    phi = ab - a1 @ lam
+    m = ainv - (a1 @ a1.T) / denom
+    return phi, m
+
+
+def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch.Tensor, yq: torch.Tensor,
+                 w: float) -> torch.Tensor:
+    """Sandwich standard errors from ``p`` sampled pairs ``(z, 1 - z)`` with values ``yp``, ``yq`` ``[p]``
+    (target column) and weight ``w`` per row: ``Cov(phi) ~ M (w^2 p Cov(q)) M``, ``q = z e_z + (1 - z) e_{1-z}``."""
+    p = zp.shape[0]
+    if p < 2:
+        return torch.full((m.shape[0],), float("inf"), dtype=torch.float64)
+    zf = zp.to(torch.float64)
+    zc = 1.0 - zf
+    ez = yp - zf @ phi
+    ec = yq - zc @ phi
+    q = zf * ez.unsqueeze(1) + zc * ec.unsqueeze(1)        # [p, l]
+    qc = q - q.mean(0, keepdim=True)
+    cov_q = qc.T @ qc / (p - 1)
+    cov = (w ** 2) * p * (m @ cov_q @ m)
+    return cov.diagonal().clamp_min(0).sqrt()
+
+
+@register("kernel_shap", family="game", gradients=False, layer="optional", players=True, baseline=True,
+          sampled=True, summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
+          reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34")
+def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
+                tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
+                spread: str = "share", head_only: bool | None = None) -> Result:
+    """KernelSHAP with ``n_samples`` coalitions per sample (all ``2^l - 2`` if that is fewer: exact).
+
+    ``info["std_err"]``: analytic standard errors; ``info["exact"]``: every coalition was used.
+    """
+    check_int("n_samples", n_samples)
+    check_int("batch_pairs", batch_pairs)
+    tol = check_tolerance(tolerance)
+    share = check_spread(spread)
+    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only)
+    n, L, K = game.n, game.max_players, game.n_values
+    if n_samples < L:
+        raise ValueError(f"n_samples={n_samples} is smaller than the number of players ({L}): the regression "
+                         f"needs at least as many coalitions as players; use n_samples >= {L} (e.g. {max(2000, 4 * L)})")
+    rows_all = torch.arange(n)
+    v_full, v_empty = game.full(rows_all), game.empty(rows_all)
+    col = game.target_column()
+    phi = torch.zeros(n, L, K, dtype=torch.float64)
+    se = torch.zeros(n, L, dtype=torch.float64)
+    used = torch.zeros(n, dtype=torch.long)
+    exact = torch.zeros(n, dtype=torch.bool)
+
+    state = []
+    for i in range(n):
+        l = int(game.n_players[i])
+        budget = min(n_samples, (1 << l) - 2) if l < 62 else n_samples
+        z_e, w_e, rest = plan(l, budget)
+        pairs = (budget - z_e.shape[0]) // 2 if rest.sum() > 0 else 0
+        state.append({"l": l, "z_e": z_e, "w_e": w_e, "rest": rest, "pairs": pairs, "done": 0,
+                      "zp": [], "yp": [], "yq": [], "g": generator(problem)})
+    # enumerated part, all samples in one call
+    zs = [pad(s["z_e"], L) for s in state if s["l"] > 1]
+    rs = [torch.full((s["z_e"].shape[0],), i, dtype=torch.long) for i, s in enumerate(state) if s["l"] > 1]
+    ve = game(torch.cat(zs), torch.cat(rs)) if zs else torch.zeros(0, K, dtype=torch.float64)
+    start = 0
+    for i, s in enumerate(state):
+        if s["l"] > 1:
+            s["y_e"] = ve[start:start + s["z_e"].shape[0]] - v_empty[i]
+            start += s["z_e"].shape[0]
+    active = [i for i, s in enumerate(state) if s["l"] > 1]
+    while active:
+        zs, rs, meta = [], [], []
+        for i in active:
+            s = state[i]
+            p = s["pairs"] - s["done"] if tol is None else min(batch_pairs, s["pairs"] - s["done"])
+            if p > 0:
+                sizes = torch.multinomial(s["rest"], p, replacement=True, generator=s["g"])
+                rank = torch.rand(p, s["l"], generator=s["g"]).argsort(1).argsort(1)
+                z = rank < sizes.unsqueeze(1)
+                zs += [pad(z, L), pad(~z, L)]
+                rs.append(torch.full((2 * p,), i, dtype=torch.long))
+            meta.append((i, p, z if p > 0 else None))
+        vals = game(torch.cat(zs), torch.cat(rs)) if zs else None
+        start, still = 0, []                      # vals: [z, 1 - z] of each sample in turn
+        for i, p, z in meta:
+            s = state[i]
+            if p > 0:
+                vi = vals[start:start + 2 * p] - v_empty[i]
+                start += 2 * p
+                s["zp"].append(z)
+                s["yp"].append(vi[:p])
+                s["yq"].append(vi[p:])
+                s["done"] += p
+            ph, sei = _fit(s, v_full[i] - v_empty[i], col[i])
+            phi[i, :s["l"]], se[i, :s["l"]] = ph, sei
+            if tol is not None and s["done"] < s["pairs"]:
+                spread_i = float(ph[:, col[i]].max() - ph[:, col[i]].min())
+                if not (s["done"] >= 2 and float(sei.max()) < tol * max(spread_i, 1e-12)):
+                    still.append(i)
+        active = still
+    for i, s in enumerate(state):
+        l = s["l"]
+        if l == 1:
+            phi[i, 0] = v_full[i] - v_empty[i]
+            exact[i] = True
+        else:
+            exact[i] = s["pairs"] == 0 and s["z_e"].shape[0] == (1 << l) - 2
+        used[i] = s["z_e"].shape[0] + 2 * s["done"] if l > 1 else 0
+    info = {"std_err": se, "n_samples": used, "exact": bool(exact.all())}
+    return finish(game, phi, info, share, v_full, v_empty)
+
+
+def _fit(s: dict, delta: torch.Tensor, col: int):
+    l = s["l"]
+    z_parts, w_parts, y_parts = [s["z_e"]], [s["w_e"]], [s["y_e"]]
+    w_pair = 0.0
+    if s["zp"]:
+        zp = torch.cat(s["zp"])
+        p = zp.shape[0]
+        w_pair = float(s["rest"].sum()) / (2 * p)
+        z_parts += [zp, ~zp]
+        w_parts.append(torch.full((2 * p,), w_pair, dtype=torch.float64))
+        y_parts += [torch.cat(s["yp"]), torch.cat(s["yq"])]
+    z = torch.cat(z_parts)
+    w = torch.cat(w_parts)
+    y = torch.cat(y_parts)
+    phi, m = solve(z, w, y, delta)
+    if s["zp"]:
+        se = pair_std_err(m, phi[:, col], zp, torch.cat(s["yp"])[:, col], torch.cat(s["yq"])[:, col], w_pair)
+    else:
+        se = torch.zeros(l, dtype=torch.float64)
+    return phi, se

@@ -1,0 +1,118 @@
+"""Maskers: what an absent player becomes — the reference ``r`` of the thesis' mask function
+``m_{x,h,r}(z)_e = x_e if z_{h(e)} = 1 else r_e`` (Definition 2.24), kept apart from the estimators (as in
+shap's ``Masker``).
+
+A masker gives each sample ``R`` reference tensors ``[N, R, *x.shape[1:]]``; a coalition's value is the mean of
+the model's output over the ``R`` masked inputs (``R = 1`` except for a tabular background sample, which
+KernelSHAP averages over).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.checks import check_finite
+from ..core.references import make_reference
+from .players import Players
+
+NAMES = ("zeros", "mean", "blur", "noise", "shuffle")
+
+
+class Masker:
+    """A single reference per sample: ``"zeros"``, a number, ``"mean"`` (per-image channel mean; column mean
+    for tables), ``"blur"`` (Gaussian blur, ``sigma``), ``"noise"`` (uniform in the image's range, seeded),
+    ``"shuffle"`` (each player's own values permuted within the player, seeded) or a baseline tensor that
+    broadcasts to the input."""
+
+    def __init__(self, spec="zeros", sigma: float | None = None):
+        if isinstance(spec, str) and spec not in NAMES:
+            raise ValueError(f"unknown masker {spec!r}; use one of {', '.join(NAMES)}, a number, a baseline tensor "
+                             "or ak.Background(rows) for a background sample")
+        if isinstance(spec, bool) or not isinstance(spec, (str, int, float, torch.Tensor)) and \
+                type(spec).__name__ != "ndarray":
+            raise TypeError(f"masker must be a name ({', '.join(NAMES)}), a number, a tensor or a Masker, "
+                            f"got {type(spec).__name__}")
+        self.spec, self.sigma = spec, sigma
+
+    @property
+    def name(self) -> str:
+        return self.spec if isinstance(self.spec, str) else "constant" if isinstance(self.spec, (int, float)) \
+            else "baseline"
+
+    def references(self, x: torch.Tensor, players: Players, seed: int | None = None) -> torch.Tensor:
+        if isinstance(self.spec, str) and self.spec == "shuffle":
+            ref = _shuffle(x, players, 0 if seed is None else int(seed))
+        else:
+            ref = make_reference(self.spec, x, seed=seed, blur_sigma=self.sigma, name="masker")
+        return ref.unsqueeze(1)
+
+    def __repr__(self) -> str:
+        return f"Masker({self.name!r})"
+
+
+class Background(Masker):
+    """A background sample ``[R, *x.shape[1:]]`` (tabular SHAP): an absent player takes the values of each
+    background row in turn and the coalition's value is the mean output over the ``R`` rows
+    (``v(S) = mean_r f(x_S, b_r)``, Lundberg & Lee 2017). ``max_rows`` draws a seeded subsample."""
+
+    def __init__(self, data, max_rows: int | None = None):
+        if not isinstance(data, torch.Tensor):
+            data = torch.as_tensor(data)
+        if not data.is_floating_point():
+            data = data.float()
+        if data.dim() < 2 or data.shape[0] == 0:
+            raise ValueError(f"background must be a non-empty batch [R, ...], got shape {tuple(data.shape)}")
+        check_finite(data, "background")
+        if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+            raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
+        super().__init__("zeros")
+        self.data, self.max_rows = data, max_rows
+
+    @property
+    def name(self) -> str:
+        return f"background({self.data.shape[0]} rows)"
+
+    def references(self, x: torch.Tensor, players: Players, seed: int | None = None) -> torch.Tensor:
+        data = self.data.to(device=x.device, dtype=x.dtype)
+        if tuple(data.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(f"background rows have shape {tuple(data.shape[1:])}, the inputs "
+                             f"{tuple(x.shape[1:])}; give a background [R, {', '.join(map(str, x.shape[1:]))}]")
+        if self.max_rows is not None and data.shape[0] > self.max_rows:
+            g = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            data = data[torch.randperm(data.shape[0], generator=g)[:self.max_rows].to(x.device)]
+        return data.unsqueeze(0)
+
+    def __repr__(self) -> str:
+        return f"Background({self.data.shape[0]} rows)"
+
+
+def as_masker(masker=None, baseline=None) -> Masker:
+    """``masker=`` (or its alias ``baseline=``) as a :class:`Masker`."""
+    if masker is not None and baseline is not None:
+        raise ValueError("give masker= or baseline= (the same thing), not both")
+    spec = masker if masker is not None else baseline if baseline is not None else "zeros"
+    return spec if isinstance(spec, Masker) else Masker(spec)
+
+
+def _shuffle(x: torch.Tensor, players: Players, seed: int) -> torch.Tensor:
+    """Permute each player's positions (on the label grid; broadcast dims such as channels move together)."""
+    lab = players.labels
+    n = x.shape[0]
+    bdims = [d for d in range(1, x.dim()) if lab.shape[d] == 1 and x.shape[d] > 1]
+    ldims = [d for d in range(1, x.dim()) if d not in bdims]
+    order = [0] + bdims + ldims
+    xm = x.permute(order)
+    bshape = tuple(xm.shape[1:1 + len(bdims)])
+    xf = xm.reshape(n, -1, int(torch.tensor([x.shape[d] for d in ldims]).prod()) if ldims else 1)
+    lf = lab.permute(order).reshape(n, -1)
+    if bool((players.counts(tuple(lab.shape[1:])) <= 1).all()):
+        raise ValueError("the shuffle masker permutes the values inside each player, but every player here is a "
+                         "single position; use another masker (zeros, mean, blur, noise)")
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty_like(xf)
+    for i in range(n):
+        li = lf[i].to(torch.float64)
+        u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 0.5
+        src = torch.argsort(li + u)                      # positions grouped by player, random order inside
+        dst = torch.argsort(li, stable=True)             # positions grouped by player, original order
+        out[i][:, dst] = xf[i][:, src]
+    return out.reshape(xm.shape).permute(torch.argsort(torch.tensor(order)).tolist())
