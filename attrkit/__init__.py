@@ -5,6 +5,8 @@ model say what it said, and how far to trust that answer.
 >>> "integrated_gradients" in ak.methods()
 True
 """
+import importlib
+
 from .api import explain
 from .attribution import Attribution
 from .importance import Importance, global_importance
@@ -12,4 +14,33 @@ from .registry import methods
 
 __version__ = "0.1.0"
 
-__all__ = ["explain", "Attribution", "methods", "global_importance", "Importance", "__version__"]
+# Names loaded on first use, so `import attrkit` needs only torch and numpy.
+_LAZY = {
+    "features": "attrkit.games", "grid": "attrkit.games", "superpixels": "attrkit.games",
+    "Game": "attrkit.games", "Masker": "attrkit.games",
+    "plot": "attrkit.viz", "plot_grid": "attrkit.viz", "plot_curves": "attrkit.viz",
+    "plot_cascade": "attrkit.viz", "plot_importance": "attrkit.viz", "plot_beeswarm": "attrkit.viz",
+    "plot_waterfall": "attrkit.viz",
+    "report": "attrkit.report",
+    "run": "attrkit.runs", "load_run": "attrkit.runs",
+    "summary": "attrkit.summary",
+}
+_SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "reference", "viz", "games", "runs",
+               "propagation", "gradients")
+
+__all__ = ["explain", "Attribution", "methods", "global_importance", "Importance", "__version__",
+           *_LAZY, *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"attrkit.{name}")
+    raise AttributeError(f"module 'attrkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
