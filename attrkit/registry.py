@@ -97,3 +97,22 @@ def methods(family: str | None = None) -> MethodTable:
     """The registry: method name -> :class:`MethodSpec` (what it needs and its properties)."""
     _ensure_loaded()
     return MethodTable((k, v) for k, v in sorted(_REGISTRY.items()) if family is None or v.family == family)
+
+
+def markdown() -> str:
+    """The registry as a Markdown table (docs/methods.md is generated from it: ``python -m attrkit.registry``)."""
+    _ensure_loaded()
+    yes = lambda v: "yes" if v else ""
+    lines = ["| method | family | at a layer | needs gradients | players | sampled | what it computes | reference |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name)):
+        lines.append(f"| `{s.name}` | {s.family} | {s.layer} | {yes(s.gradients)} | {yes(s.players)} | "
+                     f"{yes(s.sampled)} | {s.summary} | {s.reference} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+    from attrkit.registry import markdown as _markdown   # the package's registry, not this __main__ copy
+    header = "# Methods\n\nGenerated from the registry by `python -m attrkit.registry > docs/methods.md`.\n\n"
+    sys.stdout.write(header + _markdown())
