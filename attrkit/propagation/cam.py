@@ -1,0 +1,184 @@
+"""Class activation maps at a convolutional layer: the base and the gradient-based family.
+
+The base owns the layer (default: the model's last convolution), its activations ``A [N, K, *s]``, the target's
+gradients ``G`` at the layer (from the gradient engine), and the finish (optional ReLU, signed maps kept in
+``info["raw"]``). Each method is one function of ``(A, G)`` returning a signed map ``[N, 1, *s]``:
+
+- Grad-CAM (Selvaraju et al. 2017): ``sum_k mean(G_k) A_k``;
+- Grad-CAM++ (Chattopadhay et al. 2018, eq. 19, exponential closed form as in pytorch-grad-cam):
+  ``w_k = sum relu(G_k) * G_k^2 / (2 G_k^2 + sum(A_k) G_k^3)``;
+- HiResCAM (Draelos & Carin 2020): ``sum_k G_k * A_k``;
+- LayerCAM (Jiang et al. 2021): ``sum_k relu(G_k) * A_k``;
+- XGrad-CAM (Fu et al. 2020): ``w_k = sum G_k A_k / sum A_k``;
+- Eigen-CAM (Muhammad & Yeasin 2020): projection on the first principal component of the centred activations
+  (class-agnostic; sign chosen so the larger magnitude is positive);
+- Guided Grad-CAM: Grad-CAM upsampled to the input times Guided Backpropagation.
+
+Maps stay at the layer's resolution; ``Attribution.heatmap()`` resizes them to the input.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.problem import Problem, Result
+from ..gradients.engine import gradient_sum
+from ..registry import register
+from .guided import relu_rule_gradient
+from .rules import GuidedReLU
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def last_conv(model) -> tuple[str, nn.Module]:
+    """The last convolution in ``model.named_modules()`` (the default CAM layer)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError("CAM methods need a torch.nn.Module model (to find its convolutional layer)")
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, _CONVS)]
+    if not convs:
+        raise ValueError("the model has no Conv1d/Conv2d/Conv3d layer for a CAM method; pass layer= with a layer "
+                         "whose output is [N, channels, *spatial]")
+    return convs[-1]
+
+
+def layer_activations(problem: Problem) -> torch.Tensor:
+    acts = problem.activation(problem.inputs)
+    if acts.dim() < 3:
+        raise ValueError(f"CAM methods need a layer output [N, channels, *spatial]; layer {problem.layer_name!r} "
+                         f"gives {tuple(acts.shape)} — choose a convolutional layer")
+    return acts
+
+
+def layer_gradients(problem: Problem, acts: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Gradient of the target at the layer output, from the gradient engine."""
+    x = problem.inputs
+    ones = torch.ones(1, dtype=torch.float64)
+    plan = lambda rows, ks: (x[rows], ones.expand(len(rows)), None)
+    return gradient_sum(problem, torch.arange(problem.n), 1, plan, tuple(acts.shape[1:]), grad_at="layer",
+                        desc="layer gradient")
+
+
+def _spatial(t: torch.Tensor) -> tuple:
+    return tuple(range(2, t.dim()))
+
+
+def _expand(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return w.view(w.shape + (1,) * (like.dim() - w.dim()))
+
+
+def weighted(w: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``sum_k w_k A_k`` as ``[N, 1, *s]`` for channel weights ``w [N, K]``."""
+    return (_expand(w, acts) * acts).sum(1, keepdim=True)
+
+
+def finish(maps: torch.Tensor, relu: bool, info: dict) -> Result:
+    info = dict(info)
+    if relu:
+        info["raw"] = maps
+        maps = maps.clamp(min=0)
+    info["relu"] = bool(relu)
+    return Result(maps, info)
+
+
+def gradient_cam(problem: Problem, combine, relu: bool) -> Result:
+    acts = layer_activations(problem)
+    grads, n = layer_gradients(problem, acts)
+    return finish(combine(acts, grads), relu, {"n_evals": n + problem.n})
+
+
+# -------------------------------------------------------------------------------- combinations
+def grad_cam_map(acts, grads):
+    return weighted(grads.mean(dim=_spatial(grads)), acts)
+
+
+def grad_cam_pp_map(acts, grads, eps: float = 1e-6):
+    g2 = grads * grads
+    g3 = g2 * grads
+    s = _expand(acts.sum(dim=_spatial(acts)), acts)
+    aij = g2 / (2 * g2 + s * g3 + eps)
+    aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
+    return weighted((grads.clamp(min=0) * aij).sum(dim=_spatial(grads)), acts)
+
+
+def hires_cam_map(acts, grads):
+    return (grads * acts).sum(1, keepdim=True)
+
+
+def layer_cam_map(acts, grads):
+    return (grads.clamp(min=0) * acts).sum(1, keepdim=True)
+
+
+def xgrad_cam_map(acts, grads, eps: float = 1e-7):
+    s = _expand(acts.sum(dim=_spatial(acts)), acts)
+    return weighted((grads * acts / (s + eps)).sum(dim=_spatial(acts)), acts)
+
+
+def eigen_map(acts: torch.Tensor) -> torch.Tensor:
+    """Projection of each position's channel vector on the first principal component (positions centred)."""
+    n, k = acts.shape[:2]
+    x = acts.reshape(n, k, -1).transpose(1, 2).double()
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    proj = (x @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)
+    flip = proj.amin(dim=1).abs() > proj.amax(dim=1).abs()
+    proj = torch.where(flip.unsqueeze(1), -proj, proj)
+    return proj.reshape((n, 1) + tuple(acts.shape[2:])).to(acts.dtype)
+
+
+def _cam(name: str, combine, summary: str, reference: str):
+    def method(problem: Problem, relu: bool = True) -> Result:
+        return gradient_cam(problem, combine, relu)
+    method.__name__ = name
+    method.__doc__ = f"{summary} ({reference}). ``relu=False`` keeps the signed map. Output ``[N, 1, *layer]``."
+    method.default_layer = last_conv
+    register(name, family="cam", summary=summary, layer="required", reference=reference)(method)
+    return method
+
+
+grad_cam = _cam("grad_cam", grad_cam_map, "channel weights = spatial mean of the layer gradient",
+                "Selvaraju et al. 2017")
+grad_cam_pp = _cam("grad_cam_pp", grad_cam_pp_map, "Grad-CAM++: positive gradients weighted by alpha_kij",
+                   "Chattopadhay et al. 2018")
+hires_cam = _cam("hires_cam", hires_cam_map, "HiResCAM: elementwise gradient x activation, summed over channels",
+                 "Draelos & Carin 2020")
+layer_cam = _cam("layer_cam", layer_cam_map, "LayerCAM: elementwise relu(gradient) x activation",
+                 "Jiang et al. 2021")
+xgrad_cam = _cam("xgrad_cam", xgrad_cam_map, "XGrad-CAM: activation-normalised gradient weights",
+                 "Fu et al. 2020")
+
+
+@register("eigen_cam", family="cam", summary="first principal component of the layer activations (class-agnostic)",
+          layer="required", gradients=False, reference="Muhammad & Yeasin 2020")
+def eigen_cam(problem: Problem, relu: bool = True) -> Result:
+    """Eigen-CAM: the activations projected on their first principal component. Ignores the target."""
+    acts = layer_activations(problem)
+    return finish(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True})
+
+
+eigen_cam.default_layer = last_conv
+
+
+@register("guided_grad_cam", family="cam", summary="Grad-CAM upsampled to the input times Guided Backpropagation",
+          layer="required", reference="Selvaraju et al. 2017")
+def guided_grad_cam(problem: Problem, interpolate: str = "bilinear") -> Result:
+    """``guided_backprop(x) * upsample(relu(grad_cam))`` at input resolution; ``interpolate``: "bilinear"
+    (linear/trilinear for 1-D/3-D maps, as in the paper) or "nearest" (Captum's default)."""
+    if interpolate not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolate must be 'bilinear' or 'nearest', got {interpolate!r}")
+    x = problem.inputs
+    cam = gradient_cam(problem, grad_cam_map, relu=True)
+    spatial = tuple(x.shape[2:])
+    if x.dim() != cam.values.dim() or not spatial:
+        raise ValueError("guided_grad_cam needs inputs with the same number of spatial dimensions as the layer")
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)] if interpolate == "bilinear" else "nearest"
+    up = F.interpolate(cam.values, size=spatial, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+    grad, info = relu_rule_gradient(replace(problem, layer=None, layer_name=None), GuidedReLU(), "guided_grad_cam")
+    info["n_evals"] += cam.info["n_evals"]
+    info["grad_cam"] = cam.values
+    return Result(grad * up, info)
+
+
+guided_grad_cam.default_layer = last_conv

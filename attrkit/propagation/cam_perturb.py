@@ -1,0 +1,132 @@
+"""Gradient-free CAMs: channel weights from batched forward passes.
+
+- Score-CAM (Wang et al. 2020): each channel, upsampled to the input (bilinear, align_corners=True as the
+  reference implementation) and min-max normalised, masks the input; its weight is the target score of the
+  masked input, softmax-normalised over channels (``softmax=False``: score minus the score of the all-masked
+  input, the paper's "increase of confidence").
+- Ablation-CAM (Desai & Ramaswamy 2020): ``w_k = (y - y_k) / y`` where ``y_k`` is the target score with
+  channel ``k`` of the layer set to zero. Only the part of the model after the layer is evaluated when it can
+  be split off (torch.fx); otherwise full forward passes with the layer's output replaced (``info["split"]``).
+
+All (sample, channel) rows run in chunks of ``problem.chunk(grad=False)``; channels whose map is constant
+(mask 0; ablation of an all-zero channel changes nothing) are evaluated once per sample, or not at all.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..core.problem import Problem, Result
+from ..registry import register
+from .cam import finish, last_conv, layer_activations, weighted
+from .split import tail_after
+
+
+def _bar(problem: Problem, total: int, desc: str):
+    show = bool(problem.progress) if problem.progress is not None else False
+    return tqdm(total=total, desc=desc, unit="row", disable=not show, leave=False)
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """Channels-last for image batches: oneDNN/cuDNN convolutions run faster on it (values equal to rounding)."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def _upsample(maps: torch.Tensor, size: tuple) -> torch.Tensor:
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    return F.interpolate(maps, size=size, mode=mode, align_corners=True)
+
+
+@register("score_cam", family="cam", summary="channel weights from the scores of inputs masked by each channel",
+          layer="required", gradients=False, reference="Wang et al. 2020")
+def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Result:
+    """Score-CAM at the layer; batched masked forward passes (see module docstring)."""
+    x = problem.inputs
+    if x.dim() < 3:
+        raise ValueError("score_cam masks the input with upsampled layer maps; it needs inputs [N, C, *spatial]")
+    acts = layer_activations(problem)
+    n, k = acts.shape[:2]
+    if acts.dim() != x.dim():
+        raise ValueError(f"score_cam needs a layer with as many spatial dimensions as the input; layer gives "
+                         f"{tuple(acts.shape)} for inputs {tuple(x.shape)}")
+    flat = acts.reshape(n, k, -1)
+    live = flat.amax(2) > flat.amin(2)                     # constant maps normalise to an all-zero mask
+    pairs = live.nonzero()
+    scores = torch.empty(n, k, dtype=torch.float64, device=x.device)
+    size = tuple(x.shape[2:])
+    step = problem.chunk(grad=False)
+    need_zero = (~live).any(1) | torch.tensor(not softmax, device=live.device).expand(n)
+    zero_rows = need_zero.nonzero().flatten()
+    bar = _bar(problem, len(pairs) + len(zero_rows), "score-cam")
+    with torch.no_grad():
+        zero_score = torch.zeros(n, dtype=torch.float64, device=x.device)
+        for s in range(0, len(zero_rows), step):
+            rows = zero_rows[s:s + step]
+            zero_score[rows] = problem.target(problem.forward(_layout(x[rows] * 0)), rows.cpu()).double()
+            bar.update(len(rows))
+        scores[:] = zero_score.unsqueeze(1)
+        for s in range(0, len(pairs), step):
+            rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
+            m = _upsample(acts[rows, ch].unsqueeze(1), size)
+            lo = m.flatten(1).amin(1).view((-1,) + (1,) * (m.dim() - 1))
+            hi = m.flatten(1).amax(1).view((-1,) + (1,) * (m.dim() - 1))
+            m = (m - lo) / (hi - lo + 1e-8)
+            scores[rows, ch] = problem.target(problem.forward(_layout(x[rows] * m)), rows.cpu()).double()
+            bar.update(len(rows))
+    bar.close()
+    w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)
+    info = {"n_evals": problem.n + len(pairs) + len(zero_rows), "channel_weights": w.to(x.dtype),
+            "constant_channels": int((~live).sum())}
+    return finish(weighted(w.to(acts.dtype), acts), relu, info)
+
+
+score_cam.default_layer = last_conv
+
+
+@register("ablation_cam", family="cam", summary="channel weights = relative score drop when the channel is zeroed",
+          layer="required", gradients=False, reference="Desai & Ramaswamy 2020")
+def ablation_cam(problem: Problem, relu: bool = True) -> Result:
+    """Ablation-CAM at the layer; batched ablations, evaluating only the rest of the model when possible."""
+    x = problem.inputs
+    acts = layer_activations(problem)
+    n, k = acts.shape[:2]
+    rows_all = torch.arange(n)
+    y = problem.target(problem.outputs, rows_all).double().to(x.device)
+    tail = None
+    if problem.layer_name:
+        with torch.no_grad():
+            tail = tail_after(problem.model, problem.layer_name, acts[:1], problem.outputs[:1])
+    live = acts.reshape(n, k, -1).ne(0).any(2)              # zeroing an all-zero channel changes nothing
+    pairs = live.nonzero()
+    ablated = y.unsqueeze(1).repeat(1, k)
+    step = problem.chunk(grad=False)
+    bar = _bar(problem, len(pairs), "ablation-cam")
+    with torch.no_grad():
+        tap = problem.tap() if tail is None else None
+        try:
+            if tap is not None:
+                tap.__enter__()
+            for s in range(0, len(pairs), step):
+                rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
+                a = acts[rows].clone()
+                a[torch.arange(len(rows), device=a.device), ch] = 0
+                if tail is not None:
+                    out = tail(_layout(a))
+                else:
+                    tap.reset()
+                    tap.replace_with = a
+                    out = problem.forward(_layout(x[rows]))
+                ablated[rows, ch] = problem.target(out, rows.cpu()).double()
+                bar.update(len(rows))
+        finally:
+            if tap is not None:
+                tap.__exit__(None, None, None)
+            bar.close()
+    w = (y.unsqueeze(1) - ablated) / y.unsqueeze(1)
+    info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
+            "split": "tail" if tail is not None else "full forward (layer output replaced)"}
+    return finish(weighted(w.to(acts.dtype), acts), relu, info)
+
+
+ablation_cam.default_layer = last_conv
