@@ -48,6 +48,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
             local = torch.div(flat, n_points, rounding_mode="floor")
             ks = flat - local * n_points
             rows = samples[local]
+            if tap_ctx is not None:
+                tap_ctx.reset()   # a plan may run forward passes of its own (DeepLIFT's references)
             points, weights, mult = plan(rows, ks)
             points = points.detach().requires_grad_(True)
             with torch.enable_grad():
