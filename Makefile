@@ -33,5 +33,19 @@ test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) || echo "warning: could not install chromium; browser tests will report it"
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
 
+# `make bench`: attrkit against Captum, SHAP and LIME side by side (benchmarks/; under 30 min on 2 cores),
+# writes docs/benchmarks.md and docs/benchmarks.json. `make bench-quick`: the same in under 5 minutes.
+# The bench extra installs the peers into .venv if they are missing; pytorch-grad-cam needs torchvision
+# (torch 2.14.1), so its comparison runs in .venv-crosscheck when that exists (`make crosscheck`).
+$(VENV)/.bench: $(VENV)/.core pyproject.toml
+	$(PIP) install -q -c constraints.txt -e ".[all,bench]"
+	touch $@
+
+bench: $(VENV)/.bench
+	$(PY) -m benchmarks
+
+bench-quick: $(VENV)/.bench
+	$(PY) -m benchmarks --quick
+
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

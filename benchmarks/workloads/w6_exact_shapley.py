@@ -1,0 +1,86 @@
+"""W6: exact Shapley values (all 2^l coalitions) against shap's ExactExplainer at the same batch size.
+
+W6a: 12 SLIC superpixels of a 64x64 photo crop through ``bench_cnn`` (4,096 coalitions). W6b: 16 players on
+``bench_mlp`` (features 0-11 alone, 12-19 in pairs; 65,536 coalitions): the 16-superpixel image game costs
+65,536 bench_cnn evaluations (about 13 TFLOP, minutes per run per library on 2 cores), beyond the 30-minute
+budget of the whole suite, so the 16-player case runs on the small network, where the libraries' own overhead
+shows. Both libraries get the same game: absent players set to 0, the predicted class's output; shap gets
+the coalition function through an ``Independent`` masker over a 0/1 vector, with ``batch_size`` equal to
+attrkit's game chunk. Exact values must agree to 1e-4. Target (issue 4): time ratio <= 0.7.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import inputs
+from ..case import Case, Impl, agree, ratio_target, unavailable
+from .common import attrkit_method, have, players
+from .w4_occlusion import _chunk
+
+
+class _Game:
+    """``z [B, l] (0/1) -> model(x masked by z)[:, t]``: the coalition function given to shap."""
+
+    def __init__(self, model, x, labels, t):
+        self.model, self.x, self.t = model, x, int(t)
+        self.l = int(labels.max()) + 1
+        self.onehot = torch.nn.functional.one_hot(labels.reshape(-1), self.l).to(x.dtype)
+        self.shape = labels.shape
+
+    @torch.no_grad()
+    def __call__(self, z) -> np.ndarray:
+        z = torch.as_tensor(np.asarray(z), dtype=self.x.dtype)
+        mask = (z @ self.onehot.T).view((z.shape[0],) + tuple(self.shape))
+        if self.x.dim() == 4:
+            mask = mask.unsqueeze(1)
+        return self.model(self.x * mask)[:, self.t].double().numpy()
+
+
+def _values(out) -> torch.Tensor:
+    if hasattr(out, "info"):
+        return out.info["player_values"][0].double()
+    return torch.as_tensor(np.asarray(out.values)).reshape(-1).double()
+
+
+def _case(cid, title, model, x, labels, cfg) -> Case:
+    t = inputs.predicted(model, x)
+    chunk = _chunk(model, x)
+    game = _Game(model, x, labels, t)
+    l = game.l
+
+    def attrkit():
+        import attrkit as ak
+        return lambda: ak.explain(model, x, "shapley", target=t, players=labels[None], baseline="zeros",
+                                  batch_size=chunk, progress=False)
+
+    def shap_make():
+        import shap
+        masker = shap.maskers.Independent(np.zeros((1, l)), max_samples=1)
+        explainer = shap.ExactExplainer(game, masker)
+        return lambda: explainer(np.ones((1, l)), max_evals=(1 << l) + 1, batch_size=chunk, silent=True)
+
+    impls = [Impl("attrkit", "attrkit", attrkit, {"batch_size": chunk, "players": l}, primary=True)]
+    targets = []
+    if have("shap"):
+        impls.append(Impl("shap", "shap", shap_make, {"batch_size": chunk, "masker": "Independent(0/1 vector)"}))
+        targets.append(ratio_target("exact Shapley time ratio attrkit/shap <= 0.7 at the same batch size",
+                                    "attrkit", "shap", 0.7))
+    return Case(cid, "W6", title, model, impls, check=agree("shap" if have("shap") else "attrkit", 1e-4, _values),
+                targets=targets)
+
+
+def cases(cfg) -> list[Case]:
+    why = attrkit_method("shapley")
+    if why:
+        return [unavailable("W6", "W6", "Exact Shapley, 12 and 16 players", why)]
+    cnn = inputs.model("bench_cnn")
+    x = inputs.crops(2, 64)[1:2]
+    seg = players("superpixels")(x, n=12)[0]
+    mlp = inputs.model("bench_mlp")
+    row = inputs.tabular(1, 20)
+    groups = torch.tensor(list(range(12)) + [12, 12, 13, 13, 14, 14, 15, 15])
+    out = [_case("W6a", f"exact Shapley, {int(seg.max()) + 1} SLIC superpixels, bench_cnn, 1 x 3x64x64",
+                 cnn, x, seg, cfg),
+           _case("W6b", "exact Shapley, 16 players, bench_mlp, 1 x 20", mlp, row, groups, cfg)]
+    return out
