@@ -68,15 +68,17 @@ def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size:
                 res["ray_vs_local"] = res["ray_images_per_s"] / res["local_images_per_s"]
                 res["ray_vs_local_after_startup"] = res["ray_images_per_s_after_startup"] / res["local_images_per_s"]
             if local_vals is not None:
-                diff = max(float((a - b).abs().max()) for a, b in zip(local_vals.iter_values(), result.iter_values()))
-                res["max_abs_diff_local_vs_ray"] = diff
+                d = (local_vals.values() - result.values()).abs().flatten(1).max(1).values
+                res["max_abs_diff_local_vs_ray"] = float(d.max())
+                res["samples_differing_local_vs_ray"] = int((d > 0).sum())
+                res["targets_differing_local_vs_ray"] = int((local_vals.targets != result.targets).sum())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m attrkit.runs.bench
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m attrkit.runs.bench n=2000 backends=local,ray
     import json
     import sys
-    kw = {k: int(v) for k, v in (a.split("=") for a in sys.argv[1:])}
+    kw = {k: (tuple(v.split(",")) if k == "backends" else int(v)) for k, v in (a.split("=") for a in sys.argv[1:])}
     print(json.dumps(bench_throughput(**kw), indent=2))

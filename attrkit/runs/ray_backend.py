@@ -2,9 +2,10 @@
 
 Ray is imported lazily (``pip install attrkit[ray]``). With ``RAY_ADDRESS`` set the run joins that cluster;
 otherwise, when no Ray instance is running in this process, a local one is started
-(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end. Workers write their shards
-straight to ``out`` (which must therefore be shared storage on a multi-machine cluster); the driver only
-receives each shard's small summary and keeps the manifest.
+(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end; in a Ray instance that
+outlives the run, the actors stay for the next run (their model and data are dropped). Workers write their
+shards straight to ``out`` (which must therefore be shared storage on a multi-machine cluster); the driver
+only receives each shard's small summary and keeps the manifest.
 """
 from __future__ import annotations
 
