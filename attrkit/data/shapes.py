@@ -151,13 +151,14 @@ def _finish(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarr
 
 
 def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
-           classes: Sequence[str] = SHAPE_CLASSES, rotation: float = 180.0,
+           classes: Sequence[str] = SHAPE_CLASSES, rotation: float = 0.0,
            progress: bool = True) -> Dataset:
     """`n` RGB images ``[n, 3, size, size]`` in [0, 1], one object each, labels balanced.
 
     Object: class uniform over `classes` (counts equal up to one), radius in
-    [0.16, 0.30] * size, random rotation and position (fully inside), colour uniform in RGB
-    independent of the class. Background: a random base colour plus a texture of three plane
+    [0.16, 0.30] * size, random position (fully inside), rotation uniform in
+    [-rotation, rotation] degrees (0: upright, which a small CNN learns in a few epochs),
+    colour uniform in RGB independent of the class. Background: a random base colour plus a texture of three plane
     waves (+- 0.12), and Gaussian pixel noise of std `noise` over the whole image.
     ``masks`` ``[n, 1, size, size]`` are exactly the pixels painted with the object colour.
     ``meta`` holds each object's "color", "center", "radius", "angle" and the "background" colour.
@@ -183,7 +184,7 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
         x[sl] = _finish(img, rng, noise)
         masks[sl, 0] = m
     meta = {
-        "name": "shapes", "seed": seed, "size": size, "noise": noise,
+        "name": "shapes", "seed": seed, "size": size, "noise": noise, "rotation": rotation,
         "color": torch.from_numpy(colour).float(),
         "background": torch.from_numpy(bg["base"]).float(),
         "center": torch.from_numpy(np.stack([cx, cy], axis=1)).float(),
@@ -196,13 +197,14 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
 
 def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.05,
                  classes: Sequence[str] = SHAPE_CLASSES, gap: float = 3.0,
-                 progress: bool = True) -> Dataset:
+                 rotation: float = 0.0, progress: bool = True) -> Dataset:
     """`n` images holding two objects of different classes, set apart by >= `gap` pixels.
 
     ``y`` is ``[n, 2]`` (the two classes, in random order); every unordered class pair occurs
     equally often (up to one), so each class is equally frequent. ``masks`` is
     ``[n, len(classes), size, size]``: one mask per class, empty for the absent classes.
-    Radii in [0.11, 0.19] * size; each object's colour is drawn independently (class-blind).
+    Radii in [0.11, 0.19] * size, rotations in [-rotation, rotation] degrees; each object's
+    colour is drawn independently (class-blind). Same background and noise as `shapes`.
     """
     names = _check(n, size, noise, classes, 2)
     if gap < 0:
@@ -213,7 +215,7 @@ def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.0
     swap = rng.random(n) < 0.5
     y[swap] = y[swap][:, ::-1]
     r = rng.uniform(0.11, 0.19, size=(n, 2)) * size
-    angle = rng.uniform(0.0, 2 * math.pi, size=(n, 2))
+    angle = rng.uniform(-1.0, 1.0, size=(n, 2)) * math.radians(rotation)
     centres = np.empty((n, 2, 2))
     centres[:, 0, 0] = rng.uniform(r[:, 0] + 1, size - 1 - r[:, 0])
     centres[:, 0, 1] = rng.uniform(r[:, 0] + 1, size - 1 - r[:, 0])
@@ -246,6 +248,7 @@ def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.0
         x[sl] = _finish(img, rng, noise)
     meta = {
         "name": "shapes_pairs", "seed": seed, "size": size, "noise": noise, "gap": gap,
+        "rotation": rotation,
         "color": torch.from_numpy(colour).float(),
         "background": torch.from_numpy(bg["base"]).float(),
         "center": torch.from_numpy(centres).float(),
