@@ -313,9 +313,9 @@ def test_cli_resume_strict_and_usage_errors(tmp_path, capsys):
     assert runs.cli_main(args) == 0
     cap = capsys.readouterr()
     assert "5 attributions" in cap.out and "1 bad record" in cap.err
-    assert runs.cli_main(args + ["--strict"]) == 1                     # resumed (nothing to do), then strict
+    assert runs.cli_main(args + ["--strict"]) == 3                     # resumed (nothing to do), then strict
     assert "strict" in capsys.readouterr().err
-    assert runs.cli_main(args[:-2] + ["-O", "steps=3", "--no-progress"]) == 2
+    assert runs.cli_main(args[:-2] + ["-O", "steps=3", "--no-progress"]) == 1
     assert "different configuration" in capsys.readouterr().err
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(6, 20)).astype(np.float32),
              y=np.arange(6) % 2)
@@ -323,7 +323,12 @@ def test_cli_resume_strict_and_usage_errors(tmp_path, capsys):
                           "-m", "saliency", "--target", "0", "--no-progress"]) == 0
     assert len(runs.load_run(tmp_path / "t")) == 6
     assert runs.cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "u"),
-                          "-O", "novalue"]) == 2
+                          "-O", "novalue"]) == 1
+    with pytest.raises(SystemExit):                                      # argparse: exit code 2
+        runs.cli_main(["only-one-argument"])
+    from attrkit.cli import main
+    assert main(["run", "attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "t"), "-m",
+                 "saliency", "--target", "0", "--no-progress"]) == 0           # wired as `attrkit run`
 
 
 def test_missing_ray_gives_install_hint(tmp_path, monkeypatch):

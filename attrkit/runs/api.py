@@ -77,6 +77,8 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
     model = factory.build()
     layer_name = _layer_name(model, layer)
     n = len(source)
+    if n == 0:
+        raise ValueError("the data set has no samples")
     config = {"format": FORMAT, "method": spec.name, "options": _canonical(method_args),
               "target": _canonical(target), "layer": layer_name, "noise": _canonical(noise),
               "model": model_id(model, factory), "data": source.fingerprint(), "n_samples": n,

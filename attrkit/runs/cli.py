@@ -1,8 +1,9 @@
 """``attrkit run``: the command-line face of :func:`attrkit.runs.run`.
 
 Wire it into a parent parser with :func:`add_parser` (sets ``func=run_command`` on the sub-command), or call
-:func:`cli_main` with an argument list. Exit codes: 0 done (bad records only warn), 1 bad records with
-``--strict``, 2 a usage or configuration error (message on stderr).
+:func:`cli_main` with an argument list (what ``attrkit run ...`` does). Exit codes: 0 done (bad records only
+warn), 1 the run could not start or failed (a one-line reason on stderr, e.g. a changed configuration), 2 bad
+command-line arguments (argparse), 3 done but with bad records under ``--strict``.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ EPILOG = """examples:
   attrkit run attrkit.models:bench_cnn images/ --size 64 --out run-ig -O steps=32
   attrkit run model.pt table.csv --target-column label --method saliency --out run-sal
   attrkit run mypkg.models:build data.parquet --backend ray --workers 8 --out /shared/runs/ig
-Re-running the same command resumes; --strict makes bad records (listed in OUT/errors.jsonl) fail the run."""
+Re-running the same command resumes. Bad records are listed in OUT/errors.jsonl; --strict makes them fail the
+run (exit code 3). Exit code 1: the run could not start or failed; 2: bad arguments."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -93,8 +95,12 @@ def run_command(args) -> int:
             k, v = item.split("=", 1)
             options[k.strip()] = _value(v)
         target = args.target
-        if target is not None:
-            target = None if target == "predicted" else (target if target == "label" else int(target))
+        if target is not None and target not in ("label", "predicted"):
+            try:
+                target = int(target)
+            except ValueError:
+                raise ValueError(f"--target must be a class index, 'label' or 'predicted', got {target!r}") from None
+        target = None if target == "predicted" else target
         data = args.data
         path = Path(data)
         if path.is_dir():
@@ -114,10 +120,10 @@ def run_command(args) -> int:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     except BadRecordsError as err:
         print(f"attrkit run: {err}", file=sys.stderr)
-        return 1
+        return 3
     except (ValueError, TypeError, ImportError) as err:
         print(f"attrkit run: error: {err}", file=sys.stderr)
-        return 2
+        return 1
     s = result.stats
     print(f"{len(result)} attributions ({result.method}) in {result.out}: {len(result.completed)}/"
           f"{result.n_shards} shards, {s['computed_shards']} computed now, {s['skipped_shards']} already done; "
