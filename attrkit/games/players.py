@@ -104,11 +104,13 @@ def grid(x: torch.Tensor, cells=4) -> torch.Tensor:
 
 
 def superpixels(x: torch.Tensor, n: int = 50, algorithm: str = "slic", **kwargs) -> torch.Tensor:
-    """Superpixels of each image ``[N, C, H, W]`` with scikit-image, returned as ``[N, H, W]`` labels.
+    """Superpixels of each image ``[N, C, H, W]`` with scikit-image, returned as ``[N, H, W]`` labels ``0..l-1``.
 
-    ``slic`` gets ``n_segments=n`` (compactness 10 unless given); ``quickshift`` and ``felzenszwalb`` have no
-    segment count, so their size parameter (``kernel_size`` / ``scale``) is searched to get close to ``n``
-    unless you pass it. Images are min-max scaled per image before segmenting. Labels are ``0..l-1``.
+    None of the algorithms hits a segment count exactly (SLIC's ``n_segments`` is a hint that small images
+    miss by far), so each image's size parameter — ``n_segments`` (slic), ``scale`` (felzenszwalb),
+    ``kernel_size`` (quickshift) — is searched to bring the count as close to ``n`` as it gets; pass that
+    parameter yourself to skip the search. Other keyword arguments go to scikit-image (slic: compactness 10
+    for colour images in Lab space, 0.1 for grey ones). Images are min-max scaled per image first.
     """
     x = _check_x(x)
     if x.dim() != 4:
@@ -124,51 +126,63 @@ def superpixels(x: torch.Tensor, n: int = 50, algorithm: str = "slic", **kwargs)
     except ImportError:
         raise ImportError("superpixels needs scikit-image: pip install 'attrkit[image]' "
                           "(or use ak.grid, which needs nothing)") from None
+    size = x.shape[2] * x.shape[3]
     out = []
     for img in x.detach().cpu().double():
         lo, hi = img.min(), img.max()
         a = ((img - lo) / (hi - lo) if hi > lo else img * 0).permute(1, 2, 0).numpy()
+        colour = a.shape[2] > 1
+        img2, axis = (a, -1) if colour else (a[..., 0], None)
+        opts = dict(kwargs)
         if algorithm == "slic":
-            opts = {"compactness": 10.0, "start_label": 0, **kwargs}
-            axis = -1 if a.shape[2] > 1 else None
-            seg = segmentation.slic(a if axis is not None else a[..., 0], n_segments=n, channel_axis=axis, **opts)
+            opts = {"compactness": 10.0 if colour else 0.1, "start_label": 0, **opts}
+            run = lambda k: segmentation.slic(img2, n_segments=int(k), channel_axis=axis, **opts)
+            param, p0, bounds, increasing, integer = "n_segments", n, (1, 4 * size), True, True
         elif algorithm == "felzenszwalb":
-            axis = -1 if a.shape[2] > 1 else None
-            img2 = a if axis is not None else a[..., 0]
-            run = lambda s: segmentation.felzenszwalb(img2, scale=s, channel_axis=axis,
-                                                      **{"sigma": 0.5, "min_size": 1, **kwargs})
-            seg = run(kwargs.pop("scale")) if "scale" in kwargs else _search(run, n, 1.0, 1e4, decreasing=True)
+            opts = {"sigma": 0.5, "min_size": 1, **opts}
+            run = lambda s: segmentation.felzenszwalb(img2, scale=s, channel_axis=axis, **opts)
+            param, p0, bounds, increasing, integer = "scale", 100.0, (1e-2, 1e5), False, False
         else:
-            if a.shape[2] == 1:
-                a = np.repeat(a, 3, axis=2)
-            if a.shape[2] != 3:
+            rgb = a if a.shape[2] == 3 else np.repeat(a, 3, axis=2) if a.shape[2] == 1 else None
+            if rgb is None:
                 raise ValueError("quickshift needs 1- or 3-channel images; use algorithm='slic' for others")
-            run = lambda k: segmentation.quickshift(a, kernel_size=k, **{"max_dist": 4 * k, "ratio": 0.5,
-                                                                         **kwargs})
-            seg = run(kwargs.pop("kernel_size")) if "kernel_size" in kwargs else \
-                _search(run, n, 0.5, max(a.shape[:2]) / 2, decreasing=True)
+            opts = {"ratio": 0.5, **opts}
+            run = lambda k: segmentation.quickshift(rgb, kernel_size=k, **{"max_dist": 4 * k, **opts})
+            param, p0, bounds, increasing, integer = "kernel_size", 3.0, (1.0, max(a.shape[:2])), False, False
+        if param in opts:
+            seg = run(opts.pop(param))
+        else:
+            seg = _search(run, n, p0, bounds, increasing, integer)
         seg = np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
         out.append(torch.as_tensor(seg, dtype=torch.long))
     return torch.stack(out)
 
 
-def _search(run, n, lo, hi, decreasing=True, steps=10):
-    """Geometric bisection of a size parameter so that ``run(p)`` gives about ``n`` segments."""
+def _search(run, n, p, bounds, increasing, integer, steps=10):
+    """Find the size parameter whose segmentation has the count closest to ``n`` (secant steps in log space,
+    bisection when they leave the bracket)."""
     import numpy as np
-    best, best_err = None, None
+    lo, hi = bounds
+    best, best_err, tried = None, None, set()
     for _ in range(steps):
-        mid = math.sqrt(lo * hi)
-        seg = run(mid)
+        p = int(round(p)) if integer else p
+        if p in tried:
+            break
+        tried.add(p)
+        seg = run(p)
         k = len(np.unique(seg))
-        err = abs(k - n)
-        if best is None or err < best_err:
-            best, best_err = seg, err
+        if best is None or abs(k - n) < best_err:
+            best, best_err = seg, abs(k - n)
         if k == n:
             break
-        if (k > n) == decreasing:
-            lo = mid
+        if (k > n) == increasing:
+            hi = p
         else:
-            hi = mid
+            lo = p
+        guess = p * (n / max(k, 1)) ** (1 if increasing else -1)
+        p = guess if lo < guess < hi else math.sqrt(lo * hi)
+        if integer and int(round(p)) in (lo, hi) and hi - lo <= 1:
+            break
     return best
 
 
@@ -261,7 +275,7 @@ class Players:
     def display(self) -> torch.Tensor:
         """The labels as users gave them: ``[N, H, W]`` for pixel players of images, else ``[N, *lshape]``."""
         lab = self.labels
-        if lab.dim() >= 3 and lab.shape[1] == 1 and len(self.given_shape) == lab.dim() - 1:
+        if lab.dim() >= 3 and lab.shape[1] == 1 and len(self.given_shape) < lab.dim():
             return lab[:, 0]
         return lab
 

@@ -96,8 +96,9 @@ def _fx_split(problem: Problem) -> LayerSplit:
     for n in nodes[:li + 1]:
         env2[n] = pre_g.node_copy(n, lambda a: env2[a])
     pre_g.output((env2[hit],) + tuple(env2[e] for e in extras))
-    pre_g.eliminate_dead_code()
     prefix = fx.GraphModule(gm, pre_g)
+    prefix.graph.eliminate_dead_code()
+    prefix.recompile()
 
     x = problem.inputs
     step = problem.chunk(grad=False)
