@@ -39,7 +39,7 @@ THESIS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoot
 # Per-method settings that keep every experiment within minutes on two CPU cores.
 PRESETS = {"integrated_gradients": {"steps": 16}, "smoothgrad": {"n_samples": 8},
            "smoothgrad_sq": {"n_samples": 8}, "vargrad": {"n_samples": 8}, "gradient_shap": {"n_samples": 8}}
-SAMPLED_BUDGET = 128     # n_samples for sampled coalition methods (KernelSHAP, LIME, sampled Shapley)
+SAMPLED_BUDGET = 256     # n_samples for sampled coalition methods (KernelSHAP, LIME, sampled Shapley)
 GRID_CELLS = 8           # pixel-level players of coalition methods: an 8 x 8 grid
 
 
@@ -180,57 +180,44 @@ ZOO_DATA = {"shapes_cnn": "shapes", "digits_cnn": "digits", "faces_cnn": "faces"
 
 def _zoo(name: str, progress):
     from . import zoo
-    kw = {}
-    if "progress" in inspect.signature(zoo.pretrained).parameters:
-        kw["progress"] = bool(progress) if progress is not None else False
-    return zoo.pretrained(name, **kw)
+    return zoo.pretrained(name, progress=bool(progress) if progress is not None else False)
 
 
 def load_model_and_data(model: str = "shapes_cnn", data: str | None = None, *, n: int = 16, seed: int = 0,
                         progress: bool | None = None):
     """A trained model (a zoo name, trained and cached on first use, or a file from ``attrkit.train.save``) and
-    ``n`` held-out samples of its data set (generated sets: a fresh seed never used for training)."""
-    from . import data as D
+    ``n`` held-out samples: generated images with a seed never used for training (``10000 + seed``), or a
+    seeded pick from the zoo model's held-out split."""
     if os.path.exists(str(model)):
         from .train import load
-        net = load(model)
-        name = None
+        net, name = load(model), None
     else:
         if model not in ZOO_DATA:
             raise ValueError(f"unknown model {model!r}: give a zoo name ({', '.join(ZOO_DATA)}) or a model file")
-        net = _zoo(model, progress)
-        name = model
+        net, name = _zoo(model, progress), model
     data = data or (ZOO_DATA.get(name) if name else None)
     if data is None:
-        raise ValueError("--data is needed for a model file (e.g. shapes, digits, breast_cancer)")
+        raise ValueError("a model file needs data= (e.g. shapes, digits, breast_cancer)")
     net.eval()
-    return net, _held_out(data, n, seed, net)
+    return net, _held_out(data, n, seed, net, name)
 
 
-def _held_out(data: str, n: int, seed: int, model=None):
+def _held_out(data: str, n: int, seed: int, model=None, zoo_name: str | None = None):
     from . import data as D
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
     if data in ("shapes", "shapes_pairs"):
-        size = _input_size(model) or 64
-        fn = getattr(D, data)
-        return fn(n=n, size=size, seed=10_000 + seed, progress=False)
-    if not hasattr(D, data):
+        return getattr(D, data)(n=n, size=_input_size(model) or 64, seed=10_000 + seed, progress=False)
+    if zoo_name is not None and ZOO_DATA.get(zoo_name) == data:
+        from . import zoo
+        ds = zoo.dataset(zoo_name, "test")
+    elif hasattr(D, data) and data in D.__all__:
+        ds = getattr(D, data)()
+    else:
         raise ValueError(f"unknown data set {data!r}")
-    fn = getattr(D, data)
-    kw = {}
-    size = _input_size(model)
-    if data == "digits" and size and "size" in inspect.signature(fn).parameters:
-        kw["size"] = size
-    ds = fn(**kw)
     g = torch.Generator().manual_seed(seed)
-    # the zoo trains on a seeded split; the last rows of a random permutation are our held-out pick
-    idx = torch.randperm(len(ds), generator=g)[-n:]
-    return _subset(ds, idx)
-
-
-def _subset(ds, idx):
-    from .data import Dataset
-    return Dataset(ds.x[idx], ds.y[idx], ds.classes, ds.feature_names,
-                   None if ds.masks is None else ds.masks[idx], dict(ds.meta))
+    idx = torch.randperm(len(ds), generator=g)[:min(n, len(ds))]
+    return ds.subset(idx)
 
 
 def _input_size(model) -> int | None:
@@ -517,11 +504,12 @@ FAITHFULNESS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", 
 def faithfulness_table(n: int = 16, models: Sequence[str] = ("shapes_cnn", "digits_cnn"), methods=None, *,
                        steps: int = 16, seed: int = 0, batch_size: int | None = None, progress: bool | None = None,
                        as_frame: bool = False):
-    """Deletion and insertion AUC (Petsiuk et al. 2018; probability of the predicted class, ``steps`` steps of
-    single pixels, deletion to zeros, insertion from a blurred copy) and the MoRF-LeRF area (Samek et al. 2017)
-    per model and method; a random map is the reference every method should beat (lower deletion, higher
-    insertion, larger MoRF-LeRF)."""
-    from .metrics import insertion, morf_lerf
+    """Deletion and insertion AUC (Petsiuk et al. 2018; probability of the predicted class over ``steps`` steps
+    of pixels, all channels together) and the MoRF-LeRF area (Samek et al. 2017) per model and method. Pixels
+    are removed to / inserted from a blurred copy (``deletion_zeros``: removed to black, Petsiuk et al.'s
+    deletion, which on these models punishes any scattered removal). A random map is the reference every
+    method should beat (lower deletion, higher insertion, larger MoRF-LeRF)."""
+    from .metrics import deletion, insertion, morf_lerf
     start = time.perf_counter()
     notes: list[str] = []
     wanted = FAITHFULNESS_METHODS if methods is None else methods
@@ -555,15 +543,16 @@ def faithfulness_table(n: int = 16, models: Sequence[str] = ("shapes_cnn", "digi
                 log.info(notes[-1])
                 continue
             sec = time.perf_counter() - t0
-            ml = morf_lerf(net, x, a, baseline="zeros", steps=steps, batch_size=batch_size, seed=seed,
-                           progress=progress)
-            ins = insertion(net, x, a, baseline="blur", steps=steps, batch_size=batch_size, seed=seed,
-                            progress=progress)
+            kw = dict(steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+            ml = morf_lerf(net, x, a, baseline="blur", **kw)
+            ins = insertion(net, x, a, baseline="blur", **kw)
+            dz = deletion(net, x, a, baseline="zeros", **kw)
             rows.append({"model": model, "method": m, "level": level, "deletion_auc": ml.details["morf"],
                          "insertion_auc": ins.score, "lerf_auc": ml.details["lerf"], "morf_lerf": ml.score,
-                         "seconds_explain": sec})
-    settings = {"models": list(models), "images_per_model": n, "steps": steps, "deletion": "to zeros, MoRF",
-                "insertion": "from blur(sigma = size/10)", "output": "softmax probability of the predicted class",
+                         "deletion_zeros": dz.score, "seconds_explain": sec})
+    settings = {"models": list(models), "images_per_model": n, "steps": steps,
+                "deletion": "MoRF to a blurred copy (sigma = size/10); deletion_zeros: to black",
+                "insertion": "from the blurred copy", "output": "softmax probability of the predicted class",
                 "units": "pixels (all channels), or the layer map upsampled", "seed": seed}
     return _finish_table(rows, "faithfulness", "Faithfulness: deletion / insertion AUC per method", settings, start,
                          notes, as_frame, plot=lambda t: _bar_plot(t, ["deletion_auc", "insertion_auc", "morf_lerf"]))

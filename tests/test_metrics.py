@@ -125,22 +125,22 @@ def shapes_cnn():
     from attrkit import zoo
     model = zoo.pretrained("shapes_cnn")
     from attrkit.data import shapes
-    ds = shapes(n=12, seed=777, progress=False)
+    ds = shapes(n=8, seed=777, progress=False)
     return model.eval(), ds
 
 
 def test_deletion_and_insertion_tell_ig_from_noise(shapes_cnn):
     model, ds = shapes_cnn
     x = ds.x
-    ig = ak.explain(model, x, "integrated_gradients", steps=16)
+    ig = ak.explain(model, x, "integrated_gradients", steps=8)
     rnd = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
-    d_ig, d_rnd = M.deletion(model, x, ig, steps=16), M.deletion(model, x, rnd, target=ig.target, steps=16)
-    i_ig, i_rnd = M.insertion(model, x, ig, steps=16), M.insertion(model, x, rnd, target=ig.target, steps=16)
+    d_ig, d_rnd = M.deletion(model, x, ig, steps=10), M.deletion(model, x, rnd, target=ig.target, steps=10)
+    i_ig, i_rnd = M.insertion(model, x, ig, steps=10), M.insertion(model, x, rnd, target=ig.target, steps=10)
     assert d_ig.score < d_rnd.score - 0.1, (d_ig.score, d_rnd.score)
-    assert i_ig.score > i_rnd.score + 0.1, (i_ig.score, i_rnd.score)
-    assert d_ig.details["curves"].shape == (12, 17)
+    assert i_ig.score > i_rnd.score + 0.05, (i_ig.score, i_rnd.score)
+    assert d_ig.details["curves"].shape == (8, 11)
     assert np.allclose(d_ig.details["curves"][:, 0], d_rnd.details["curves"][:, 0])   # same starting point
-    ml = M.morf_lerf(model, x, ig, steps=8)
+    ml = M.morf_lerf(model, x, ig, steps=5)
     assert ml.score > 0
     assert np.allclose(ml.per_sample, ml.details["lerf_auc"] - ml.details["morf_auc"])
 
@@ -153,7 +153,7 @@ def test_curves_do_not_depend_on_the_chunk_size():
     for c in curves[1:]:
         assert np.allclose(c, curves[0], atol=1e-6)
     players = torch.arange(4).repeat_interleave(9).view(6, 6)    # 4 horizontal bands
-    r = M.deletion(model, x, a, steps=4, players=players, output="target")
+    r = M.deletion(model, x, a, steps=4, players=players, output="target", baseline="zeros")
     assert r.details["units"] == "players"
     assert np.allclose(r.details["n_units"], 4)
     blank = model(torch.zeros_like(x)).gather(1, a.target.view(-1, 1)).squeeze(1)

@@ -1,0 +1,117 @@
+"""attrkit.experiments: every table of the thesis' chapter 3 is produced from the models (small settings here;
+the default settings run in `python -m attrkit.experiments --all`)."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attrkit import experiments as E
+
+
+def _numbers(table, col):
+    return [r[col] for r in table if r.get(col) is not None]
+
+
+def test_class_specificity_table():
+    t = E.class_specificity_table(n=2, methods=["saliency", "grad_cam"], progress=False)
+    assert isinstance(t, E.Table) and len(t) >= 3
+    methods = {(r["method"], r["level"]) for r in t}
+    assert ("saliency", "pixel") in methods and ("saliency", "layer") in methods and ("grad_cam", "layer") in methods
+    assert ("grad_cam", "pixel") not in methods                    # CAMs exist only at a layer
+    assert ("random (chance)", "pixel") in methods
+    for col in ("pointing_a", "pointing_b", "mass_a", "mass_b"):
+        assert all(0.0 <= v <= 1.0 for v in _numbers(t, col))
+    assert all(-1.0 <= v <= 1.0 for v in _numbers(t, "rank_corr_ab"))
+    assert t.seconds > 0 and t.settings["images"] == 2
+
+
+def test_class_specificity_numbers_come_from_the_model():
+    a = E.class_specificity_table(n=2, methods=["saliency"], seed=0, progress=False)
+    b = E.class_specificity_table(n=2, methods=["saliency"], seed=1, progress=False)
+    va = [r["rank_corr_ab"] for r in a if r["method"] == "saliency"]
+    vb = [r["rank_corr_ab"] for r in b if r["method"] == "saliency"]
+    assert va != vb                                                # other images, other numbers
+
+
+def test_sanity_table():
+    t = E.sanity_table(n=2, methods=["saliency", "grad_cam"], progress=False)
+    assert len(t) > 0
+    stages = {r["stage"] for r in t}
+    assert min(stages) == 1 and max(stages) == max(r["n_randomised"] for r in t)
+    assert {r["level"] for r in t} == {"pixel", "layer"}
+    for r in t:
+        assert all(math.isnan(r[k]) or -1.0 - 1e-9 <= r[k] <= 1.0 + 1e-9 for k in ("spearman_abs", "spearman", "hog"))
+    summary = E.sanity_summary(t)
+    assert len(summary) == len({(r["method"], r["level"]) for r in t})
+
+
+def test_layer_shapley_timing():
+    t = E.layer_shapley_timing(n=1, n_samples=64, superpixels=16, progress=False)
+    labels = [r["players"] for r in t]
+    assert labels[0] == "layer cells" and "pixel grid" in labels
+    layer = t[0]
+    assert layer["spearman_vs_layer"] == pytest.approx(1.0)
+    assert all(r["n_evals"] > 0 and r["seconds"] > 0 for r in t)
+    grid = next(r for r in t if r["players"] == "pixel grid")
+    assert grid["n_players"] == layer["n_players"]               # as many grid cells as layer cells
+
+
+def test_faithfulness_table():
+    t = E.faithfulness_table(n=2, models=("shapes_cnn",), methods=["integrated_gradients", "grad_cam"], steps=4,
+                             progress=False)
+    got = {(r["method"], r["level"]) for r in t}
+    assert {("random", "pixel"), ("integrated_gradients", "pixel"), ("grad_cam", "layer")} <= got
+    for r in t:
+        assert 0.0 <= r["deletion_auc"] <= 1.0 and 0.0 <= r["insertion_auc"] <= 1.0
+        assert r["morf_lerf"] == pytest.approx(r["lerf_auc"] - r["deletion_auc"])
+
+
+def test_reference_choice_table():
+    t = E.reference_choice_table(n=2, steps=8, curve_steps=4, progress=False)
+    assert [r["baseline"] for r in t] == ["zeros", "mean", "blur", "noise"]
+    for r in t:
+        assert r[f"rho_{r['baseline']}"] == pytest.approx(1.0)      # each map agrees with itself
+        assert r["completeness_gap"] >= 0
+    assert len({round(r["deletion_own"], 6) for r in t}) > 1       # the reference changes the scores
+
+
+def test_missing_methods_are_skipped_with_a_note():
+    t = E.faithfulness_table(n=1, models=("shapes_cnn",), methods=["saliency", "no_such_method"], steps=2,
+                             progress=False)
+    assert any("no_such_method" in note for note in t.notes)
+    assert {r["method"] for r in t} == {"random", "saliency"}
+
+
+def test_table_save_markdown_and_frame(tmp_path):
+    t = E.Table([{"method": "a", "score": 0.5, "n": 3}, {"method": "b", "score": float("nan"), "n": 4}],
+                name="demo", title="Demo", settings={"k": 1})
+    path = t.save(tmp_path / "demo.csv", tmp_path / "demo.png")
+    rows = list(csv.DictReader(path.open()))
+    assert rows[0] == {"method": "a", "score": "0.5", "n": "3"}
+    assert (tmp_path / "demo.png").stat().st_size > 1000
+    md = t.to_markdown()
+    assert "| method | score | n |" in md and "| b | nan | 4 |" in md
+    pd = pytest.importorskip("pandas")
+    df = t.to_frame()
+    assert list(df.columns) == ["method", "score", "n"] and df.attrs["title"] == "Demo"
+    assert t.where(method="b")[0]["n"] == 4
+
+
+def test_run_all_writes_results_markdown(tmp_path):
+    tables = E.run_all(["reference_choice"], out=tmp_path, quick=True, files=True, progress=False)
+    text = (tmp_path / "results.md").read_text()
+    assert "Integrated Gradients: choice of the reference" in text and "| zeros |" in text
+    assert (tmp_path / "reference_choice.csv").exists()
+    with pytest.raises(ValueError, match="unknown experiment"):
+        E.run_all(["nope"])
+
+
+def test_evaluate_cli(capsys):
+    from attrkit.metrics import cli_main
+    assert cli_main(["--model", "shapes_cnn", "--methods", "saliency", "--metrics", "deletion,pointing_game",
+                     "--n", "2", "--steps", "4", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| saliency |" in out and "deletion" in out
+    assert cli_main(["--metrics", "nope", "--n", "1"]) == 2
