@@ -9,7 +9,6 @@
 (10, 3, True)
 """
 from .api import BACKENDS, BadRecordsError, BadRecordsWarning, load_run, run
-from .bench import bench_throughput
 from .cli import add_parser, cli_main
 from .sources import ImageFolderSource, Source, TableSource, TensorSource, as_source
 from .store import Run, Shard
@@ -17,3 +16,10 @@ from .store import Run, Shard
 __all__ = ["run", "load_run", "Run", "Shard", "BACKENDS", "BadRecordsError", "BadRecordsWarning", "Source",
            "TensorSource", "ImageFolderSource", "TableSource", "as_source", "add_parser", "cli_main",
            "bench_throughput"]
+
+
+def __getattr__(name):
+    if name == "bench_throughput":         # lazy: keeps `python -m attrkit.runs.bench` free of a double import
+        from .bench import bench_throughput
+        return bench_throughput
+    raise AttributeError(f"module 'attrkit.runs' has no attribute {name!r}")
