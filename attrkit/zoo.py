@@ -73,14 +73,14 @@ RECIPES: dict[str, Recipe] = {
                {"epochs": 12, "lr": 3e-3, "batch_size": 32, "seed": 0}),
         Recipe("faces_cnn", _data.faces, {},
                lambda: SmallCNN(1, 2, 25, seed=0),
-               {"epochs": 40, "lr": 2e-3, "batch_size": 16, "seed": 0},
+               {"epochs": 30, "lr": 2e-3, "batch_size": 16, "seed": 0},
                test_fraction=0.25, augment=_hflip),
         Recipe("breast_cancer_mlp", _data.breast_cancer, {},
                lambda: MLP(30, [32, 16], "relu", 2, seed=0),
-               {"epochs": 40, "lr": 1e-3, "batch_size": 32, "seed": 0}),
+               {"epochs": 20, "lr": 1e-3, "batch_size": 32, "seed": 0}),
         Recipe("diabetes_mlp", _data.diabetes, {},
                lambda: MLP(10, [32, 16], "relu", 1, seed=0),
-               {"epochs": 60, "lr": 1e-3, "batch_size": 32, "weight_decay": 0.1, "seed": 0}),
+               {"epochs": 30, "lr": 1e-3, "batch_size": 32, "weight_decay": 0.1, "seed": 0}),
     )
 }
 
