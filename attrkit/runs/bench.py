@@ -23,6 +23,7 @@ def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size:
     A/B comparison, noisy on a busy machine); ``local_overhead_accounted_pct`` = (local run time - the time
     spent inside its ``explain`` calls) / that time, measured within the same run (robust to load changes).
     With ``repeats`` > 1 the explain and local timings are the best of that many (interleaved).
+    ``local_overhead_cpu_pct``: the same comparison in CPU time of this process (robust on a busy machine).
     ``explain_cpu_ms_per_image``: CPU time of the explain loop per image (with one thread, the cost per core
     for capacity estimates). ``torch_threads`` sets PyTorch's threads in this process for the explain and local timings (default:
     as configured; Ray actors always use one thread each, one CPU per actor).
@@ -47,6 +48,8 @@ def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size:
         local_vals = None
         accounted: list[float] = []
         cpu: list[float] = []
+        local_cpu: list[float] = []
+        explain(factory(), x[:2], method="integrated_gradients", steps=steps, progress=False)   # warm-up
         for r in range(repeats):
             if "explain" in backends:
                 model = factory()
@@ -57,9 +60,10 @@ def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size:
                 cpu.append(time.process_time() - c0)
             if "local" in backends:
                 out = os.path.join(tmp, f"local{r}")
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 result = run(factory, x, out=out, shard_size=shard_size, steps=steps, progress=progress)
                 times["local"].append(time.perf_counter() - t0)
+                local_cpu.append(time.process_time() - c0)
                 local_vals = result
                 inside = sum(float(sh.info["seconds"]) for sh in result.iter_shards())
                 accounted.append((times["local"][-1] - inside) / inside)
@@ -69,6 +73,10 @@ def bench_throughput(n: int = 2000, size: int = 64, steps: int = 32, shard_size:
                 res[f"{k}_images_per_s"] = n / min(ts)
         if cpu:    # CPU time per image: what a core must spend, independent of how busy the machine is
             res["explain_cpu_ms_per_image"] = 1000.0 * min(cpu) / n
+        if local_cpu:
+            res["local_cpu_ms_per_image"] = 1000.0 * min(local_cpu) / n
+        if cpu and local_cpu:
+            res["local_overhead_cpu_pct"] = 100.0 * (min(local_cpu) / min(cpu) - 1.0)
         if accounted:
             res["local_overhead_accounted_pct"] = 100.0 * min(accounted)
             res["local_overhead_ms_per_image"] = 1000.0 * min(accounted) * min(times["local"]) / \
