@@ -34,14 +34,24 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def last_conv(model) -> tuple[str, nn.Module]:
-    """The last convolution in ``model.named_modules()`` (the default CAM layer)."""
+    """The default CAM layer: the last convolution in ``model.named_modules()``, or the ReLU that follows it in
+    the same ``nn.Sequential`` (its rectified feature maps, as in Grad-CAM; e.g. VGG16's ``features.29``)."""
     if not isinstance(model, nn.Module):
         raise TypeError("CAM methods need a torch.nn.Module model (to find its convolutional layer)")
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, _CONVS)]
     if not convs:
         raise ValueError("the model has no Conv1d/Conv2d/Conv3d layer for a CAM method; pass layer= with a layer "
                          "whose output is [N, channels, *spatial]")
-    return convs[-1]
+    name, conv = convs[-1]
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.Sequential):
+        kids = list(parent.named_children())
+        pos = [k for k, _ in kids].index(child)
+        if pos + 1 < len(kids) and isinstance(kids[pos + 1][1], nn.ReLU):
+            nxt = kids[pos + 1][0]
+            return (f"{parent_name}.{nxt}" if parent_name else nxt), kids[pos + 1][1]
+    return name, conv
 
 
 def layer_activations(problem: Problem) -> torch.Tensor:
