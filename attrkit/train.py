@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from .data.dataset import Dataset
 from .models import build
 
-__all__ = ["fit", "History", "evaluate", "predict", "save", "load", "pick_device"]
+__all__ = ["fit", "History", "evaluate", "predict", "save", "load", "pick_device",
+           "outputs_probabilities"]
 
 LOSSES = ("cross_entropy", "bce", "mse")
 
@@ -82,17 +83,35 @@ def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, bool 
                     f"got {type(data).__name__}.")
 
 
+def outputs_probabilities(model: nn.Module) -> bool:
+    """True when the model's last module is a Sigmoid or Softmax (outputs are probabilities,
+    as in the lecture's LogisticModel and SimpleMLP), False when it outputs logits / values."""
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    return bool(leaves) and isinstance(leaves[-1], (nn.Sigmoid, nn.Softmax))
+
+
+def _predicted_class(out: torch.Tensor, probabilities: bool) -> torch.Tensor:
+    if out.ndim > 1 and out.shape[-1] > 1:
+        return out.argmax(-1)
+    return (out.reshape(-1) > (0.5 if probabilities else 0.0)).long()
+
+
 def _loss_fn(loss: str | Callable | None, y: torch.Tensor, classification: bool | None,
-             n_out: int) -> tuple[str, Callable]:
+             n_out: int, probabilities: bool = False) -> tuple[str, Callable]:
+    """(name, criterion); "cross_entropy" / "bce" take logits, or probabilities when the model
+    ends in a Sigmoid / Softmax (then NLL of log p / BCELoss are used)."""
     if callable(loss) and not isinstance(loss, str):
         return getattr(loss, "__name__", type(loss).__name__), loss
     if loss is None:
         cls = classification if classification is not None else not torch.is_floating_point(y)
         loss = ("cross_entropy" if n_out > 1 else "bce") if cls else "mse"
     if loss == "cross_entropy":
+        if probabilities:
+            nll = nn.NLLLoss()
+            return loss, lambda out, t: nll(torch.log(out.clamp_min(1e-12)), t)
         return loss, nn.CrossEntropyLoss()
     if loss == "bce":
-        base = nn.BCEWithLogitsLoss()
+        base = nn.BCELoss() if probabilities else nn.BCEWithLogitsLoss()
         return loss, lambda out, t: base(out.reshape(-1), t.reshape(-1).to(out.dtype))
     if loss == "mse":
         base = nn.MSELoss()
@@ -139,7 +158,7 @@ def evaluate(model: nn.Module, data: Dataset | tuple, batch_size: int = 256) -> 
     if cls is None:
         cls = not torch.is_floating_point(y)
     if cls:
-        pred = out.argmax(-1) if out.ndim > 1 and out.shape[-1] > 1 else (out.reshape(-1) > 0).long()
+        pred = _predicted_class(out, outputs_probabilities(model))
         return {"accuracy": float((pred == y.reshape(-1)).float().mean())}
     out = out.reshape(y.shape).float()
     mse = float(((out - y) ** 2).mean())
@@ -148,6 +167,7 @@ def evaluate(model: nn.Module, data: Dataset | tuple, batch_size: int = 256) -> 
 
 
 def _validate(model, loader, criterion, device, classification: bool) -> tuple[float, float]:
+    probabilities = outputs_probabilities(model)
     model.eval()
     tot_obs, tot_loss, correct = 0, 0.0, 0
     with torch.no_grad():
@@ -157,10 +177,7 @@ def _validate(model, loader, criterion, device, classification: bool) -> tuple[f
             tot_loss += float(criterion(out, y)) * x.shape[0]
             tot_obs += x.shape[0]
             if classification:
-                if out.ndim > 1 and out.shape[-1] > 1:
-                    pred = out.argmax(-1)
-                else:
-                    pred = (out.reshape(-1) > 0).long()
+                pred = _predicted_class(out, probabilities)
                 correct += int((pred == y.reshape(-1)).sum())
     acc = correct / tot_obs if classification else float("nan")
     return tot_loss / tot_obs, acc
@@ -177,8 +194,10 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
 
     AdamW(lr, weight_decay), a shuffled DataLoader, ``model.train()`` for each epoch and
     ``model.eval()`` for validation; a tqdm bar per epoch shows the running mean loss.
-    `loss`: "cross_entropy", "bce" (one logit), "mse" or a callable(output, target); ``None``
-    picks cross-entropy / BCE for classification data and MSE otherwise. With `val`, the
+    `loss`: "cross_entropy", "bce" (one output), "mse" or a callable(output, target); ``None``
+    picks cross-entropy / BCE for classification data and MSE otherwise. Outputs are taken as
+    logits, or as probabilities when the model ends in a Sigmoid/Softmax module (the
+    lecture's LogisticModel and SimpleMLP). With `val`, the
     validation loss (and accuracy) is recorded each epoch; with `patience`, training stops
     after that many epochs without a lower validation loss and the best weights are restored.
     `schedule`: ``None`` (constant `lr`), ``"cosine"`` (cosine decay to 0 over all steps) or
@@ -205,7 +224,8 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
     val_t = _as_tensors(val, "val") if val is not None else None
     dev = pick_device(device)
     model.to(dev)
-    name, criterion = _loss_fn(loss, y, cls, _output_count(model, x, dev))
+    name, criterion = _loss_fn(loss, y, cls, _output_count(model, x, dev),
+                               outputs_probabilities(model))
     classification = name in ("cross_entropy", "bce") or (cls is True)
 
     hist = History(loss=name)

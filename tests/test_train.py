@@ -33,14 +33,19 @@ def test_training_is_reproducible_under_a_seed():
 def test_fit_learns_and_reports_history():
     d = breast_cancer()
     train, test = d.split(0.2, seed=0)
-    m = LogisticModel(30)
-    before = evaluate(torch.nn.Sequential(m.linear), test)["accuracy"]
-    hist = fit(torch.nn.Sequential(m.linear), train, test, epochs=5, lr=1e-2, batch_size=64,
-               loss="bce", progress=False)
-    assert hist.epochs == 5 and len(hist.val_loss) == 5 and len(hist.val_accuracy) == 5
+    m = LogisticModel(30)                       # ends in a Sigmoid: BCE on probabilities
+    before = evaluate(m, test)["accuracy"]
+    hist = fit(m, train, test, epochs=5, lr=1e-2, batch_size=64, progress=False)
+    assert hist.loss == "bce" and hist.epochs == 5
+    assert len(hist.val_loss) == 5 and len(hist.val_accuracy) == 5
     assert hist.train_loss[-1] < hist.train_loss[0]
     assert hist.val_accuracy[-1] > max(0.9, before)
+    assert abs(evaluate(m, test)["accuracy"] - hist.val_accuracy[-1]) < 1e-6
     assert not m.training
+    logits = MLP(30, [8], out=2, seed=0)       # two logits: cross-entropy, argmax
+    h2 = fit(logits, train, test, epochs=3, lr=1e-2, batch_size=64, schedule="onecycle",
+             progress=False)
+    assert h2.loss == "cross_entropy" and h2.val_accuracy[-1] > 0.9
 
 
 def test_early_stopping_restores_the_best_weights():
