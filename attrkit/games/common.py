@@ -48,11 +48,10 @@ def check_spread(spread: str) -> bool:
 def subsets_of_size(l: int, s: int) -> torch.Tensor:
     """All coalitions of ``s`` out of ``l`` players, ``[C(l, s), l]`` bool."""
     import itertools
+    if s == 0:
+        return torch.zeros(1, l, dtype=torch.bool)
     idx = torch.tensor(list(itertools.combinations(range(l), s)), dtype=torch.long).view(-1, s)
-    z = torch.zeros(idx.shape[0], l, dtype=torch.bool)
-    if s:
-        z.scatter_(1, idx, True)
-    return z
+    return torch.zeros(idx.shape[0], l, dtype=torch.bool).scatter_(1, idx, True)
 
 
 def all_coalitions(l: int) -> torch.Tensor:

@@ -165,6 +165,27 @@ class Game:
         rows = torch.arange(self.n) if rows is None else rows
         return self(torch.zeros(len(rows), self.max_players, dtype=torch.bool), rows)
 
+    def within_budget(self, groups: list[torch.Tensor], row: int, budget: int, seen: set) -> tuple[int, int]:
+        """Accept coalition groups (``[m, L]`` each, e.g. a permutation pair's prefixes) in order while the
+        distinct coalitions not yet evaluated (nor in ``seen``) stay within ``budget``; returns
+        ``(groups accepted, evaluations they will cost)`` and adds their keys to ``seen``. Lets sampled
+        estimators spend a budget of model evaluations, repeats being free (cached)."""
+        if not groups:
+            return 0, 0
+        sizes = [g.shape[0] for g in groups]
+        z, _ = self._check(torch.cat(groups), torch.full((sum(sizes),), row, dtype=torch.long))
+        keys = [tuple(k) for k in self._keys(z, torch.full((z.shape[0],), row, dtype=torch.long)).tolist()]
+        used = accepted = start = 0
+        for m in sizes:
+            new = {k for k in keys[start:start + m] if k not in self._cache and k not in seen}
+            if used + len(new) > budget:
+                break
+            seen |= new
+            used += len(new)
+            accepted += 1
+            start += m
+        return accepted, used
+
     # ------------------------------------------------------------------ internals
     def _check(self, z, rows):
         if not isinstance(z, torch.Tensor) or z.dim() != 2:

@@ -30,10 +30,11 @@ def size_mass(l: int) -> torch.Tensor:
     return m
 
 
-def plan(l: int, budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def plan(l: int, budget: int, everything: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Enumerated coalitions ``[E, l]``, their kernel weights ``[E]``, and the kernel mass per size left to
     sampling ``[l + 1]`` (zero for enumerated sizes). Sizes ``s`` and ``l - s`` are enumerated together when
-    the budget they would get by kernel mass covers all their coalitions (shap's rule)."""
+    the budget they would get by kernel mass covers all their coalitions (shap's rule); ``everything``
+    enumerates all sizes."""
     mass = size_mass(l)
     left_mass = mass.clone()
     zs, ws = [], []
@@ -42,7 +43,7 @@ def plan(l: int, budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         sizes = [s] if s == l - s else [s, l - s]
         count = sum(math.comb(l, t) for t in sizes)
         share = float(left_mass[sizes].sum() / left_mass.sum()) if left_mass.sum() > 0 else 0.0
-        if count > left or left * share < count - 1e-8:
+        if not everything and (count > left or left * share < count - 1e-8):
             break
         for t in sizes:
             zs.append(subsets_of_size(l, t))
@@ -106,9 +107,11 @@ def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch
 def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                 tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
                 spread: str = "share", head_only: bool | None = None) -> Result:
-    """KernelSHAP with ``n_samples`` coalitions per sample (all ``2^l - 2`` if that is fewer: exact).
+    """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (repeated coalitions are free;
+    with ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
 
-    ``info["std_err"]``: analytic standard errors; ``info["exact"]``: every coalition was used.
+    ``info["std_err"]``: analytic standard errors; ``info["n_samples"]``: coalitions in the regression
+    (repeats counted); ``info["exact"]``: every coalition was used.
     """
     check_int("n_samples", n_samples)
     check_int("batch_pairs", batch_pairs)
@@ -130,11 +133,11 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     state = []
     for i in range(n):
         l = int(game.n_players[i])
-        budget = min(n_samples, (1 << l) - 2) if l < 62 else n_samples
-        z_e, w_e, rest = plan(l, budget)
-        pairs = (budget - z_e.shape[0]) // 2 if rest.sum() > 0 else 0
-        state.append({"l": l, "z_e": z_e, "w_e": w_e, "rest": rest, "pairs": pairs, "done": 0,
-                      "zp": [], "yp": [], "yq": [], "g": generator(problem)})
+        everything = l < 62 and n_samples >= (1 << l) - 2
+        z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else n_samples, everything)
+        state.append({"l": l, "z_e": z_e, "w_e": w_e, "rest": rest, "left": n_samples - z_e.shape[0],
+                      "drawn": 0, "done": 0, "zp": [], "yp": [], "yq": [], "g": generator(problem),
+                      "sampling": l > 1 and bool(rest.sum() > 0)})
     # enumerated part, all samples in one call
     zs = [pad(s["z_e"], L) for s in state if s["l"] > 1]
     rs = [torch.full((s["z_e"].shape[0],), i, dtype=torch.long) for i, s in enumerate(state) if s["l"] > 1]
@@ -144,19 +147,28 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
         if s["l"] > 1:
             s["y_e"] = ve[start:start + s["z_e"].shape[0]] - v_empty[i]
             start += s["z_e"].shape[0]
-    active = [i for i, s in enumerate(state) if s["l"] > 1]
+            if s["z_e"].shape[0]:
+                phi[i, :s["l"]], se[i, :s["l"]] = _fit(s, v_full[i] - v_empty[i], col[i])
+    # sampled part: antithetic pairs (z, 1 - z) while the budget of evaluations lasts (repeats are free)
+    seen: set = set()
+    active = [i for i, s in enumerate(state) if s["sampling"]]
     while active:
         zs, rs, meta = [], [], []
         for i in active:
             s = state[i]
-            p = s["pairs"] - s["done"] if tol is None else min(batch_pairs, s["pairs"] - s["done"])
-            if p > 0:
-                sizes = torch.multinomial(s["rest"], p, replacement=True, generator=s["g"])
-                rank = torch.rand(p, s["l"], generator=s["g"]).argsort(1).argsort(1)
-                z = rank < sizes.unsqueeze(1)
-                zs += [pad(z, L), pad(~z, L)]
-                rs.append(torch.full((2 * p,), i, dtype=torch.long))
-            meta.append((i, p, z if p > 0 else None))
+            want = batch_pairs if tol is not None else max(1, s["left"] // 2 + 4)
+            sizes = torch.multinomial(s["rest"], want, replacement=True, generator=s["g"])
+            rank = torch.rand(want, s["l"], generator=s["g"]).argsort(1).argsort(1)
+            z = rank < sizes.unsqueeze(1)
+            groups = [pad(torch.stack([a, ~a]), L) for a in z]
+            took, cost = game.within_budget(groups, i, s["left"], seen)
+            s["left"] -= cost
+            s["drawn"] += want
+            s["finished"] = took < want or s["left"] <= 0 or s["drawn"] >= 4 * n_samples
+            if took:
+                zs += [pad(z[:took], L), pad(~z[:took], L)]
+                rs.append(torch.full((2 * took,), i, dtype=torch.long))
+            meta.append((i, took, z[:took]))
         vals = game(torch.cat(zs), torch.cat(rs)) if zs else None
         start, still = 0, []                      # vals: [z, 1 - z] of each sample in turn
         for i, p, z in meta:
@@ -168,12 +180,15 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
                 s["yp"].append(vi[:p])
                 s["yq"].append(vi[p:])
                 s["done"] += p
-            ph, sei = _fit(s, v_full[i] - v_empty[i], col[i])
-            phi[i, :s["l"]], se[i, :s["l"]] = ph, sei
-            if tol is not None and s["done"] < s["pairs"]:
-                spread_i = float(ph[:, col[i]].max() - ph[:, col[i]].min())
-                if not (s["done"] >= 2 and float(sei.max()) < tol * max(spread_i, 1e-12)):
-                    still.append(i)
+                ph, sei = _fit(s, v_full[i] - v_empty[i], col[i])
+                phi[i, :s["l"]], se[i, :s["l"]] = ph, sei
+            if s["finished"]:
+                continue
+            if tol is not None and s["done"] >= 2:
+                ph = phi[i, :s["l"], col[i]]
+                if float(se[i, :s["l"]].max()) < tol * max(float(ph.max() - ph.min()), 1e-12):
+                    continue
+            still.append(i)
         active = still
     for i, s in enumerate(state):
         l = s["l"]
@@ -181,7 +196,7 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
             phi[i, 0] = v_full[i] - v_empty[i]
             exact[i] = True
         else:
-            exact[i] = s["pairs"] == 0 and s["z_e"].shape[0] == (1 << l) - 2
+            exact[i] = not s["sampling"] and s["z_e"].shape[0] == (1 << l) - 2
         used[i] = s["z_e"].shape[0] + 2 * s["done"] if l > 1 else 0
     info = {"std_err": se, "n_samples": used, "exact": bool(exact.all())}
     return finish(game, phi, info, share, v_full, v_empty)
