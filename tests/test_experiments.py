@@ -64,8 +64,9 @@ def test_faithfulness_table():
     got = {(r["method"], r["level"]) for r in t}
     assert {("random", "pixel"), ("integrated_gradients", "pixel"), ("grad_cam", "layer")} <= got
     for r in t:
-        assert 0.0 <= r["deletion_auc"] <= 1.0 and 0.0 <= r["insertion_auc"] <= 1.0
-        assert r["morf_lerf"] == pytest.approx(r["lerf_auc"] - r["deletion_auc"])
+        for masker in ("blur", "zeros"):
+            assert 0.0 <= r[f"deletion_{masker}"] <= 1.0 and 0.0 <= r[f"insertion_{masker}"] <= 1.0
+            assert r[f"abpc_{masker}"] == pytest.approx(r[f"insertion_{masker}"] - r[f"deletion_{masker}"])
 
 
 def test_reference_choice_table():

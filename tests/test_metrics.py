@@ -143,6 +143,8 @@ def test_deletion_and_insertion_tell_ig_from_noise(shapes_cnn):
     ml = M.morf_lerf(model, x, ig, steps=5)
     assert ml.score > 0
     assert np.allclose(ml.per_sample, ml.details["lerf_auc"] - ml.details["morf_auc"])
+    # inserting the most relevant 1 - f from the masker = deleting the least relevant f: same images
+    assert np.allclose(ml.details["lerf_auc"], M.insertion(model, x, ig, steps=5).per_sample, atol=1e-6)
 
 
 def test_curves_do_not_depend_on_the_chunk_size():
@@ -213,8 +215,11 @@ def test_pointing_game_and_localisation_on_known_maps():
     assert M.relevance_mass(on, masks).score == 1.0 and M.relevance_mass(off, masks).score == 0.0
     assert M.relevance_rank(on, masks).score == 1.0 and M.relevance_rank(off, masks).score == 0.0
     assert M.mask_auc(on, masks).score == 1.0 and M.mask_auc(off, masks).score < 0.5
-    flat = torch.ones(3, 16, 16)
-    assert M.pointing_game(flat, masks).score == 0.0              # ties must all be on the object
+    flat = torch.ones(3, 16, 16)                                   # ties: a pointer drawn among the maxima
+    assert M.pointing_game(flat, masks).score == pytest.approx(35 / 256)   # = the object's share: chance
+    half = off.clone()
+    half[:, 4, 3] = 1.0                                            # two maxima, one on the object
+    assert M.pointing_game(half, masks).score == pytest.approx(1 / 10)
     # Attribution inputs, a layer map (resized), [N, 1, H, W] masks, empty masks are left out
     a = ak.Attribution(values=masks.float().unsqueeze(1).repeat(1, 3, 1, 1), method="given")
     assert M.pointing_game(a, masks.unsqueeze(1)).score == 1.0

@@ -1,6 +1,7 @@
 """Localisation against ground-truth object masks.
 
-- :func:`pointing_game` (Zhang et al. 2016): the map's maximum lies on the object (within ``tolerance`` px).
+- :func:`pointing_game` (Zhang et al. 2016): the map's maximum lies on the object (within ``tolerance`` px;
+  tied maxima count by the share of them on the object).
 - :func:`relevance_mass` (Arras et al. 2022, relevance mass accuracy): share of the positive relevance that
   falls on the object.
 - :func:`relevance_rank` (Arras et al. 2022, relevance rank accuracy): share of the ``K = |mask|`` highest
@@ -59,9 +60,11 @@ def _result(name, v, empty, **details) -> MetricResult:
 
 
 def pointing_game(attribution, masks, *, tolerance: int = 0) -> MetricResult:
-    """Pointing game (Zhang et al. 2016): a hit when every position holding the map's maximum lies in the mask
-    dilated by ``tolerance`` pixels (ties must all hit, so a flat map only hits a mask covering everything).
-    ``per_sample``: 1.0 hit, 0.0 miss; ``score``: the hit rate.
+    """Pointing game (Zhang et al. 2016): does the map's maximum lie on the object (the mask dilated by
+    ``tolerance`` pixels)? Ties are scored as a pointer drawn at random among the tied maxima: the per-sample
+    hit is the share of the maximal positions that lie on the object (1 or 0 for a unique maximum; a flat map
+    scores the object's share of the image, i.e. chance; a map constant over grid cells or superpixels scores
+    the share of its best cell that covers the object). ``score``: the hit rate.
 
     >>> import torch
     >>> from attrkit.metrics import pointing_game
@@ -78,7 +81,7 @@ def pointing_game(attribution, masks, *, tolerance: int = 0) -> MetricResult:
     n = maps.shape[0]
     flat, fm = maps.reshape(n, -1), m.reshape(n, -1)
     top = flat == flat.amax(1, keepdim=True)
-    hit = (top & ~fm).sum(1) == 0
+    hit = (top & fm).sum(1).to(torch.float64) / top.sum(1).clamp_min(1).to(torch.float64)
     return _result("pointing_game", _nan_empty(hit, empty), empty, tolerance=tolerance)
 
 

@@ -48,7 +48,7 @@ def randomise_layer(module: nn.Module, seed: int) -> None:
         with torch.no_grad():
             for p in module.parameters(recurse=False):
                 std = float(p.detach().float().std()) if p.numel() > 1 else 1.0
-                p.copy_(torch.randn(p.shape, dtype=p.dtype) .to(p.device) * (std or 1.0))
+                p.copy_(torch.randn(p.shape, dtype=p.dtype).to(p.device) * (std or 1.0))
 
 
 @dataclass
@@ -135,6 +135,7 @@ def model_randomisation(model, x, method="integrated_gradients", target=None, *,
     kw = dict(options)
     if isinstance(method, str):
         kw.setdefault("batch_size", batch_size)
+        kw.setdefault("seed", seed)       # sampled methods draw the same noise for every stage
         if layer is not None:
             kw["layer"] = layer
     size = tuple(x.shape[2:]) if x.dim() > 2 else None
