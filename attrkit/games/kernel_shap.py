@@ -111,7 +111,9 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     with ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
 
     ``info["std_err"]``: analytic standard errors; ``info["n_samples"]``: coalitions in the regression
-    (repeats counted); ``info["exact"]``: every coalition was used.
+    (repeats counted); ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the
+    budget goes to enumerated sizes up front; pairs then come in rounds of ``batch_pairs`` until
+    ``max std_err / (max phi - min phi) < tolerance`` or the budget is spent.
     """
     check_int("n_samples", n_samples)
     check_int("batch_pairs", batch_pairs)
@@ -133,8 +135,9 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     state = []
     for i in range(n):
         l = int(game.n_players[i])
-        everything = l < 62 and n_samples >= (1 << l) - 2
-        z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else n_samples, everything)
+        everything = l < 62 and n_samples >= (1 << l) - 2 and tol is None
+        planned = n_samples if tol is None else max(2 * l, n_samples // 4)   # adaptive runs enumerate less up front
+        z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else planned, everything)
         state.append({"l": l, "z_e": z_e, "w_e": w_e, "rest": rest, "left": n_samples - z_e.shape[0],
                       "drawn": 0, "done": 0, "zp": [], "yp": [], "yq": [], "g": generator(problem),
                       "sampling": l > 1 and bool(rest.sum() > 0)})

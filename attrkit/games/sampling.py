@@ -83,7 +83,8 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     rows_all = torch.arange(n)
     v_full, v_empty = game.full(rows_all), game.empty(rows_all)
     col = game.target_column()
-    states = [_State(int(game.n_players[i]), n_samples, generator(problem)) for i in range(n)]
+    planned = n_samples if tol is None else n_samples // 4      # adaptive runs enumerate less up front
+    states = [_State(int(game.n_players[i]), planned, generator(problem)) for i in range(n)]
 
     # exact strata: every coalition of their sizes, all samples in one call
     zs, rs = [], []
