@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from pathlib import Path
 import time
 import warnings
 
@@ -54,6 +55,8 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
     """
     from ..api import _check_options
     from ..registry import get
+    if out is None:
+        raise ValueError("out= must name the folder where the run's shards and manifest are written")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
@@ -84,7 +87,7 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
               "model": model_id(model, factory), "data": source.fingerprint(), "n_samples": n,
               "shard_size": shard_size, "seed": int(seed)}
     describe = {"model_factory": factory.name(), "data": source.describe()}
-    plan = Plan(out=str(out), method=spec.name, n=n, shard_size=shard_size, seed=int(seed),
+    plan = Plan(out=str(Path(out).resolve()), method=spec.name, n=n, shard_size=shard_size, seed=int(seed),
                 options=dict(method_args), target=target, layer=layer_name, noise=noise, batch_size=batch_size,
                 max_memory=max_memory, device=device)
     store = RunStore(out)

@@ -122,7 +122,7 @@ class ImageFolderSource(Source):
 
     def __init__(self, root, size: int | Sequence[int] | None = None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, mode: str = "RGB"):
-        self.root = Path(root)
+        self.root = Path(root).resolve()          # absolute: workers may run in another directory
         if not self.root.is_dir():
             raise ValueError(f"{root} is not a folder of images")
         if mode not in ("RGB", "L"):
@@ -244,7 +244,7 @@ class TableSource(Source):
 
     def __init__(self, path, columns: Sequence[str] | None = None, target: str | None = None,
                  id_column: str | None = None):
-        self.path = Path(path)
+        self.path = Path(path).resolve()
         if not self.path.is_file():
             raise ValueError(f"no table file at {path}")
         suffix = self.path.suffix.lower()
