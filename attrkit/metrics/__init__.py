@@ -14,6 +14,7 @@ values tensor, or a method name run with the remaining keyword options — and r
 
 >>> import torch, attrkit as ak
 >>> from attrkit import metrics
+>>> _ = torch.manual_seed(0)
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
 >>> metrics.completeness(model, torch.randn(5, 4), "integrated_gradients", steps=64).all_passed
 True

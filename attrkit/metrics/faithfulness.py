@@ -110,7 +110,7 @@ def deletion(model, x, attribution, target=None, *, baseline="auto", steps: int 
     >>> import torch
     >>> from attrkit.metrics import deletion
     >>> m = torch.nn.Linear(4, 1)
-    >>> r = deletion(m, torch.randn(3, 4), "integrated_gradients", steps=4, output="target")
+    >>> r = deletion(m, torch.ones(3, 4), "integrated_gradients", steps=4, output="target")
     >>> r.details["curves"].shape
     (3, 5)
     """
