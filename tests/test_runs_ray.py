@@ -27,6 +27,7 @@ def ray_instance():
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
+    runs.release_workers()
     if started:
         ray.shutdown()
     torch.set_num_threads(before)
@@ -34,7 +35,7 @@ def ray_instance():
 
 def test_ray_equals_local_and_resumes_a_local_run(tmp_path):
     x = torch.rand(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    kw = dict(shard_size=5, steps=8, progress=False)
+    kw = dict(shard_size=5, steps=8, progress=False, keep_workers=True)   # reuse actors: faster tests
     local = runs.run(CNN, x, out=tmp_path / "local", **kw)
     on_ray = runs.run(CNN, x, out=tmp_path / "ray", backend="ray", workers=2, **kw)
     assert on_ray.stats["workers"] == 2 and ray.is_initialized()          # the module's instance stays up
@@ -61,7 +62,7 @@ def test_ray_sampled_method_on_image_folder_with_corrupt_png(tmp_path):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     (root / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
     kw = dict(method="gradient_shap", n_samples=4, stdev=0.1, seed=7, shard_size=3, target="label",
-              progress=False)
+              progress=False, keep_workers=True)
     with pytest.warns(runs.BadRecordsWarning):
         local = runs.run(CNN, str(root), out=tmp_path / "local", **kw)
     with pytest.warns(runs.BadRecordsWarning):
@@ -87,6 +88,8 @@ def test_ray_table_source_with_malformed_row(tmp_path):
         on_ray = runs.run(model, src, out=tmp_path / "ray", backend="ray", workers=2, **kw)
     assert [e["id"] for e in on_ray.errors()] == ["3"] and len(on_ray) == 9
     assert torch.equal(on_ray.values(), local.values())
+    from attrkit.runs import ray_backend
+    assert not any(ray_backend._POOL.values())            # without keep_workers the actors are gone
 
 
 def test_ray_address_connects_to_existing_cluster(monkeypatch):

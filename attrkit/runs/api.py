@@ -29,7 +29,7 @@ class BadRecordsError(ValueError):
 def run(model_factory, dataset, method: str = "integrated_gradients", out=None, *, backend: str = "local",
         batch_size: int | None = None, shard_size: int = 256, workers: int | None = None, seed: int = 0,
         target=None, layer=None, noise=None, max_memory: int | None = None, device: str | None = None,
-        strict: bool = False, progress: bool | None = None, **method_args) -> Run:
+        keep_workers: bool = False, strict: bool = False, progress: bool | None = None, **method_args) -> Run:
     """Explain every sample of ``dataset`` with ``method`` and store the attributions in shards under ``out``.
 
     model_factory: a zero-argument callable returning the model, a ``"package.module:factory"`` string, the
@@ -42,7 +42,9 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
     out: the run folder. Re-running the same call after a crash computes only the shards not yet on disk;
         a different configuration in the same folder is refused.
     backend: ``"local"`` (this process) or ``"ray"`` (``workers`` actors, one model each; local Ray started
-        when none runs, the cluster at ``RAY_ADDRESS`` otherwise).
+        when none runs, the cluster at ``RAY_ADDRESS`` otherwise). keep_workers (Ray only): keep the actors
+        alive for the next run in a Ray instance you started (skips their start-up; each holds a CPU until
+        ``attrkit.runs.release_workers()`` or ``ray.shutdown()``).
     shard_size: samples per shard = per ``ak.explain`` call; part of the configuration (with the seed, it
         fixes each shard's seed). batch_size / max_memory: rows per model call inside ``explain`` (results do
         not depend on them, so they may change between resumes).
@@ -120,7 +122,7 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
                 extra = _local(plan, factory, source, missing, on_done, model)
             else:
                 from .ray_backend import run_ray
-                extra = run_ray(plan, factory, source, missing, on_done, workers=workers)
+                extra = run_ray(plan, factory, source, missing, on_done, workers=workers, keep_workers=keep_workers)
         finally:
             if bar is not None:
                 bar.close()

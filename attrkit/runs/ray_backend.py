@@ -2,8 +2,9 @@
 
 Ray is imported lazily (``pip install attrkit[ray]``). With ``RAY_ADDRESS`` set the run joins that cluster;
 otherwise, when no Ray instance is running in this process, a local one is started
-(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end; in a Ray instance that
-outlives the run, the actors stay for the next run (their model and data are dropped). Workers write their
+(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end. In a Ray instance that
+outlives the run, ``keep_workers=True`` keeps the actors for the next run (their model and data are dropped;
+each keeps its CPU reserved until :func:`release_workers` or ``ray.shutdown()``). Workers write their
 shards straight to ``out`` (which must therefore be shared storage on a multi-machine cluster); the driver
 only receives each shard's small summary and keeps the manifest.
 """
@@ -90,12 +91,25 @@ def _forget(ray, actors) -> None:
             pass
 
 
+def release_workers() -> int:
+    """Kill the actors kept by ``run(..., keep_workers=True)`` (each holds its CPU while it lives)."""
+    n = sum(len(p) for p in _POOL.values())
+    if n:
+        ray = import_ray()
+        for pool in list(_POOL.values()):
+            _forget(ray, list(pool))
+    _POOL.clear()
+    return n
+
+
 def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callable[[dict], None],
-            workers: int | None = None, cpus_per_worker: float = 1.0, in_flight: int = 2) -> dict:
+            workers: int | None = None, cpus_per_worker: float = 1.0, in_flight: int = 2,
+            keep_workers: bool = False) -> dict:
     """Compute ``shards`` on Ray actors; ``on_done(summary)`` in the driver as each shard lands.
 
     Each actor holds ``in_flight`` shards queued so it never waits for the driver. The source, the model
-    factory and the plan go to the object store once and reach each actor once (``setup``)."""
+    factory and the plan go to the object store once and reach each actor once (``setup``). With
+    ``keep_workers`` (and a Ray instance that outlives the run) the actors stay for the next run."""
     queue = list(shards)
     t0 = time.perf_counter()
     ray, owned = ensure_ray(workers, cpus_per_worker)
@@ -133,7 +147,7 @@ def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callabl
         if owned:
             _POOL.clear()
             ray.shutdown()
-        elif not ok:
+        elif not ok or not keep_workers:
             _forget(ray, actors)                # a failed run may leave actors busy or broken
         else:
             ray.get([a.reset.remote() for a in actors])
