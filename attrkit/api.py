@@ -7,8 +7,8 @@ import time
 import torch
 
 from .attribution import Attribution
-from .core.checks import as_batch, check_finite
-from .core.modules import call_model, eval_mode, model_device_dtype, resolve_layer
+from .core.checks import check_finite
+from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
 from .core.problem import Problem
 from .core.targets import resolve_target
 from .registry import get
@@ -36,12 +36,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     True
     """
     spec = get(method)
-    if not callable(model):
-        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
-    x = as_batch(x, "x")
-    device, dtype = model_device_dtype(model)
-    if device is not None:
-        x = x.to(device=device, dtype=dtype or x.dtype)
+    x = inputs_for(model, x)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
     _check_options(spec, options, noise)

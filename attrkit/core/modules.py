@@ -21,6 +21,18 @@ def model_device_dtype(model) -> tuple[torch.device | None, torch.dtype | None]:
     return None, None
 
 
+def inputs_for(model, x) -> torch.Tensor:
+    """Validate the model and the batch ``x``; return ``x`` on the model's device and dtype."""
+    from .checks import as_batch
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    x = as_batch(x, "x")
+    device, dtype = model_device_dtype(model)
+    if device is not None:
+        x = x.to(device=device, dtype=dtype or x.dtype)
+    return x
+
+
 @contextlib.contextmanager
 def eval_mode(model, warn: bool = True) -> Iterator[None]:
     """Put ``model`` (and every submodule) in eval mode for the block; restore each module's flag after."""
