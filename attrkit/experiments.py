@@ -55,6 +55,7 @@ class Table(list):
         self.seconds = seconds
         self.notes = list(notes)
         self._plot = plot
+        self.description = ""
 
     @property
     def columns(self) -> list[str]:
@@ -702,6 +703,7 @@ def run_all(names: Sequence[str] = EXPERIMENTS, *, out=None, quick: bool = False
         fn = globals()[FUNCTIONS[name]]
         kw = dict(QUICK[name]) if quick else {}
         t = fn(progress=progress, **kw)
+        t.description = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
         log.info("%s: %d rows in %.1f s", name, len(t), t.seconds)
         tables.append(t)
         if out is not None and files:
@@ -723,7 +725,10 @@ def results_markdown(tables: Sequence[Table], quick: bool = False) -> str:
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads){_load()}. Methods registered: {', '.join(methods())}.", ""]
     for t in tables:
-        lines += [f"## {t.title}", "", f"Run time: {t.seconds:.1f} s. Settings: "
+        lines += [f"## {t.title}", ""]
+        if getattr(t, "description", ""):
+            lines += [t.description, ""]
+        lines += [f"Run time: {t.seconds:.1f} s. Settings: "
                   + ", ".join(f"{k}={v}" for k, v in t.settings.items()) + ".", ""]
         if t.name == "sanity":
             lines += [sanity_summary(t).to_markdown(header=False), "", "<details><summary>all stages and similarity "
