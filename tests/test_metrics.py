@@ -295,6 +295,11 @@ def test_bad_input_messages():
         M.pointing_game(torch.rand(3, 8, 8), torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="by"):
         M.pair_masks(torch.tensor([[0, 1]]), torch.ones(1, 2, 4, 4), by="size")
+    img = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+    with pytest.raises(ValueError, match="features="):
+        M.dummy(img, torch.rand(2, 3, 16, 16), "saliency")
+    with pytest.raises(ValueError, match="pairs="):
+        M.symmetry(img, torch.rand(2, 3, 16, 16), "saliency")
     with pytest.raises(ValueError, match="players"):
         M.deletion(nn.Sequential(nn.Flatten(), nn.Linear(48, 2)), torch.rand(1, 3, 4, 4), "saliency",
                    players=torch.zeros(5, 5, dtype=torch.long))

@@ -218,6 +218,9 @@ def find_dummies(model, x, target=None, *, n_probes: int = 8, tol: float = 1e-7,
     x = check_inputs(model, x)
     n = x.shape[0]
     flat = _flat(x)
+    if features is None and flat.shape[1] > 256:
+        raise ValueError(f"probing all {flat.shape[1]} input elements for dummies is too costly; pass features= "
+                         "(flat indices of the elements to probe, or the known dummy features)")
     feats = _features(features, flat.shape[1])
     fixed, _, _ = fixed_target(model, x, target, None, batch_size)
     g = torch.Generator().manual_seed(int(seed))
@@ -276,6 +279,9 @@ def find_symmetric_pairs(model, x, target=None, *, tol: float = 1e-6, features=N
     x = check_inputs(model, x)
     g = torch.Generator().manual_seed(int(seed))
     flat = _flat(x)
+    if features is None and flat.shape[1] > 64:
+        raise ValueError(f"probing all pairs of {flat.shape[1]} input elements for symmetry is too costly; pass "
+                         "pairs= to symmetry() or features= here")
     rnd = flat.mean(0) + flat.std(0).clamp_min(1e-3) * torch.randn(n_random, flat.shape[1], generator=g).to(flat)
     probe = torch.cat([flat, rnd])
     xp = probe.view((-1,) + tuple(x.shape[1:]))
