@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     d.add_argument("--fast", action="store_true", help="fewer samples and methods settings (under 2 minutes)")
     d.add_argument("--seed", type=int, default=0, help="seed for sampled methods (default 0)")
+    d.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: fastest for the demo's small models; 0 keeps torch's default)")
 
     e = sub.add_parser("explain", parents=[common], help="explain your own model on images or CSV rows",
                        description="Explain a model on images (PNG/JPEG) or CSV rows; writes a heatmap PNG per "
@@ -217,7 +219,7 @@ def _say(quiet: bool, *lines) -> None:
 def cmd_demo(args, quiet: bool) -> dict:
     from .demo import run_demo
     summary = run_demo(out=args.out, fast=args.fast, seed=args.seed, progress=False if quiet else None,
-                       log=None if quiet else print)
+                       log=None if quiet else print, threads=args.threads or None)
     _say(quiet, "", f"report: {summary['report']}")
     return summary
 

@@ -362,26 +362,9 @@ def train_model(data: str, arch: str | None, epochs: int, lr: float, batch_size:
         model = LogisticModel(ds.x.shape[1], seed=seed)
     else:
         raise InputError(f"unknown model {arch!r}; choose small_cnn, mlp or logistic")
-    loss = "bce" if arch == "logistic" else None
-    if arch == "logistic":
-        model_fit = _LogitView(model)
-        fit(model_fit, train, test, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            progress=not quiet)
-    else:
-        fit(model, train, test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet)
-    scores = evaluate(model if arch != "logistic" else _LogitView(model), test)
+    fit(model, train, test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet)
+    scores = evaluate(model, test)
     meta = {"data": data, "classes": ds.classes, "feature_names": ds.feature_names,
             "input_shape": list(ds.x.shape[1:]), "held_out": scores}
     path = save(model, out, meta=meta)
     return {"model": arch, "data": data, "path": str(path), "held_out": scores, "epochs": epochs}
-
-
-class _LogitView(nn.Module):
-    """Trains a sigmoid-output logistic model with BCE on its logit (numerically safer)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.linear(x)

@@ -138,18 +138,16 @@ def test_console_script_exit_codes_without_traceback(tmp_path):
     r = subprocess.run(cmd + ["explain", "--model", str(tmp_path / "none.pt"), "--input", "x.png"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run(cmd + ["explain"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
 # ------------------------------------------------------------------------------------------ train + CSV
 def test_train_then_explain_csv_rows(tmp_path, capsys):
     model_file = tmp_path / "logit.pt"
-    code, out, err = run_cli(["train", "--data", "breast_cancer", "--model", "logistic", "--epochs", "3",
+    code, out, err = run_cli(["train", "--data", "breast_cancer", "--model", "logistic", "--epochs", "5", "--lr", "0.01",
                               "--out", str(model_file), "--json", "-q"], capsys)
     assert code == 0, err
     res = json.loads(out)
-    assert res["held_out"]["accuracy"] > 0.8 and model_file.exists()
+    assert res["held_out"]["accuracy"] > 0.9 and model_file.exists()
     from attrkit.data import breast_cancer
     d = breast_cancer()
     rows = tmp_path / "rows.csv"

@@ -169,7 +169,8 @@ SCRIPT = r"""
                  negative: "linear-gradient(to right, var(--blue), rgba(255,255,255,0))",
                  absolute: "linear-gradient(to right, rgba(255,255,255,0), rgb(89,13,115))" }[mode];
     $("ramp").style.background = ramp;
-    var where = !m.at_layer ? (m.layer === "pixels" ? "at the input pixels" : "at the input") : "at layer " + m.layer + " (enlarged from " + m.lh + "×" + m.lw + ")";
+    var where = !m.at_layer ? (m.layer === "pixels" ? "at the input pixels" : m.layer === "input" ? "at the input" :
+      "from layer " + m.layer + ", at the input's resolution") : "at layer " + m.layer + " (enlarged from " + m.lh + "×" + m.lw + ")";
     text($("map-cap"), m.method + " for “" + m.target + "” " + where);
     text($("value"), m.kind === "table" ? "hover over a bar to read its value" : "hover over the map to read its value");
     drawInput(smp);

@@ -170,7 +170,7 @@ def _map(a: Attribution, i: int, sample: int, label, class_names) -> dict:
     if v.kind == "series":
         m = m.reshape(1, -1)
     d: dict[str, Any] = {"sample": sample, "method": label or a.method, "target": v.target_label,
-                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(a.layer), "kind": "table" if v.kind == "table"
+                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(v.at_layer), "kind": "table" if v.kind == "table"
                          else "image", "output": _num(v.output), "prob": _num(v.probability),
                          "edges": None, "raw": None, "lw": None, "lh": None}
     if v.kind == "table":
@@ -179,7 +179,7 @@ def _map(a: Attribution, i: int, sample: int, label, class_names) -> dict:
         d.update(h=int(m.shape[0]), w=int(m.shape[1]))
         if v.edges is not None:
             d["edges"] = bytes_b64(v.edges.astype(np.uint8))
-        raw = _raw_layer_map(a, i)
+        raw = _raw_layer_map(a, i) if v.at_layer else None
         if raw is not None:
             d.update(raw=floats_b64(raw), lh=int(raw.shape[0]), lw=int(raw.shape[1]))
     d["values"] = floats_b64(np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0))

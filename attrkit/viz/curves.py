@@ -9,7 +9,7 @@ import torch
 from ..attribution import Attribution
 from ._mpl import finish, new_figure
 from .colors import scale_for
-from .heatmaps import add_colorbar, render
+from .heatmaps import add_colorbar, draw_image_map
 from .maps import SampleView, view
 
 _X_NAMES = ("fractions", "fraction", "x", "steps", "levels")
@@ -104,7 +104,7 @@ def _items(curves) -> list:
 def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Sequence[float] | None = None,
                  *, index: int = 0, score_name: str = "Spearman rank corr. to the original",
                  mode: str = "signed", clip: float = 99.5, class_names=None, title: str | None = None,
-                 path=None, cell: float = 2.0):
+                 image=None, path=None, cell: float = 2.0):
     """Sanity-check cascade (Adebayo et al. 2018): the map after randomising each layer in turn, with
     its similarity to the original map under each panel.
 
@@ -112,8 +112,11 @@ def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Se
     its first similarity), or Attributions / ``[H, W]`` arrays in cascade order, the first one from the
     trained model, with ``labels`` saying what was randomised for each and ``scores`` the similarity of each
     map to the first. A map that stays the same while the weights are destroyed does not explain the model.
+    ``image``: the input ``[C, H, W]``; maps of a layer-level method are then laid over it in grey.
     """
+    at_layer = False
     if hasattr(maps, "randomised_maps"):
+        at_layer = maps.details.get("layer") is not None
         maps, labels, scores, name, what = _from_randomisation(maps, index)
         score_name = score_name if score_name != "Spearman rank corr. to the original" else name
         title = title or what
@@ -127,13 +130,16 @@ def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Se
     if scores is not None and len(scores) != len(maps):
         raise ValueError(f"{len(scores)} scores for {len(maps)} maps")
     views = [_to_view(m, index, class_names) for m in maps]
+    if image is not None:
+        from .colors import image_for_display
+        img = image_for_display(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image))
+        for v in views:
+            if v.image is None and v.map.shape == img.shape[:2]:
+                v.image, v.at_layer = img, v.at_layer or at_layer
     fig = new_figure(cell * len(maps) + 1.0, cell + 1.3)
     axes = fig.subplots(1, len(maps), squeeze=False)[0]
     for i, (ax, v) in enumerate(zip(axes, views)):
-        sc = scale_for(v.map, mode, clip)
-        ax.imshow(render(v, sc), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        draw_image_map(ax, v, scale_for(v.map, mode, clip))
         ax.set_title(labels[i], fontsize=8)
         if scores is not None and scores[i] is not None and np.isfinite(float(scores[i])):
             ax.set_xlabel(f"{float(scores[i]):.2f}", fontsize=9)

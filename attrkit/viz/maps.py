@@ -89,7 +89,8 @@ def view(a: Attribution, index: int = 0, class_names=None) -> SampleView:
     index = check_index(a, index)
     v = a.values.detach()
     inputs = a.inputs.detach().cpu() if a.inputs is not None else None
-    at_layer = a.layer is not None
+    # a map computed at a layer but returned at the input's shape (e.g. Guided Grad-CAM) is a pixel map
+    at_layer = a.layer is not None and (inputs is None or tuple(v.shape[1:]) != tuple(inputs.shape[1:]))
     rank = inputs.dim() if inputs is not None else v.dim()
     cls = sample_target(a, index)
     common = dict(method=a.method, layer=a.layer, target=cls, target_label=target_label(a, index, class_names),
