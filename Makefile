@@ -47,5 +47,17 @@ bench: $(VENV)/.bench
 bench-quick: $(VENV)/.bench
 	$(PY) -m benchmarks --quick
 
+# `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py). Both
+# need torchvision, which only imports beside torch 2.14.1, so they run in .venv-crosscheck (~5.5 GB, built once).
+XVENV := .venv-crosscheck
+$(XVENV)/.ready:
+	$(PYTHON) -m venv $(XVENV)
+	$(XVENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 zennit grad-cam captum==0.9.0 numpy scikit-image scikit-learn tqdm
+	$(XVENV)/bin/python -m pip install -q -e "$(CURDIR)" --no-deps
+	touch $@
+
+crosscheck: $(XVENV)/.ready
+	$(XVENV)/bin/python crosscheck/compare.py --json crosscheck/results.json
+
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -152,35 +152,43 @@ def gradcam_rows(quick: bool):
     return rows
 
 
-def timing_rows(quick: bool, repeats: int = 1):
+def timing_rows(quick: bool, repeats: int = 2):
+    """Wall time of 32 images (8 with --quick) at 64 px, both libraries at batch size 32, runs alternated
+    (theirs, ours, ours, theirs, ...) and the fastest run of each kept (the machine may be shared)."""
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from attrkit.models import vgg
 
-    model = vgg_model(quick)
-    size = 64 if quick else 128
-    n = 8 if quick else 32
-    bs = 32
+    model = vgg("vgg11", num_classes=10, in_size=64, width=0.25, fc_width=256, seed=0).eval()
+    n, bs = (8 if quick else 32), 32
     torch.manual_seed(3)
-    x = torch.rand(n, 3, size, size)
+    x = torch.rand(n, 3, 64, 64)
     t = model(x).argmax(1)
     targets = [ClassifierOutputTarget(int(c)) for c in t]
     layer = dict(model.named_modules())[model.last_conv]
     out = []
     for ours_name, cls in [("score_cam", pgc.ScoreCAM), ("ablation_cam", pgc.AblationCAM)]:
-        kw = {"batch_size": bs} if cls is pgc.AblationCAM else {}
-        cam = cls(model=model, target_layers=[layer], **kw)
-        cam.batch_size = bs
-        t0 = time.perf_counter()
-        for _ in range(repeats):
+        def theirs_run():
+            cam = cls(model=model, target_layers=[layer], **({"batch_size": bs} if cls is pgc.AblationCAM else {}))
+            cam.batch_size = bs
+            t0 = time.perf_counter()
             cam(input_tensor=x, targets=targets)
-        theirs = (time.perf_counter() - t0) / repeats
-        t0 = time.perf_counter()
-        for _ in range(repeats):
+            return time.perf_counter() - t0
+
+        info = {}
+
+        def ours_run():
+            t0 = time.perf_counter()
             a = ak.explain(model, x, ours_name, target=t, layer=model.last_conv, batch_size=bs)
-        ours = (time.perf_counter() - t0) / repeats
-        extra = {"constant_channels": a.info.get("constant_channels"), "split": a.info.get("split")}
-        out.append((ours_name, n, bs, ours, theirs, ours / theirs, extra))
-        del cam
+            info.update({k: a.info[k] for k in ("constant_channels", "split") if k in a.info})
+            return time.perf_counter() - t0
+
+        theirs, ours = [], []
+        for r in range(repeats):
+            order = (theirs_run, ours_run) if r % 2 == 0 else (ours_run, theirs_run)
+            for fn in order:
+                (theirs if fn is theirs_run else ours).append(fn())
+        out.append((ours_name, n, bs, min(ours), min(theirs), min(ours) / min(theirs), info))
     return out
 
 
@@ -196,8 +204,12 @@ def main(argv=None) -> int:
     print(f"\n{'peer':<17} {'comparison':<{width}}  {'max rel diff':>12}  result")
     for peer, name, d, ok in rows:
         print(f"{peer:<17} {name:<{width}}  {d:12.3e}  {'PASS' if ok else 'FAIL'}")
+    print("(Zennit differences of ~1e-5 are Zennit's own: its Norm rule on average pooling adds a 1e-6 stabilizer, "
+          "and its BatchNorm merge leaves eps in the identity BatchNorm, scaling outputs by 1/sqrt(1 + eps); on a "
+          "model without pooling or BatchNorm the two agree to 1e-16 in float64.)")
     timings = timing_rows(args.quick)
-    print(f"\nCAM timing on a VGG11/4 network, equal batch size (target ratio <= 1.0):")
+    print(f"\nCAM timing on a VGG11/4 network (64 px), equal batch size, fastest of alternated runs "
+          f"(target ratio <= 1.0):")
     print(f"{'method':<13} {'images':>6} {'batch':>5} {'attrkit s':>10} {'pytorch-grad-cam s':>19} {'ratio':>6}")
     for name, n, bs, ours, theirs, ratio, extra in timings:
         print(f"{name:<13} {n:>6} {bs:>5} {ours:>10.2f} {theirs:>19.2f} {ratio:>6.3f}   {extra}")

@@ -123,7 +123,8 @@ def ablation_cam(problem: Problem, relu: bool = True) -> Result:
             if tap is not None:
                 tap.__exit__(None, None, None)
             bar.close()
-    w = (y.unsqueeze(1) - ablated) / y.unsqueeze(1)
+    denom = torch.where(y >= 0, y.clamp(min=1e-12), y.clamp(max=-1e-12)).unsqueeze(1)   # y = 0: no blow-up
+    w = (y.unsqueeze(1) - ablated) / denom
     info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
             "split": "tail" if tail is not None else "full forward (layer output replaced)"}
     return finish(weighted(w.to(acts.dtype), acts), relu, info)

@@ -51,7 +51,9 @@ class Rule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        show = lambda v: f"tensor{tuple(v.shape)}" if isinstance(v, torch.Tensor) else repr(v)
+        params = ", ".join(f"{k}={show(v)}" for k, v in vars(self).items() if not k.startswith("_")
+                           and k != "refs")
         return f"{self.name}({params})"
 
 
