@@ -22,7 +22,7 @@ DELEGATED = {
     "evaluate": ("attrkit.metrics", "cli_main", "evaluate attributions (faithfulness, localisation, sanity) "
                  "or run the thesis' experiments"),
     "run": ("attrkit.runs", "cli_main", "explain a whole data set into a resumable store (local or Ray)"),
-    "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP and LIME"),
+    "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
 }
 
 
