@@ -136,13 +136,15 @@ def test_no_hook_left_after_1000_calls_and_memory_flat():
         for i in range(k):
             fns[i % len(fns)](problem)
 
+    psutil = pytest.importorskip("psutil", reason="psutil is a test dependency")
     run(100)
     gc.collect()
-    objects = len(gc.get_objects())
+    objects, rss = len(gc.get_objects()), psutil.Process().memory_info().rss
     run(900)
     gc.collect()
     assert count_hooks(model) == 0
-    assert len(gc.get_objects()) - objects < 200    # nothing accumulates per call
+    assert len(gc.get_objects()) - objects < 200                         # nothing accumulates per call
+    assert psutil.Process().memory_info().rss - rss < 20 * 2 ** 20
     assert torch.equal(fns[0](problem).values, first)
 
 
