@@ -7,7 +7,7 @@ import torch
 
 import attrkit as ak
 from attrkit import viz
-from attrkit.viz.colors import BLUE, RED, composite, grey, scale_for, to_rgba
+from attrkit.viz.colors import BLUE, RED, grey, scale_for, to_rgba
 from attrkit.viz.heatmaps import render
 
 pytest.importorskip("matplotlib", reason="attrkit.viz needs matplotlib (the report extra)")
