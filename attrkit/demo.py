@@ -530,8 +530,10 @@ def _experiments(tables, figures, out: Path, notes, progress):
 
 
 def _caption(p: Path) -> str:
-    return {"figure_3_1_classes_x_layers": "The thesis' Figure 3.1: pixel-level maps highlight both objects "
-            "whatever the class; maps at the last convolutional layer pick the object of the class asked for",
+    return {"figure_3_1_classes_x_layers": "The thesis' Figure 3.1 layout: each method's map for each object's "
+            "class, at the pixels (top rows) and at the last convolutional layer (bottom rows). The thesis found "
+            "that pixel-level gradient maps light up both objects whatever the class; compare the rows here, and "
+            "the column 'same map for both classes (ρ)' of the table for the numbers",
             "deletion_curves": "Deletion: remove the most-attributed pixels first; the faster the score falls, "
             "the better the map found what the model needs",
             "insertion_curves": "Insertion: start from a blurred image and restore the most-attributed pixels "
