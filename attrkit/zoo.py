@@ -65,9 +65,10 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
-        Recipe("shapes_cnn", _data.shapes, {"n": 2500, "size": 64, "seed": 0, "rotation": 0.0},
-               lambda: SmallCNN(3, 5, 64, seed=0),
-               {"epochs": 8, "lr": 3e-3, "batch_size": 32, "seed": 0}),
+        Recipe("shapes_cnn", _data.shapes,
+               {"n": 2500, "size": 64, "seed": 0, "rotation": 0.0, "radius": (0.12, 0.28)},
+               lambda: SmallCNN(3, 5, 64, width=12, seed=0),
+               {"epochs": 10, "lr": 5e-3, "batch_size": 32, "schedule": "onecycle", "seed": 0}),
         Recipe("digits_cnn", _data.digits, {"upscale": 2},
                lambda: SmallCNN(1, 10, 16, seed=0),
                {"epochs": 12, "lr": 3e-3, "batch_size": 32, "seed": 0}),

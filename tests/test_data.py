@@ -120,6 +120,10 @@ def test_shape_arguments_are_checked():
         shapes(10, size=8)
     with pytest.raises(ValueError, match="classes"):
         shapes(10, classes=["circle", "hexagon"])
+    with pytest.raises(ValueError, match="radius"):
+        shapes(10, radius=(0.3, 0.1))
+    with pytest.raises(ValueError, match="apart"):
+        shapes_pairs(10, size=32, radius=(0.25, 0.25), gap=20, progress=False)
 
 
 # -------------------------------------------------------------------- real images

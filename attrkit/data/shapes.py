@@ -140,6 +140,14 @@ def _check(n: int, size: int, noise: float, names: Sequence[str], min_classes: i
     return names
 
 
+def _radius_range(radius, most: float) -> tuple[float, float]:
+    lo, hi = (float(v) for v in radius)
+    if not 0.02 <= lo <= hi <= most:
+        raise ValueError(f"radius must be (low, high) fractions of the size with "
+                         f"0.02 <= low <= high <= {most}, got {radius}.")
+    return lo, hi
+
+
 def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % k)
 
@@ -152,11 +160,11 @@ def _finish(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarr
 
 def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
            classes: Sequence[str] = SHAPE_CLASSES, rotation: float = 0.0,
-           progress: bool = True) -> Dataset:
+           radius: tuple[float, float] = (0.12, 0.28), progress: bool = True) -> Dataset:
     """`n` RGB images ``[n, 3, size, size]`` in [0, 1], one object each, labels balanced.
 
-    Object: class uniform over `classes` (counts equal up to one), radius in
-    [0.16, 0.30] * size, random position (fully inside), rotation uniform in
+    Object: class uniform over `classes` (counts equal up to one), radius uniform in
+    `radius` * size (the shape fits a circle of that radius), random position (fully inside), rotation uniform in
     [-rotation, rotation] degrees (0: upright, which a small CNN learns in a few epochs),
     colour uniform in RGB independent of the class. Background: a random base colour plus a texture of three plane
     waves (+- 0.12), and Gaussian pixel noise of std `noise` over the whole image.
@@ -166,7 +174,7 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
     names = _check(n, size, noise, classes, 2)
     rng = np.random.default_rng(seed)
     y = _balanced(rng, n, len(names))
-    r = rng.uniform(0.16, 0.30, size=n) * size
+    r = rng.uniform(*_radius_range(radius, 0.45), size=n) * size
     cx = rng.uniform(r + 1, size - 1 - r)
     cy = rng.uniform(r + 1, size - 1 - r)
     angle = rng.uniform(-1.0, 1.0, size=n) * math.radians(rotation)
@@ -185,6 +193,7 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
         masks[sl, 0] = m
     meta = {
         "name": "shapes", "seed": seed, "size": size, "noise": noise, "rotation": rotation,
+        "radius_range": tuple(radius),
         "color": torch.from_numpy(colour).float(),
         "background": torch.from_numpy(bg["base"]).float(),
         "center": torch.from_numpy(np.stack([cx, cy], axis=1)).float(),
@@ -197,13 +206,14 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
 
 def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.05,
                  classes: Sequence[str] = SHAPE_CLASSES, gap: float = 3.0,
-                 rotation: float = 0.0, progress: bool = True) -> Dataset:
+                 rotation: float = 0.0, radius: tuple[float, float] = (0.12, 0.20),
+                 progress: bool = True) -> Dataset:
     """`n` images holding two objects of different classes, set apart by >= `gap` pixels.
 
     ``y`` is ``[n, 2]`` (the two classes, in random order); every unordered class pair occurs
     equally often (up to one), so each class is equally frequent. ``masks`` is
     ``[n, len(classes), size, size]``: one mask per class, empty for the absent classes.
-    Radii in [0.11, 0.19] * size, rotations in [-rotation, rotation] degrees; each object's
+    Radii uniform in `radius` * size, rotations in [-rotation, rotation] degrees; each object's
     colour is drawn independently (class-blind). Same background and noise as `shapes`.
     """
     names = _check(n, size, noise, classes, 2)
@@ -214,22 +224,21 @@ def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.0
     y = pairs[_balanced(rng, n, len(pairs))]
     swap = rng.random(n) < 0.5
     y[swap] = y[swap][:, ::-1]
-    r = rng.uniform(0.11, 0.19, size=(n, 2)) * size
+    r = rng.uniform(*_radius_range(radius, 0.25), size=(n, 2)) * size
     angle = rng.uniform(-1.0, 1.0, size=(n, 2)) * math.radians(rotation)
     centres = np.empty((n, 2, 2))
-    centres[:, 0, 0] = rng.uniform(r[:, 0] + 1, size - 1 - r[:, 0])
-    centres[:, 0, 1] = rng.uniform(r[:, 0] + 1, size - 1 - r[:, 0])
     todo = np.arange(n)
-    for _ in range(1000):  # rejection sampling of the second centre, all images at once
-        lo, hi = r[todo, 1] + 1, size - 1 - r[todo, 1]
-        c = np.stack([rng.uniform(lo, hi), rng.uniform(lo, hi)], axis=1)
-        ok = np.hypot(*(c - centres[todo, 0]).T) >= r[todo, 0] + r[todo, 1] + gap
-        centres[todo[ok], 1] = c[ok]
+    for _ in range(2000):  # rejection sampling of both centres, all pending images at once
+        lo, hi = r[todo] + 1, size - 1 - r[todo]                     # [m, 2] per object
+        c = rng.uniform(lo[:, :, None], hi[:, :, None], size=(len(todo), 2, 2))
+        ok = np.hypot(*(c[:, 1] - c[:, 0]).T) >= r[todo, 0] + r[todo, 1] + gap
+        centres[todo[ok]] = c[ok]
         todo = todo[~ok]
         if len(todo) == 0:
             break
-    if len(todo):  # pragma: no cover - needs an absurd gap
-        raise ValueError(f"could not place two objects {gap} pixels apart in {size}x{size} images.")
+    if len(todo):
+        raise ValueError(f"could not place two objects of radius {radius} x {size} px "
+                         f"{gap} pixels apart in {size}x{size} images; use smaller radii or gap.")
     bg = _backgrounds(rng, n)
     colour = np.stack([_object_colours(rng, bg["base"]) for _ in range(2)], axis=1)
 
@@ -248,7 +257,7 @@ def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.0
         x[sl] = _finish(img, rng, noise)
     meta = {
         "name": "shapes_pairs", "seed": seed, "size": size, "noise": noise, "gap": gap,
-        "rotation": rotation,
+        "rotation": rotation, "radius_range": tuple(radius),
         "color": torch.from_numpy(colour).float(),
         "background": torch.from_numpy(bg["base"]).float(),
         "center": torch.from_numpy(centres).float(),
