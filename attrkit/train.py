@@ -197,14 +197,15 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
     `loss`: "cross_entropy", "bce" (one output), "mse" or a callable(output, target); ``None``
     picks cross-entropy / BCE for classification data and MSE otherwise. Outputs are taken as
     logits, or as probabilities when the model ends in a Sigmoid/Softmax module (the
-    lecture's LogisticModel and SimpleMLP). With `val`, the
-    validation loss (and accuracy) is recorded each epoch; with `patience`, training stops
-    after that many epochs without a lower validation loss and the best weights are restored.
+    lecture's LogisticModel and SimpleMLP). With `val`, the validation loss (and accuracy) is
+    recorded each epoch; with `patience`, training stops after that many epochs without a
+    lower validation loss and the best weights are restored.
     `schedule`: ``None`` (constant `lr`), ``"cosine"`` (cosine decay to 0 over all steps) or
     ``"onecycle"`` (Smith & Topin 2019: warm-up to `lr` over 30 % of the steps, then cosine
-    decay), stepped after every batch. `augment` maps a training batch x to a transformed batch. `seed` fixes the shuffling, the
-    initial dropout/augmentation RNG state (the global RNG is left untouched): same seed,
-    same weights. The model ends in eval mode on `device`.
+    decay), stepped after every batch. `augment` maps a training batch x to a transformed
+    batch. `seed` fixes the shuffling and the dropout/augmentation RNG (the global RNG is left
+    untouched): same seed, same weights (on the same machine and thread count).
+    The model ends in eval mode on `device`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fit() trains an nn.Module, got {type(model).__name__}.")
