@@ -30,6 +30,7 @@ class LayerSplit:
     head_only: bool
     chunk: int
     reason: str = ""
+    head: nn.Module | None = None
     extras: list = field(default_factory=list)
 
 
@@ -118,7 +119,7 @@ def _fx_split(problem: Problem) -> LayerSplit:
     def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return head(masked, *[e[rows] for e in ext])
 
-    return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext)
+    return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
 
 
 def _head_chunk(problem: Problem, head, act, ext) -> int:
