@@ -19,7 +19,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="workloads (W1 ... W9) or case ids (W1a); default: all")
     p.add_argument("--quick", action="store_true", help="fewer runs and smaller searches (under 5 minutes)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per implementation (default 5, quick 3)")
-    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory probes")
+    p.add_argument("--memory", dest="memory", action="store_true", default=None,
+                   help="measure peak memory in fresh processes (default in the full run)")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory probes "
+                   "(default with --quick)")
     p.add_argument("--out", default=None,
                    help="output folder (default: docs/ for the whole suite, bench-out/ for a subset)")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
@@ -51,6 +54,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.memory is None:
+        args.memory = not args.quick
     cfg = Config(quick=args.quick, repeats=args.repeats, memory=args.memory, progress=not args.quiet)
     t0 = time.perf_counter()
     cfg.say("machine: measuring the float32 matmul rate (the limit)")
@@ -79,8 +84,11 @@ def main(argv=None) -> int:
         for row in res.get("rows", []):
             if row.get("gflops_per_s") is not None:
                 row["fraction_of_limit"] = row["gflops_per_s"] / limit
-    repeats_text = str(args.repeats) if args.repeats else ("3 (quick mode; fewer for the costliest cases)"
-                                                            if args.quick else "5 (3 on the chunk-size sweep)")
+    repeats_text = str(args.repeats) if args.repeats else (
+        "2 (quick mode)" if args.quick else
+        f"5 (3 on the chunk-size sweep and where one round of a case takes over {cfg.long_round_s:.0f} s, so that "
+        "the suite fits in 30 minutes on 2 cores)")
+    repeats_text += "; W9 rows are one run each (a whole data-set job)"
     out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
            "config": {"quick": args.quick, "repeats": args.repeats, "repeats_text": repeats_text,
                       "memory": args.memory, "names": args.names},

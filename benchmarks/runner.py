@@ -18,18 +18,24 @@ from .measure import alternate, probe_memory
 class Config:
     """How much measuring to do. ``quick`` shrinks repeats and the costly workloads."""
     quick: bool = False
-    repeats: int | None = None          # timed runs per implementation (default 5, quick 3)
+    repeats: int | None = None          # timed runs per implementation (default 5, quick 2)
+    long_round_s: float = 60.0          # a round longer than this gets 3 runs in full mode (30-minute budget)
     memory: bool = True                 # measure peak RSS in fresh processes
     limit_gflops: float | None = None   # the machine's matmul rate, filled in by the driver
     progress: bool = True
     log: list = field(default_factory=list)
 
-    def runs(self, case: Case) -> int:
+    def runs(self, case: Case, round_s: float = 0.0) -> int:
+        """Timed runs for ``case`` whose one round (every implementation once) took ``round_s``."""
+        if case.repeats == 0:
+            return 0
         if self.repeats is not None:
             return self.repeats
+        if self.quick:
+            return 2
         if case.repeats is not None:
             return case.repeats
-        return 3 if self.quick else 5
+        return 3 if round_s > self.long_round_s else 5
 
     def say(self, msg: str) -> None:
         if self.progress:
@@ -79,7 +85,7 @@ def run_case(case: Case, cfg: Config) -> dict:
         checks = case.check(outputs)
         timed = {i.label: runs[i.label] for i in case.impls
                  if i.timed and checks.get(i.label, Check(False, detail="no check")).ok}
-        n = cfg.runs(case)
+        n = cfg.runs(case, sum(first_s[label] for label in timed))
         if timed:
             cfg.say(f"  [{case.id}] timing {len(timed)} implementation(s) x {n} alternating runs")
         if n == 0:      # one run only: the checked run (or the time the run reports for itself)

@@ -47,10 +47,11 @@ def cases(cfg) -> list[Case]:
     cnn = inputs.model("bench_cnn")
     x = inputs.crops(16, 64)
     t = inputs.predicted(cnn, x)
-    out.append(_case("W1a", "IG 50 steps, bench_cnn, 16 x 3x64x64", cnn, x, t))
+    out.append(_case("W1a", "IG 50 steps, bench_cnn, 16 x 3x64x64", cnn, x, t, with_ibs=not cfg.quick))
     vgg = inputs.model("vgg16_quarter")
     img = inputs.chelsea(224)
-    out.append(_case("W1b", "IG 50 steps, vgg16_quarter, 1 x 3x224x224", vgg, img, inputs.predicted(vgg, img)))
+    out.append(_case("W1b", "IG 50 steps, vgg16_quarter, 1 x 3x224x224", vgg, img, inputs.predicted(vgg, img),
+                     with_ibs=False))
     if not cfg.quick:
         cnn2 = inputs.model("bench_cnn")
         variants = [Impl("attrkit", f"attrkit batch_size={b}",

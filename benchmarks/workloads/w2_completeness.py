@@ -1,5 +1,10 @@
 """W2: what it costs to bring every sample's relative completeness gap to <= 1 %.
 
+Network: the trained zoo model ``shapes_cnn`` (SmallCNN, 64x64 RGB, trained on first use and cached) on 16
+held-out images. The random-weight ``bench_cnn`` is no test of completeness: its output barely moves between
+an image and the zero baseline (``f(x) - f(0)`` is about 1e-3 of ``f(x)``, 8e-6 for one crop), so a 1 %
+relative gap would ask for sums exact to 1e-8 — below float32 rounding.
+
 Gap of sample i: ``|sum IG_i - (f(x_i) - f(0))| / |f(x_i) - f(0)|`` (computed here, the same way for both
 libraries). attrkit: Gauss-Legendre, adaptive per sample (``tolerance=0.01``: only the samples that miss are
 refined). Captum: its default rule (Gauss-Legendre) at the smallest fixed step count for which every sample
@@ -11,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import inputs
-from ..case import Case, Check, Impl, Target, ratio_target
+from ..case import Case, Check, Impl, Target
 from .common import explain, have, values
 
 BAR = 0.01
@@ -61,32 +66,33 @@ def search_steps(model, x, target, method: str, max_steps: int, fine: bool, ibs:
 
 
 def cases(cfg) -> list[Case]:
-    model = inputs.model("bench_cnn")
-    x = inputs.crops(16, 64)
+    from attrkit import zoo
+    model = zoo.pretrained("shapes_cnn").eval()
+    x = zoo.dataset("shapes_cnn").x[:16].contiguous()
     t = inputs.predicted(model, x)
     state = {}
     quick = cfg.quick
+    max_steps = 256 if quick else 512
 
     def prepare():
         if not have("captum"):
             return {"captum": "not installed"}
-        res = search_steps(model, x, t, "gausslegendre", max_steps=512 if not quick else 256, fine=not quick)
+        res = search_steps(model, x, t, "gausslegendre", max_steps=max_steps, fine=not quick)
         state["steps"] = res["steps"]
-        extra = {"captum_search": {"rule": res["rule"], "smallest_steps": res["steps"],
+        extra = {"captum_search": {"rule": res["rule"], "smallest_steps": res["steps"] or f"none up to {max_steps}",
                                    "worst_gap_by_steps": {k: round(v, 5) for k, v in res["tried"].items()}}}
         if not quick:
-            from captum.attr import IntegratedGradients
-            a = IntegratedGradients(model).attribute(x, target=t, n_steps=128, method="riemann_trapezoid",
-                                                     internal_batch_size=64)
-            extra["captum_riemann_trapezoid_128_steps_worst_gap"] = float(rel_gaps(model, x, t, a).max())
+            tr = search_steps(model, x, t, "riemann_trapezoid", max_steps=max_steps, fine=False)
+            extra["captum_riemann_trapezoid_search"] = {
+                "smallest_steps": tr["steps"] or f"none up to {max_steps}",
+                "worst_gap_by_steps": {k: round(v, 5) for k, v in tr["tried"].items()}}
         return extra
 
     def captum_make():
         from captum.attr import IntegratedGradients
         ig = IntegratedGradients(model)
-        if state.get("steps") is None:
-            raise RuntimeError("no Captum step count up to the search limit meets the 1 % bar")
-        return lambda: ig.attribute(x, target=t, n_steps=state["steps"], method="gausslegendre")
+        steps = state.get("steps") or max_steps      # not met within the limit: run at the limit (fails the bar)
+        return lambda: ig.attribute(x, target=t, n_steps=steps, method="gausslegendre")
 
     def check(outs):
         res = {}
@@ -107,8 +113,22 @@ def cases(cfg) -> list[Case]:
     if have("captum"):
         impls.append(Impl("captum", "captum", captum_make,
                           {"method": "gausslegendre (default)", "n_steps": "smallest meeting the bar (search)"}))
-    targets = [ratio_target("gradient evaluations for a 1 % gap, attrkit/Captum <= 0.5", "attrkit", "captum", 0.5,
-                            field_name="grad_evals")] if have("captum") else []
-    return [Case("W2", "W2", "IG to a relative completeness gap <= 1 % on every sample, bench_cnn, 16 x 3x64x64",
+    def evals_target(result):
+        rows = {r["label"]: r for r in result.get("rows", [])}
+        a, c = rows.get("attrkit"), rows.get("captum")
+        if a is None or c is None:
+            return None, None, "not measured"
+        if not a["check"]["ok"]:
+            return False, None, "attrkit did not reach the bar"
+        v = a["grad_evals"] / c["grad_evals"]
+        if not c["check"]["ok"]:      # Captum missed the bar even at the search limit: its cost is a lower bound
+            return v <= 0.5, v, (f"attrkit {a['grad_evals']:,} vs more than {c['grad_evals']:,} for Captum (it missed "
+                                 f"the bar at {max_steps} steps): ratio below {v:.3g} (target <= 0.5)")
+        return v <= 0.5, v, f"attrkit {a['grad_evals']:,} / Captum {c['grad_evals']:,} gradient evaluations = {v:.3g} (target <= 0.5)"
+    targets = [Target("gradient evaluations for a 1 % gap, attrkit/Captum <= 0.5", evals_target)] \
+        if have("captum") else []
+    return [Case("W2", "W2", "IG to a relative completeness gap <= 1 % on every sample, shapes_cnn (trained), "
+                 "16 x 3x64x64",
                  model, impls, check=check, targets=targets, prepare=prepare, memory=False,
-                 notes=["evaluations counted by hooks; peak memory as in W1a (not probed again)"])]
+                 notes=["gradient evaluations counted by hooks; the time of Captum's search is not counted; "
+                        "peak memory not probed (as in W1)"])]

@@ -24,7 +24,7 @@ import torch
 
 from .. import inputs
 from ..case import Case, Check, Impl, Target, unavailable
-from .common import attrkit_method, have, players
+from .common import attrkit_method, have
 
 N_PLAYERS = 50
 SAMPLES = 2000
@@ -80,9 +80,9 @@ def cases(cfg) -> list[Case]:
             return [unavailable("W5", "W5", "KernelSHAP and LIME, 50 superpixels, 2,000 samples", why)]
     import attrkit as ak
     model = inputs.model("bench_cnn")
-    x = inputs.crops(1, 64)
+    x = inputs.crops(2, 64)[1:2].contiguous()     # the astronaut crop: SLIC gives exactly 50 superpixels
     t = inputs.predicted(model, x)
-    seg = players("superpixels")(x, n=N_PLAYERS)[0]
+    seg = inputs.superpixels(x, N_PLAYERS)
     l = int(seg.max()) + 1
     from .w4_occlusion import _chunk
     chunk = _chunk(model, x)
@@ -142,7 +142,7 @@ def cases(cfg) -> list[Case]:
                        {"n_samples": SAMPLES, "kernel_width": WIDTH, "ridge": RIDGE}, primary=True)]
     notes = []
     if have("captum"):
-        for ppe in (1, chunk):
+        for ppe in ((chunk,) if cfg.quick else (1, chunk)):
             ks_impls.append(Impl("captum", "captum" if ppe == 1 else f"captum ppe={ppe}",
                                  _captum_ks(model, x, t, seg, ppe), {"n_samples": SAMPLES,
                                                                      "perturbations_per_eval": ppe}))
@@ -156,7 +156,7 @@ def cases(cfg) -> list[Case]:
         notes.append("shap KernelExplainer runs with l1_reg=False (its 'auto' feature selection would zero most of "
                      "the 50 values); shap has no batch setting of its own: its f evaluates in attrkit's chunk size")
     if have("lime"):
-        for bs in (10, chunk):
+        for bs in ((chunk,) if cfg.quick else (10, chunk)):
             lime_impls.append(Impl("lime", "lime" if bs == 10 else f"lime batch_size={bs}",
                                    _lime_image(game, x, t, seg, bs), {"num_samples": SAMPLES, "batch_size": bs,
                                                                        "hide_color": 0}))

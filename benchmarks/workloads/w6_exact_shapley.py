@@ -15,7 +15,7 @@ import torch
 
 from .. import inputs
 from ..case import Case, Impl, agree, ratio_target, unavailable
-from .common import attrkit_method, have, players
+from .common import attrkit_method, have
 from .w4_occlusion import _chunk
 
 
@@ -76,7 +76,7 @@ def cases(cfg) -> list[Case]:
         return [unavailable("W6", "W6", "Exact Shapley, 12 and 16 players", why)]
     cnn = inputs.model("bench_cnn")
     x = inputs.crops(2, 64)[1:2]
-    seg = players("superpixels")(x, n=12)[0]
+    seg = inputs.superpixels(x, 12)
     mlp = inputs.model("bench_mlp")
     row = inputs.tabular(1, 20)
     groups = torch.tensor(list(range(12)) + [12, 12, 13, 13, 14, 14, 15, 15])

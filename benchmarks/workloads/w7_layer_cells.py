@@ -42,7 +42,7 @@ def cases(cfg) -> list[Case]:
             delta = float(a.info["full_value"][0] - a.info["base_value"][0])
             gap = abs(float(pv.sum()) - delta) / max(abs(delta), 1e-12)
             res[label] = Check(gap <= 1e-4, gap, 1e-4, "efficiency: |sum - (v(all) - v(none))| / |v(all) - v(none)|")
-        split, hook = outs.get("attrkit layer cells"), outs.get("attrkit layer cells, hook (check only)")
+        split, hook = outs.get("attrkit layer cells"), outs.get("attrkit layer cells, hook")
         if split is not None and hook is not None:
             err = rel_error(split.info["player_values"], hook.info["player_values"])
             eff = res["attrkit layer cells"]
@@ -56,7 +56,7 @@ def cases(cfg) -> list[Case]:
                   {"players": "7x7 cells of features.30", "n_samples": budget}, primary=True),
              Impl("attrkit", "attrkit pixel grid", run(players=grid),
                   {"players": "7x7 grid of 32x32 pixels", "n_samples": budget}),
-             Impl("attrkit", "attrkit layer cells, hook (check only)", run(layer=LAYER, head_only=False),
+             Impl("attrkit", "attrkit layer cells, hook", run(layer=LAYER, head_only=False),
                   {"players": "7x7 cells of features.30", "head_only": False}, timed=False)]
     return [Case("W7", "W7", f"Shapley sampling ({budget} evaluations), 49 players, vgg16_quarter, chelsea 224x224",
                  model, impls, check=check,

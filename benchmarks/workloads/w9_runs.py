@@ -27,7 +27,7 @@ def cases(cfg) -> list[Case]:
     except ImportError as e:
         return [unavailable("W9", "W9", "Data-set run, 2,000 images", f"attrkit.runs is not available: {e}")]
     n = 500 if cfg.quick else 2000
-    backends = ["explain", "local"] + (["ray"] if have("ray") else [])
+    backends = ["explain", "local"] + (["ray"] if have("ray") and not cfg.quick else [])
     state = {}
 
     def make(backend):
