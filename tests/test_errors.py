@@ -111,3 +111,17 @@ def test_reused_layer_is_refused():
 def test_bad_batch_size(mlp):
     with pytest.raises(ValueError, match="batch_size"):
         ak.explain(mlp, torch.randn(2, 5), "saliency", batch_size=0)
+
+
+def test_torchscript_models(cnn):
+    """A scripted model works for input-level methods (same values as eager) and is refused, with the way out,
+    where a method needs hooks on its layers."""
+    scripted = torch.jit.script(cnn.eval())
+    x = torch.rand(2, 3, 16, 16)
+    for name in ("saliency", "integrated_gradients", "occlusion"):
+        opts = {"window": 4, "stride": 4} if name == "occlusion" else {}
+        a, b = ak.explain(scripted, x, name, target=1, **opts), ak.explain(cnn, x, name, target=1, **opts)
+        assert torch.allclose(a.values, b.values, atol=1e-5)
+    for name, kw in (("grad_cam", {}), ("lrp", {}), ("saliency", {"layer": "features.0"})):
+        with pytest.raises(TypeError, match="TorchScript modules do not support"):
+            ak.explain(scripted, x, name, target=1, **kw)

@@ -18,7 +18,7 @@ def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
     """Activation bytes one input row costs (sum of every leaf module's output), times 3 with autograd."""
     total = [row.numel() * row.element_size()]
     handles = []
-    if isinstance(model, nn.Module):
+    if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):   # (no hooks on scripts)
         def hook(_m, _a, out):
             if isinstance(out, torch.Tensor):
                 total[0] += out.numel() * out.element_size()

@@ -53,10 +53,25 @@ def eval_mode(model, warn: bool = True) -> Iterator[None]:
             m.training = flag
 
 
+def is_scripted(model) -> bool:
+    """True for a TorchScript module (``torch.jit.script``/``trace``/``load``): it takes no Python hooks."""
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def require_hooks(model, what: str) -> None:
+    """Refuse, with the way out, a TorchScript model for a feature that needs forward/backward hooks."""
+    if is_scripted(model):
+        raise TypeError(f"{what} needs hooks on the model's layers, which TorchScript modules do not support; "
+                        "pass the eager torch.nn.Module (e.g. load the weights into the Python class, or use the "
+                        "CLI's module:factory spec). Input-level gradient and perturbation methods work on "
+                        "TorchScript models as they are")
+
+
 def resolve_layer(model, layer) -> tuple[str, nn.Module]:
     """Return ``(name, module)`` for a layer given by name (from ``named_modules()``) or as a module."""
     if not isinstance(model, nn.Module):
         raise TypeError("layer= needs the model to be a torch.nn.Module so its layers can be found")
+    require_hooks(model, "layer=")
     named = dict(model.named_modules())
     if isinstance(layer, nn.Module):
         for name, mod in named.items():

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
 from ..gradients.engine import gradient_sum
 from ..registry import register
@@ -38,6 +39,7 @@ def last_conv(model) -> tuple[str, nn.Module]:
     the same ``nn.Sequential`` (its rectified feature maps, as in Grad-CAM; e.g. VGG16's ``features.29``)."""
     if not isinstance(model, nn.Module):
         raise TypeError("CAM methods need a torch.nn.Module model (to find its convolutional layer)")
+    require_hooks(model, "a CAM method")
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, _CONVS)]
     if not convs:
         raise ValueError("the model has no Conv1d/Conv2d/Conv3d layer for a CAM method; pass layer= with a layer "

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..core.modules import require_hooks
 from ..core.problem import Problem
 from ..gradients.engine import gradient_sum
 from .rules import Rule
@@ -157,6 +158,7 @@ class Composite:
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> "Composite":
+        require_hooks(self.model, "a modified backward rule (LRP, DeepLIFT, guided backprop, DeconvNet)")
         try:
             self._attach()
         except BaseException:
