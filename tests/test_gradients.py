@@ -73,11 +73,41 @@ def test_gauss_legendre_beats_trapezoid_and_tolerance_is_met(which, request):
     better = (gl.info["completeness_gap"] < tr.info["completeness_gap"]).float().mean()
     assert better > 0.5, f"gauss-legendre better on only {better:.0%} of samples"
     tol = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-3, max_steps=4096)
-    assert tol.info["tolerance_met"]
+    assert tol.info["rule"] == "adaptive" and tol.info["tolerance_met"]
     assert (tol.info["relative_gap"] <= 1e-3).all()
     assert tol.info["steps"].min() >= 8
-    # samples that met the bar early are not refined: total work below "all samples at the max steps"
-    assert tol.info["n_evals"] < len(x) * (int(tol.info["steps"].max()) * 2)
+    # pieces are refined only where their own gap is large: far below "all samples at the max steps"
+    assert tol.info["n_evals"] < len(x) * int(tol.info["steps"].max())
+    # the doubling scheme with a fixed rule meets a (looser) bar too, and costs more than the adaptive rule
+    dbl = ak.explain(model, x, "integrated_gradients", steps=8, rule="gauss_legendre", tolerance=1e-2)
+    ada = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-2)
+    assert dbl.info["tolerance_met"] and ada.info["tolerance_met"]
+    assert set(dbl.info["steps"].tolist()) <= {8, 16, 32, 64, 128, 256, 512, 1024}
+    assert ada.info["n_evals"] < dbl.info["n_evals"]
+
+
+def test_adaptive_rule_is_exact_where_simpson_is_and_bounded_by_the_budget(trained_cnn):
+    torch.manual_seed(0)
+    w = torch.randn(1, 6)
+    lin = nn.Linear(6, 1)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    x = torch.randn(4, 6)
+    a = ak.explain(lin, x, "integrated_gradients", tolerance=1e-6, target=0)
+    assert torch.allclose(a.values, w * x, atol=1e-5)
+    assert a.info["steps"].tolist() == [9, 9, 9, 9]       # the first partition is already exact
+    model, xs = trained_cnn
+    xs = xs[:6]
+    big = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2)
+    small = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, max_memory=200_000)  # one sample a group
+    assert torch.allclose(big.values, small.values, atol=1e-6)
+    assert big.info["n_evals"] == small.info["n_evals"]
+    capped = ak.explain(model, xs, "integrated_gradients", tolerance=1e-9, max_steps=21)
+    assert capped.info["steps"].max() <= 21 and not capped.info["tolerance_met"]
+    at_layer = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, layer="3")
+    assert at_layer.info["tolerance_met"] and at_layer.values.shape[1:] != xs.shape[1:]
+    with pytest.raises(ValueError, match="pass tolerance="):
+        ak.explain(model, xs, "integrated_gradients", rule="adaptive")
 
 
 def test_layer_attribution_shapes_and_heatmap(cnn):

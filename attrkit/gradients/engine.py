@@ -27,8 +27,12 @@ def _no_grad_error(detail: str = "") -> ValueError:
 
 
 def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple,
-                 where: str = "input", grad_at: str = "input", desc: str = "gradients") -> tuple[torch.Tensor, int]:
-    """Return ``(acc, n_evals)``: ``acc[j] = sum_k w * grad * m`` for sample ``samples[j]``."""
+                 where: str = "input", grad_at: str = "input", desc: str = "gradients",
+                 scores: torch.Tensor | None = None, entries: bool = False) -> tuple[torch.Tensor, int]:
+    """Return ``(acc, n_evals)``: ``acc[j] = sum_k w * grad * m`` for entry ``j`` (sample ``samples[j]``).
+
+    With ``entries=True`` the plan is called as ``plan(rows, ks, j)`` with the entry indices too. ``scores`` (a float64 tensor of
+    ``len(samples) * n_points``) receives the target's value at every point, free with the gradients."""
     if where not in ("input", "layer") or grad_at not in ("input", "layer"):
         raise ValueError("where/grad_at must be 'input' or 'layer'")
     x = problem.inputs
@@ -50,7 +54,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
             rows = samples[local]
             if tap_ctx is not None:
                 tap_ctx.reset()   # a plan may run forward passes of its own (DeepLIFT's references)
-            points, weights, mult = plan(rows, ks)
+            points, weights, mult = plan(rows, ks, local) if entries else plan(rows, ks)
             points = points.detach().requires_grad_(True)
             with torch.enable_grad():
                 if where == "layer":
@@ -64,6 +68,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     out = problem.forward(points)
                     wrt = points if grad_at == "input" else tap_ctx.output
                 score = problem.target(out, rows)
+                if scores is not None:
+                    scores[flat.to(scores.device)] = score.detach().to(scores.dtype)
                 if not score.requires_grad or wrt is None:
                     raise _no_grad_error()
                 try:

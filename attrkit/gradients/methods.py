@@ -15,6 +15,7 @@ from ..core.problem import Problem, Result
 from ..core.references import make_reference
 from ..core.checks import check_finite
 from ..registry import register
+from .adaptive import adaptive_path_integral
 from .engine import gradient_sum
 from .quadrature import nodes
 
@@ -72,17 +73,30 @@ def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, sam
 @register("integrated_gradients", family="gradient", baseline=True,
           summary="path integral of gradients from a baseline (completeness gap reported; adaptive with tolerance)",
           reference="Sundararajan, Taly & Yan 2017")
-def integrated_gradients(problem: Problem, baseline="zeros", steps: int = 32, rule: str = "gauss_legendre",
+def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None = None, rule: str | None = None,
                          tolerance: float | None = None, max_steps: int = 1024) -> Result:
-    """Integrated Gradients with quadrature ``rule`` and ``steps`` points per sample.
+    """Integrated Gradients with quadrature ``rule`` and ``steps`` points per sample (default 32 Gauss-Legendre).
 
-    With ``tolerance`` the samples whose relative completeness gap
-    ``|sum IG - (f(x) - f(r))| / |f(x) - f(r)|`` exceeds it are recomputed with twice the points, until it is
-    met or ``max_steps`` is reached; ``info["steps"]`` gives the points each sample used.
+    With ``tolerance`` (relative completeness gap ``|sum IG - (f(x) - f(r))| / |f(x) - f(r)|`` per sample) the
+    default rule is ``"adaptive"``: a composite Simpson rule whose pieces with the largest own gaps are halved
+    until the tolerance or ``max_steps`` points are reached (see ``gradients.adaptive``; ``steps`` = points
+    to start from, default 9). With a fixed ``rule`` and a tolerance, the samples that miss are recomputed
+    with twice the points instead. ``info["steps"]`` gives the points each sample used.
     """
     x = problem.inputs
     ref = make_reference(baseline, x, seed=problem.seed)
-    nodes(rule, steps)  # validates rule/steps early
+    if rule is None:
+        rule = "adaptive" if tolerance is not None else "gauss_legendre"
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    if rule == "adaptive":
+        if tolerance is None:
+            raise ValueError("rule='adaptive' refines the path until a tolerance is met: pass tolerance= "
+                             "(a relative completeness gap, e.g. 0.01)")
+        nodes("gauss_legendre", steps or 9)  # validates steps
+    else:
+        steps = 32 if steps is None else steps
+        nodes(rule, steps)  # validates rule/steps early
     at_layer = problem.layer is not None
     start, end = (problem.activation(ref), problem.activation(x)) if at_layer else (ref, x)
     all_rows = torch.arange(problem.n)
@@ -97,16 +111,17 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int = 32, ru
         return gap, gap / delta[rows].abs().clamp_min(1e-12)
 
     where = "layer" if at_layer else "input"
-    values, n = _path_integral(problem, start, end, all_rows, steps, rule, where)
-    n_evals += n
-    gap, rel = gaps(values, all_rows)
-    used = torch.full((problem.n,), steps, dtype=torch.long)
-    info = {}
-    if tolerance is not None:
-        if not tolerance > 0:
-            raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+    if rule == "adaptive":
+        values, n, used = adaptive_path_integral(problem, start, end, where, tolerance, max_steps, steps or 9)
+        n_evals += n
+        gap, rel = gaps(values, all_rows)
+    else:
+        values, n = _path_integral(problem, start, end, all_rows, steps, rule, where)
+        n_evals += n
+        gap, rel = gaps(values, all_rows)
+        used = torch.full((problem.n,), steps, dtype=torch.long)
         k = steps
-        todo = all_rows[rel > tolerance]
+        todo = all_rows[rel > tolerance] if tolerance is not None else all_rows[:0]
         while len(todo) and k * 2 <= max_steps:
             k *= 2
             v, n = _path_integral(problem, start, end, todo, k, rule, where)
@@ -114,6 +129,8 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int = 32, ru
             g, r = gaps(v, todo)
             values[todo], gap[todo], rel[todo], used[todo] = v, g, r, k
             todo = todo[r > tolerance]
+    info = {}
+    if tolerance is not None:
         info["tolerance_met"] = bool((rel <= tolerance).all())
         info["steps"] = used
     info.update({"n_evals": n_evals, "completeness_gap": gap.to(x.dtype), "relative_gap": rel.to(x.dtype),
