@@ -19,7 +19,7 @@ class Config:
     """How much measuring to do. ``quick`` shrinks repeats and the costly workloads."""
     quick: bool = False
     repeats: int | None = None          # timed runs per implementation (default 5, quick 2)
-    long_round_s: float = 60.0          # a round longer than this gets 3 runs in full mode (30-minute budget)
+    long_round_s: float = 30.0          # a round longer than this gets 3 runs in full mode (30-minute budget)
     memory: bool = True                 # measure peak RSS in fresh processes
     limit_gflops: float | None = None   # the machine's matmul rate, filled in by the driver
     progress: bool = True
