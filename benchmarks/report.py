@@ -39,7 +39,9 @@ def _check(row) -> str:
     if c["ok"]:
         if c.get("detail") == "reference":
             return "reference"
-        return f"ok ({_num(c.get('error'), 2)})" if c.get("error") is not None else "ok"
+        extra = c.get("detail", "").partition("; ")[2]      # a second figure the check states (e.g. W2)
+        extra = f"; {extra}" if extra else ""
+        return f"ok ({_num(c.get('error'), 2)}{extra})" if c.get("error") is not None else "ok"
     err = f" {_num(c.get('error'), 2)} > {_num(c.get('tolerance'), 2)}" if c.get("error") is not None else ""
     return f"**FAIL**{err}"
 
