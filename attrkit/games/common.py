@@ -2,6 +2,8 @@
 ``Result`` (values spread back onto the input or layer shape, ``info["player_values"]`` and error figures)."""
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
@@ -54,8 +56,10 @@ def subsets_of_size(l: int, s: int) -> torch.Tensor:
     return torch.zeros(idx.shape[0], l, dtype=torch.bool).scatter_(1, idx, True)
 
 
+@functools.lru_cache(maxsize=4)
 def all_coalitions(l: int) -> torch.Tensor:
-    """All ``2^l`` coalitions ``[2^l, l]`` bool; row ``c`` has player ``j`` iff bit ``j`` of ``c`` is set."""
+    """All ``2^l`` coalitions ``[2^l, l]`` bool; row ``c`` has player ``j`` iff bit ``j`` of ``c`` is set.
+    Cached (the same read-only table for every call with this ``l``: do not modify it in place)."""
     codes = torch.arange(1 << l, dtype=torch.int64)
     return ((codes.unsqueeze(1) >> torch.arange(l)) & 1).bool()
 

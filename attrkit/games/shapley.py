@@ -23,10 +23,7 @@ def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
     k = v.shape[1]
     if l == 0:
         return torch.zeros(0, k, dtype=torch.float64)
-    codes = torch.arange(1 << l, dtype=torch.int64)
-    size = torch.zeros(1 << l, dtype=torch.int64)
-    for j in range(l):
-        size += (codes >> j) & 1
+    size = all_coalitions(l).sum(1)                               # |C| of every coalition
     # w(s) = s! (l - s - 1)! / l! = 1 / (l * C(l - 1, s))
     s = torch.arange(l, dtype=torch.float64)
     w = torch.exp(torch.lgamma(s + 1) + torch.lgamma(l - s) - math.lgamma(l + 1))
