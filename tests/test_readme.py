@@ -30,3 +30,13 @@ def test_cli_tour_commands_exist():
     for cmd in sorted(commands):
         r = subprocess.run([sys.executable, "-m", "attrkit", cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0, (cmd, r.stderr[-500:])
+
+
+def test_package_functions_survive_submodule_imports():
+    import torch
+
+    import attrkit as ak
+    import attrkit.report  # noqa: F401  (sets ak.report to the module)
+    import attrkit.summary  # noqa: F401
+    assert callable(ak.report) and callable(ak.summary)
+    assert "Total params: 3" in str(ak.summary(torch.nn.Linear(2, 1), (1, 2)))
