@@ -85,15 +85,11 @@ def _is_state_dict(path: Path) -> bool:
 
 
 def _from_factory(spec: str):
-    mod_name, _, attr = spec.partition(":")
+    from .runs.factory import import_object
     try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as err:
-        raise InputError(f"cannot import module {mod_name!r} for --model {spec}: {err}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputError(f"module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+        obj = import_object(spec)
+    except ValueError as err:
+        raise InputError(f"--model {spec}: {err}") from None
     model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else None
     if model is None or not callable(model):
         raise InputError(f"--model {spec} must name an nn.Module or a function returning one")

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from ..attribution import Attribution
 from ..core.budget import rows_per_chunk
-from ..core.checks import as_batch
-from ..core.modules import call_model, eval_mode, model_device_dtype
+from ..core.modules import call_model, eval_mode, inputs_for
 from ..core.targets import resolve_target
 
 
@@ -79,14 +78,7 @@ def progress_bar(iterable, total: int | None, desc: str, progress: bool | None):
 
 
 # --------------------------------------------------------------------------------------- attributions
-def check_inputs(model, x) -> torch.Tensor:
-    if not callable(model):
-        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
-    x = as_batch(x, "x")
-    device, dtype = model_device_dtype(model)
-    if device is not None:
-        x = x.to(device=device, dtype=dtype or x.dtype)
-    return x
+check_inputs = inputs_for   # the one place that validates a model and its batch
 
 
 def explain_values(model, x, method, target, options: dict) -> torch.Tensor:

@@ -44,9 +44,9 @@ class _References:
         return ref
 
 
-class Rescale(Rule):
-    """Elementwise nonlinearity: multiplier ``(f(z) - f(z_r)) / (z - z_r)``."""
-    name = "rescale"
+class _ReferenceRule(Rule):
+    """A rule that records the module's input/output on the reference pass and, on the input pass, replaces
+    the output by ``self.rescale(module, z, output, z_ref, output_ref)`` (a surrogate with the same value)."""
     needs_grad = False
 
     def __init__(self, refs: _References):
@@ -59,21 +59,24 @@ class Rescale(Rule):
             return None
         if not (torch.is_grad_enabled() and output.requires_grad):
             return None
-        z_ref, y_ref = self.refs.take(module, z.shape)
+        return self.rescale(module, z, output, *self.refs.take(module, z.shape))
+
+
+class Rescale(_ReferenceRule):
+    """Elementwise nonlinearity: multiplier ``(f(z) - f(z_r)) / (z - z_r)``."""
+    name = "rescale"
+
+    def rescale(self, module, z, output, z_ref, y_ref):
         dz = z.detach() - z_ref
         small = dz.abs() < _EPS
         m = (output.detach() - y_ref) / torch.where(small, torch.ones_like(dz), dz)
         return surrogate(output, torch.where(small, output, z * m))
 
 
-class MaxPoolRescale(Rule):
+class MaxPoolRescale(_ReferenceRule):
     """Max pooling: ``max(o, o_r) - o_r`` routed to the input's max positions and ``o - max(o, o_r)`` to the
     reference's, each divided by ``z - z_r`` there (plain gradient where ``|z - z_r| < 1e-10``)."""
     name = "maxpool_rescale"
-    needs_grad = False
-
-    def __init__(self, refs: _References):
-        self.refs = refs
 
     def _indices(self, module, z):
         pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[z.dim() - 2]
@@ -81,14 +84,7 @@ class MaxPoolRescale(Rule):
                       return_indices=True)
         return idx
 
-    def forward(self, module, inputs, output, ctx):
-        z = inputs[0]
-        if self.refs.recording:
-            self.refs.values[module] = (z.detach(), output.detach())
-            return None
-        if not (torch.is_grad_enabled() and output.requires_grad):
-            return None
-        z_ref, o_ref = self.refs.take(module, z.shape)
+    def rescale(self, module, z, output, z_ref, o_ref):
         o = output.detach()
         top = torch.maximum(o, o_ref)
         dz = (z.detach() - z_ref).flatten(2)
