@@ -31,7 +31,7 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) || echo "warning: could not install chromium; browser tests will report it"
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
+	ATTRKIT_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
 
 # `make bench`: attrkit against Captum, SHAP and LIME side by side (benchmarks/; under 30 min on 2 cores),
 # writes docs/benchmarks.md and docs/benchmarks.json. `make bench-quick`: the same in under 5 minutes.
