@@ -111,6 +111,13 @@ def test_adaptive_rule_is_exact_where_simpson_is_and_bounded_by_the_budget(train
     true = (big.values - ref.values).flatten(1).norm(dim=1) / ref.values.flatten(1).norm(dim=1)
     est = big.info["feature_error_estimate"]
     assert (est >= true).float().mean() >= 0.8 and (est < 10 * true + 1e-3).all()
+    # feature_tolerance drives that estimate: met, and the true error falls below it
+    fine = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, feature_tolerance=0.02)
+    assert fine.info["tolerance_met"] and (fine.info["feature_error_estimate"] <= 0.02).all()
+    fine_true = (fine.values - ref.values).flatten(1).norm(dim=1) / ref.values.flatten(1).norm(dim=1)
+    assert (fine_true <= 0.02).all() and fine.info["n_evals"] > big.info["n_evals"]
+    with pytest.raises(ValueError, match="feature_tolerance= needs rule='adaptive'"):
+        ak.explain(model, xs, "integrated_gradients", rule="gauss_legendre", tolerance=1e-2, feature_tolerance=0.1)
     with pytest.raises(ValueError, match="pass tolerance="):
         ak.explain(model, xs, "integrated_gradients", rule="adaptive")
 

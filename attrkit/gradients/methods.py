@@ -74,25 +74,30 @@ def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, sam
           summary="path integral of gradients from a baseline (completeness gap reported; adaptive with tolerance)",
           reference="Sundararajan, Taly & Yan 2017")
 def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None = None, rule: str | None = None,
-                         tolerance: float | None = None, max_steps: int = 1024) -> Result:
+                         tolerance: float | None = None, max_steps: int = 1024,
+                         feature_tolerance: float | None = None) -> Result:
     """Integrated Gradients with quadrature ``rule`` and ``steps`` points per sample (default 32 Gauss-Legendre).
 
     With ``tolerance`` (relative completeness gap ``|sum IG - (f(x) - f(r))| / |f(x) - f(r)|`` per sample) the
     default rule is ``"adaptive"``: a composite Simpson rule whose pieces with the largest own gaps are halved
     until the tolerance or ``max_steps`` points are reached (see ``gradients.adaptive``; ``steps`` = points
     to start from, default 9). The gap bounds only the sum of the attributions: ``info["feature_error_estimate"]``
-    gives each sample's per-feature error estimate (relative L2, conservative). With a fixed ``rule`` and a
-    tolerance, the samples that miss are recomputed with twice the points instead. ``info["steps"]`` gives the
+    gives each sample's per-feature error estimate (relative L2, conservative), and ``feature_tolerance=``
+    refines until that estimate is below it too. With a fixed ``rule`` and a tolerance, the samples that miss are recomputed with twice the points instead. ``info["steps"]`` gives the
     points each sample used.
     """
     x = problem.inputs
     ref = make_reference(baseline, x, seed=problem.seed)
     if rule is None:
-        rule = "adaptive" if tolerance is not None else "gauss_legendre"
-    if tolerance is not None and not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+        rule = "adaptive" if tolerance is not None or feature_tolerance is not None else "gauss_legendre"
+    for name, tol in (("tolerance", tolerance), ("feature_tolerance", feature_tolerance)):
+        if tol is not None and not tol > 0:
+            raise ValueError(f"{name} must be > 0, got {tol!r}")
+    if feature_tolerance is not None and rule != "adaptive":
+        raise ValueError("feature_tolerance= needs rule='adaptive' (the default when a tolerance is given): the "
+                         "per-feature error estimate comes from its nested points")
     if rule == "adaptive":
-        if tolerance is None:
+        if tolerance is None and feature_tolerance is None:
             raise ValueError("rule='adaptive' refines the path until a tolerance is met: pass tolerance= "
                              "(a relative completeness gap, e.g. 0.01)")
         nodes("gauss_legendre", steps or 9)  # validates steps
@@ -116,7 +121,7 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
     info = {}
     if rule == "adaptive":
         values, n, used, feature_error = adaptive_path_integral(problem, start, end, where, tolerance, max_steps,
-                                                                steps or 9)
+                                                                steps or 9, feature_tolerance)
         n_evals += n
         gap, rel = gaps(values, all_rows)
         info["feature_error_estimate"] = feature_error.to(x.dtype)
@@ -134,8 +139,13 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
             g, r = gaps(v, todo)
             values[todo], gap[todo], rel[todo], used[todo] = v, g, r, k
             todo = todo[r > tolerance]
-    if tolerance is not None:
-        info["tolerance_met"] = bool((rel <= tolerance).all())
+    if tolerance is not None or feature_tolerance is not None:
+        met = torch.ones(problem.n, dtype=torch.bool)
+        if tolerance is not None:
+            met &= rel <= tolerance
+        if feature_tolerance is not None:
+            met &= info["feature_error_estimate"].to(torch.float64) <= feature_tolerance
+        info["tolerance_met"] = bool(met.all())
         info["steps"] = used
     info.update({"n_evals": n_evals, "completeness_gap": gap.to(x.dtype), "relative_gap": rel.to(x.dtype),
                  "rule": rule, "steps_requested": steps, "f_x": f_x.to(x.dtype), "f_baseline": f_r.to(x.dtype)})
