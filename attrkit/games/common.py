@@ -15,9 +15,9 @@ SPREADS = ("share", "paint")
 
 
 def make_game(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
-              cache: bool = True, head_only: bool | None = None) -> Game:
+              cache: bool = True, head_only: bool | None = None, local: bool | None = None) -> Game:
     return Game(problem, players=players, masker=masker, baseline=baseline, all_classes=all_classes, cache=cache,
-                head_only=head_only)
+                head_only=head_only, local=local)
 
 
 def generator(problem: Problem) -> torch.Generator:
@@ -93,6 +93,7 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
             out["split_note"] = game.split_reason
     if game.players.relabelled:
         out["player_ids"] = game.players.ids
+    out.update(game.local_info())
     out.update(info)
     out["n_evals"] = game.n_evals
     ref = game.references

@@ -5,7 +5,8 @@ The game owns everything estimators should not care about: the players, the mask
 at a layer masks the activation and runs only the head), chunking under the memory budget
 (``problem.chunk(grad=False)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
 count of model rows run (``n_evals``), values for all output classes from the same forward passes
-(``all_classes=True``) and a progress bar on long runs.
+(``all_classes=True``), a progress bar on long runs, and receptive-field evaluation of image games
+(``local``, :mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row
 from ..core.modules import eval_mode, inputs_for, resolve_layer
 from ..core.problem import Problem
 from ..core.targets import resolve_target
+from .local import LocalPlanner
 from .maskers import as_masker
 from .players import as_players
 from .split import split_at_layer
@@ -25,6 +27,7 @@ from .split import split_at_layer
 PROGRESS_MIN_ROWS = 512
 TARGET_CHUNK_BYTES = 128 << 20     # activations per no-grad chunk: small models get big chunks (fewer calls)
 GAME_CAP = 1024
+LOCAL_MIN_ROWS = 256              # fewer coalitions per call never pay for a receptive-field plan
 
 
 def game_chunk(problem: Problem) -> int:
@@ -59,7 +62,7 @@ class Game:
     def __init__(self, model, x: torch.Tensor | None = None, players=None, masker=None, *, target=None,
                  layer=None, baseline=None, all_classes: bool = False, cache: bool = True,
                  head_only: bool | None = None, batch_size: int | None = None, max_memory: int | None = None,
-                 seed: int | None = None, progress: bool | None = None):
+                 seed: int | None = None, progress: bool | None = None, local: bool | None = None):
         if isinstance(model, Problem):
             problem, self._own_model = model, False
         else:
@@ -89,6 +92,10 @@ class Game:
                              "(not a callable target)")
         self.all_classes = bool(all_classes)
         self.use_cache = bool(cache)
+        if local not in (None, True, False):
+            raise ValueError(f"local must be None (automatic), True or False, got {local!r}")
+        self.local = local
+        self._planner = None
         self.n_evals = 0
         self._cache: dict = {}
         self._store: list[torch.Tensor] = []
@@ -218,43 +225,92 @@ class Game:
 
     def _evaluate(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         dev = self.base.device
-        zd, rd = z.to(dev), rows.to(dev)
-        return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
+        planned = self._local_plans(z, rows)
+        if not planned:
+            zd, rd = z.to(dev), rows.to(dev)
+            return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
+        out = torch.empty(z.shape[0], self.n_values, dtype=torch.float64)
+        rest = torch.ones(z.shape[0], dtype=torch.bool)
+        for r, plan in planned.items():
+            sel = (rows == r).nonzero().flatten()
+            zd = z[sel].to(dev)
+            rr = torch.full((len(sel),), r, dtype=torch.long, device=dev)
+            out[sel] = self._loop(lambda s, e: (plan.run(zd[s:e]), rr[s:e]), len(sel), plan.chunk)
+            rest[sel] = False
+        idx = rest.nonzero().flatten()
+        if len(idx):
+            zd, rd = z[idx].to(dev), rows[idx].to(dev)
+            out[idx] = self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows[idx], len(idx))
+        return out
+
+    def _local_plans(self, z: torch.Tensor, rows: torch.Tensor) -> dict:
+        """Receptive-field plans (:mod:`attrkit.games.local`) for the samples with enough coalitions here
+        (``local=None``), for every sample the model allows (``True``), or none (``False``)."""
+        force = self.local is True
+        if self.local is False or (z.shape[0] < LOCAL_MIN_ROWS and not force):
+            return {}
+        with self._model_mode():
+            if self._planner is None and not self.at_layer:
+                self._planner = LocalPlanner(self.problem, self.base, self.players, self.references, self.chunk)
+            why = "it is a layer game (the head after the layer runs as it is)" if self.at_layer else \
+                self._planner.why_not
+            if why:
+                if force:
+                    raise ValueError(f"local=True: no receptive-field evaluation here: {why}; use local=None")
+                return {}
+            counts = torch.bincount(rows, minlength=self.n)
+            plans = {r: self._planner.plan(r, int(counts[r]), force) for r in counts.nonzero().flatten().tolist()}
+        return {r: p for r, p in plans.items() if p is not None}
+
+    def local_info(self) -> dict:
+        """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample."""
+        plans = [] if self._planner is None else [p for p in self._planner.plans.values() if p is not None]
+        if not plans:
+            return {}
+        return {"local": {"cut": plans[0].cut, "family_rows": [p.family for p in plans],
+                          "prefix_evals": sum(p.family for p in plans)}}
 
     def _run_masks(self, mask_fn, rows: torch.Tensor, total: int) -> torch.Tensor:
-        R, K = self.reps, self.n_values
-        per_call = max(1, self.chunk // R)
-        out = torch.empty(total, K, dtype=torch.float64)
-        bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
+        R = self.reps
         base, refs = self.base, self.references
         share_ref = refs.shape[0] == 1
+
+        def forward(s, e):
+            r = rows[s:e].to(base.device)
+            keep = mask_fn(s, e)
+            x = base[r]
+            ref = refs[0] if share_ref else refs[r]                     # [R, ...] or [b, R, ...]
+            keep = keep.view(keep.shape[0], *([1] * (x.dim() - keep.dim())), *keep.shape[1:]) \
+                if keep.dim() < x.dim() else keep
+            if R == 1:
+                return self._forward(torch.where(keep, x, ref[:, 0] if not share_ref else ref), r), r
+            masked = torch.where(keep.unsqueeze(1), x.unsqueeze(1), ref if not share_ref else ref.unsqueeze(0))
+            rr = r.repeat_interleave(R)
+            return self._forward(masked.reshape((-1,) + tuple(x.shape[1:])), rr), rr
+
+        return self._loop(forward, total, max(1, self.chunk // R))
+
+    def _loop(self, forward, total: int, per_call: int) -> torch.Tensor:
+        """Values ``[total, K]`` from ``forward(s, e) -> (outputs, rows)`` over chunks of ``per_call`` coalitions
+        (``R`` output rows each, averaged), with the progress bar and the evaluation count."""
+        R, K = self.reps, self.n_values
+        out = torch.empty(total, K, dtype=torch.float64)
+        bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
         try:
-            with torch.inference_mode(), (eval_mode(self.problem.model, warn=False) if self._own_model
-                                          else _null()):
+            with torch.inference_mode(), self._model_mode():
                 for s in range(0, total, per_call):
                     e = min(total, s + per_call)
-                    r = rows[s:e].to(base.device)
-                    keep = mask_fn(s, e)
-                    x = base[r]
-                    ref = refs[0] if share_ref else refs[r]                     # [R, ...] or [b, R, ...]
-                    keep = keep.view(keep.shape[0], *([1] * (x.dim() - keep.dim())), *keep.shape[1:]) \
-                        if keep.dim() < x.dim() else keep
-                    if R == 1:
-                        masked = torch.where(keep, x, ref[:, 0] if not share_ref else ref)
-                        rr = r
-                    else:
-                        masked = torch.where(keep.unsqueeze(1), x.unsqueeze(1), ref if not share_ref else ref.unsqueeze(0))
-                        masked = masked.reshape((-1,) + tuple(x.shape[1:]))
-                        rr = r.repeat_interleave(R)
-                    y = self._forward(masked, rr)
+                    y, rr = forward(s, e)
                     v = y.reshape(y.shape[0], -1) if self.all_classes else self.problem.target(y, rr).view(-1, 1)
-                    v = v.to(torch.float64).view(e - s, R, K).mean(1)
-                    out[s:e] = v.cpu()
+                    out[s:e] = v.to(torch.float64).view(e - s, R, K).mean(1).cpu()
                     self.n_evals += (e - s) * R
                     bar.update((e - s) * R)
         finally:
             bar.close()
         return out
+
+    def _model_mode(self):
+        return eval_mode(self.problem.model, warn=False) if self._own_model else _null()
 
     def _forward(self, masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Run the model (or head) on masked inputs; images go in channels-last memory order when the network

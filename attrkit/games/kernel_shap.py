@@ -106,7 +106,8 @@ def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch
           reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34")
 def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                 tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
-                spread: str = "share", head_only: bool | None = None) -> Result:
+                spread: str = "share", head_only: bool | None = None,
+                local: bool | None = None) -> Result:
     """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (repeated coalitions are free;
     with ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
 
@@ -119,7 +120,7 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     check_int("batch_pairs", batch_pairs)
     tol = check_tolerance(tolerance)
     share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only)
+    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
     n, L, K = game.n, game.max_players, game.n_values
     if n_samples < L:
         raise ValueError(f"n_samples={n_samples} is smaller than the number of players ({L}): the regression "

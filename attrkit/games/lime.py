@@ -58,7 +58,8 @@ def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float
           reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
 def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 1000,
          kernel_width: float | None = None, distance: str = "cosine", ridge: float = 0.0,
-         all_classes: bool = False, spread: str = "share", head_only: bool | None = None) -> Result:
+         all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
+         local: bool | None = None) -> Result:
     """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``)."""
     check_int("n_samples", n_samples)
     share = check_spread(spread)
@@ -68,7 +69,7 @@ def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: 
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
         raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only)
+    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
     n, L, K = game.n, game.max_players, game.n_values
     if n_samples < L + 1:
         raise ValueError(f"n_samples={n_samples} is too small for a linear fit of {L} players plus an intercept; "

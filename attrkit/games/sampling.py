@@ -67,7 +67,8 @@ def position_means(l: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
           reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022")
 def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                      tolerance: float | None = None, batch_permutations: int = 16, all_classes: bool = False,
-                     spread: str = "share", head_only: bool | None = None) -> Result:
+                     spread: str = "share", head_only: bool | None = None,
+                     local: bool | None = None) -> Result:
     """Shapley values from ``n_samples`` model evaluations per sample (see the module docstring).
 
     With ``tolerance`` the ordering pairs come in rounds of ``batch_permutations`` and a sample stops once
@@ -78,7 +79,7 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     check_int("batch_permutations", batch_permutations)
     tol = check_tolerance(tolerance)
     share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only)
+    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
     n, L, K = game.n, game.max_players, game.n_values
     rows_all = torch.arange(n)
     v_full, v_empty = game.full(rows_all), game.empty(rows_all)

@@ -40,11 +40,12 @@ def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
           summary="exact Shapley values from all 2^l coalitions (Theorem 2.32, O(l 2^l))",
           reference="Shapley 1953; thesis Theorem 2.32")
 def shapley(problem: Problem, players=None, masker=None, baseline=None, max_players: int = MAX_PLAYERS,
-            all_classes: bool = False, spread: str = "share", head_only: bool | None = None) -> Result:
+            all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
+            local: bool | None = None) -> Result:
     """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample)."""
     check_int("max_players", max_players)
     share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only)
+    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only, local=local)
     refuse_exact(game.max_players, max_players, game.reps)
     n, L, K = game.n, game.max_players, game.n_values
     zs, rows = [], []

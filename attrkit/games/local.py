@@ -1,0 +1,387 @@
+"""Receptive-field evaluation of image games: the network's local prefix runs once per *local pattern*.
+
+A coalition changes the input only on its players' pixels, and the first layers of a CNN are local: after a
+chain of convolutions, pointwise functions and pooling, the activation at position ``q`` depends only on the
+input pixels in ``q``'s receptive field, hence only on the players ``P(q)`` touching it. Over all coalitions,
+position ``q`` takes at most ``2^|P(q)|`` distinct values (12 superpixels of a 64x64 image: 4,096 coalitions,
+but at most 2-32 patterns per position after four 3x3 convolutions and two poolings).
+
+The plan (built per sample when enough coalitions are asked for) picks a cut after some node of that chain,
+builds a small *family* of coalitions that shows every position every pattern of its own players (a covering
+array, built greedily), runs the prefix on the family only, and assembles the cut activation of any coalition
+by gathering, per position, the family row with the same pattern; only the rest of the network (the head)
+runs per coalition. The result is what the full network computes, to float rounding. The cut is chosen by a
+cost model (multiply-adds of the prefix, family size, gather traffic). Incremental inference for occlusion
+(Krypton; Nakandala, Kumar & Papakonstantinou, SIGMOD 2019) rests on the same locality.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..core.budget import DEFAULT_MAX_MEMORY
+
+MAX_LOCAL_PLAYERS = 14     # a position touching more players than this stops the search (2^14 patterns)
+GATHER_COST = 16           # multiply-add equivalents per gathered activation element (memory traffic)
+MIN_SAVING = 0.25          # use a plan only when it saves this share of the prefix's work
+HEAD_ROWS = 1024           # coalitions per call of a head without convolutions
+
+_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                      nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
+                      nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
+_POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, torch.sigmoid,
+                        F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.hardswish, F.softplus}
+_POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+
+
+@dataclass
+class _Step:
+    node: fx.Node
+    module: nn.Module | None      # Conv2d / pooling module, or None for a pointwise op
+
+
+@dataclass
+class Chain:
+    """The local prefix of a traced model: its steps in order, and the traced graph module."""
+    gm: fx.GraphModule
+    steps: list
+
+
+def local_chain(model) -> Chain | None:
+    """The longest chain of local ops from the model's single input (each value used once), or None."""
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:    # not traceable: the game runs the whole network
+        return None
+    places = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(places) != 1:
+        return None
+    steps, cur = [], places[0]
+    while len(cur.users) == 1:
+        nxt = next(iter(cur.users))
+        if nxt.all_input_nodes != [cur] or not nxt.args or nxt.args[0] is not cur:
+            break
+        mod = _local_module(gm, nxt)
+        if mod is None and not _pointwise(gm, nxt):
+            break
+        steps.append(_Step(nxt, mod if not isinstance(mod, bool) else None))
+        cur = nxt
+    if not any(isinstance(s.module, nn.Conv2d) for s in steps):
+        return None
+    return Chain(gm, steps)
+
+
+def _local_module(gm, node):
+    """The node's Conv2d / pooling module; True for a pointwise module in eval mode; None otherwise."""
+    if node.op != "call_module":
+        return None
+    m = gm.get_submodule(node.target)
+    if isinstance(m, nn.Conv2d):
+        return m
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        if isinstance(m, nn.MaxPool2d) and m.return_indices:
+            return None
+        return m
+    if isinstance(m, _POINTWISE_MODULES):
+        # batch statistics (BatchNorm in training) or random masks (Dropout in training) are not local
+        return True if not m.training or isinstance(m, (nn.Identity,) + tuple(
+            t for t in _POINTWISE_MODULES if t not in (nn.Dropout, nn.Dropout2d, nn.BatchNorm2d))) else None
+    return None
+
+
+def _pointwise(gm, node) -> bool:
+    if any(isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+        return False
+    if node.op == "call_function":
+        return node.target in _POINTWISE_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _POINTWISE_METHODS
+    return False
+
+
+# ------------------------------------------------------------------------------------ receptive fields
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _spread(dep: torch.Tensor, m: nn.Module) -> torch.Tensor:
+    """Which players reach each output position of ``m``: ``dep`` ``[L, H, W]`` (0/1 float) -> ``[L, H', W']``."""
+    if m is None:
+        return dep
+    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return F.adaptive_max_pool2d(dep[None], m.output_size)[0]
+    if isinstance(m, nn.Conv2d):
+        k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+        if isinstance(m.padding, str):
+            pads = [(0, 0), (0, 0)] if m.padding == "valid" else \
+                [(d[i] * (k[i] - 1) // 2, d[i] * (k[i] - 1) - d[i] * (k[i] - 1) // 2) for i in range(2)]
+        else:
+            p = _pair(m.padding)
+            pads = [(p[0], p[0]), (p[1], p[1])]
+        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+        ceil = False
+    else:
+        k = _pair(m.kernel_size)
+        s = _pair(m.stride if m.stride is not None else m.kernel_size)
+        d = _pair(getattr(m, "dilation", 1))
+        p = _pair(m.padding)
+        pads, mode, ceil = [(p[0], p[0]), (p[1], p[1])], "constant", bool(m.ceil_mode)
+    flat = (pads[1][0], pads[1][1], pads[0][0], pads[0][1])
+    if any(flat):
+        dep = F.pad(dep[None], flat, mode=mode, **({"value": 0.0} if mode == "constant" else {}))[0]
+    return F.max_pool2d(dep[None], k, s, 0, d, ceil_mode=ceil)[0]
+
+
+def _cost(m, out_shape) -> float:
+    """Multiply-adds of one step per row (pointwise / pooling: one per output element)."""
+    elems = float(np.prod(out_shape))
+    if isinstance(m, nn.Conv2d):
+        kh, kw = _pair(m.kernel_size)
+        return elems * (m.in_channels // m.groups) * kh * kw
+    return elems
+
+
+# ------------------------------------------------------------------------------------ covering family
+def covering_family(sets: list[list[int]], n_players: int) -> np.ndarray:
+    """A family of coalitions ``[m, L]`` (bool) in which every set's players show every one of their
+    ``2^|S|`` patterns. Greedy: sets from the largest, each missing pattern goes into the first row whose
+    already-fixed bits agree with it (free bits are fixed then), else a new row."""
+    assigned = np.zeros((0, n_players), dtype=bool)
+    value = np.zeros((0, n_players), dtype=bool)
+    for s in _maximal(sets):
+        s = np.asarray(s, dtype=np.int64)
+        k = len(s)
+        pats = ((np.arange(1 << k)[:, None] >> np.arange(k)) & 1).astype(bool)       # [2^k, k]
+        full = assigned[:, s].all(1)
+        have = set((value[full][:, s] @ (1 << np.arange(k))).tolist())
+        for code in range(1 << k):
+            if code in have:
+                continue
+            u = pats[code]
+            ok = ~(assigned[:, s] & (value[:, s] != u)).any(1)
+            hit = np.flatnonzero(ok)
+            if hit.size:
+                r = hit[0]
+            else:
+                assigned = np.vstack([assigned, np.zeros((1, n_players), bool)])
+                value = np.vstack([value, np.zeros((1, n_players), bool)])
+                r = assigned.shape[0] - 1
+            assigned[r, s] = True
+            value[r, s] = u
+    return value
+
+
+def _maximal(sets: list[list[int]]) -> list[list[int]]:
+    """The sets not contained in another one (a covering of those covers their subsets), largest first."""
+    masks = np.array([sum(1 << p for p in s) for s in sets], dtype=np.int64)
+    order = np.argsort([-len(s) for s in sets], kind="stable")
+    keep = []
+    for i in order:
+        if not any((masks[i] & ~masks[j]) == 0 for j in keep):
+            keep.append(i)
+    return [sets[i] for i in keep]
+
+
+# ------------------------------------------------------------------------------------ the plan
+@dataclass
+class LocalPlan:
+    """One sample's plan: ``run(z)`` -> model outputs for coalitions ``z`` ``[b, L]`` (bool)."""
+    cut: str
+    family: int                   # rows of the covering family the prefix ran on
+    chunk: int                    # coalitions per head call
+    head: nn.Module
+    table: torch.Tensor           # [Q * m, C]: family activations, position-major
+    set_of: torch.Tensor          # [Q] set index of each cut position
+    weights: torch.Tensor         # [L, T] float64: 2^(rank of player in set t) if the player is in it
+    offsets: torch.Tensor         # [T] start of each set's patterns in ``lut``
+    lut: torch.Tensor             # [sum 2^|S_t|] family row showing each pattern
+    shape: tuple                  # (C, H', W') of the cut activation
+
+    def run(self, z: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        q = h * w
+        m = self.table.shape[0] // q
+        codes = (z[:, :self.weights.shape[0]].to(self.weights.dtype) @ self.weights).long()                        # [b, T]
+        rows = self.lut[codes[:, self.set_of] + self.offsets[self.set_of]]             # [b, Q]
+        idx = rows + torch.arange(q, device=rows.device) * m
+        act = self.table.index_select(0, idx.reshape(-1)).view(z.shape[0], h, w, c).permute(0, 3, 1, 2)
+        return self.head(act)
+
+
+class LocalPlanner:
+    """Builds :class:`LocalPlan` s for the samples of one input-level image game (see the module doc)."""
+
+    def __init__(self, problem, base: torch.Tensor, players, references: torch.Tensor, chunk: int):
+        self.problem = problem
+        self.chain = local_chain(problem.model) if base.dim() == 4 else None
+        self.base, self.players, self.refs, self.chunk = base, players, references, int(chunk)
+        self.budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
+        self.plans: dict[int, LocalPlan | None] = {}
+        self._tried: dict[int, int] = {}
+
+    @property
+    def why_not(self) -> str:
+        """Why no plan can be built for this game ("" when one can)."""
+        if self.base.dim() != 4:
+            return f"the inputs are not images [N, C, H, W] (shape {tuple(self.base.shape)})"
+        if self.chain is None:
+            return ("the model has no traceable chain of convolutions, pointwise functions and pooling from its "
+                    "input (torch.fx)")
+        if self.refs.shape[1] != 1:
+            return "the masker averages over several references per coalition"
+        if self.players.max_players > 62:
+            return f"{self.players.max_players} players (at most 62)"
+        return ""
+
+    def plan(self, row: int, n_coalitions: int, force: bool = False) -> LocalPlan | None:
+        """The sample's plan, built on first use when ``n_coalitions`` make it pay (``force``: whenever the
+        model allows one), or None."""
+        known = self.plans.get(row)
+        if known is not None or (row in self.plans and n_coalitions <= self._tried[row] and not force):
+            return known
+        plan = self._build(row, n_coalitions, force)
+        self.plans[row] = plan
+        self._tried[row] = max(n_coalitions, self._tried.get(row, 0))
+        return plan
+
+    def _incidence(self, row: int) -> tuple[torch.Tensor, int]:
+        lab = self.players.labels[row]                       # [C|1, H, W]
+        l = int(self.players.n[row])
+        onehot = F.one_hot(lab.reshape(lab.shape[0], -1).cpu(), l).amax(0)      # [HW, l]
+        return onehot.T.reshape(l, lab.shape[-2], lab.shape[-1]).float(), l
+
+    def _build(self, row: int, n: int, force: bool = False) -> LocalPlan | None:
+        """Pick the cut with the lowest estimated cost for ``n`` coalitions (see the module doc)."""
+        dep, l = self._incidence(row)
+        steps = self.chain.steps
+        shapes, costs = [], []          # along the chain, from one run of the prefix on the sample itself
+        with torch.inference_mode():
+            a = self.base[row:row + 1]
+            for st in steps:
+                a = _call(self.chain.gm, st.node, a)
+                shapes.append(tuple(a.shape[1:]))
+                costs.append(_cost(st.module, a.shape[1:]))
+        best, best_est = None, float("inf") if force else 0.0
+        prefix = 0.0
+        for k, st in enumerate(steps):
+            dep = _spread(dep, st.module)
+            prefix += costs[k]
+            if len(shapes[k]) != 3 or tuple(dep.shape[1:]) != shapes[k][1:]:
+                break
+            if k + 1 < len(steps) and not isinstance(steps[k + 1].module, nn.Conv2d):
+                continue                                    # cut only before a convolution or at the chain's end
+            sets = _sets(dep)
+            widest = max(len(s) for s in sets[0])
+            if widest > MAX_LOCAL_PLAYERS or ((1 << widest) >= n and not force):
+                break                                       # deeper cuts only see more players per position
+            elems = float(np.prod(shapes[k]))
+
+            def estimate(m):
+                return m * prefix + n * (GATHER_COST * elems - prefix)
+
+            if estimate(1 << widest) >= best_est:
+                continue                                    # not even the smallest conceivable family would pay
+            fam = covering_family(sets[0], l)
+            if fam.shape[0] * elems * 4 > self.budget:
+                break
+            est = estimate(fam.shape[0])
+            if est < best_est and (force or -est >= MIN_SAVING * n * prefix):
+                best, best_est = (k, fam, sets), est
+        return None if best is None else self._make(row, l, *best)
+
+    def _make(self, row, l, k, fam, sets) -> LocalPlan | None:
+        set_list, set_of = sets
+        gm, steps = self.chain.gm, self.chain.steps
+        cut = steps[k].node
+        head = _head_after(gm, cut)
+        z = torch.from_numpy(fam).to(self.base.device)
+        x = self.base[row:row + 1]
+        ref = self.refs[row if self.refs.shape[0] > 1 else 0, 0]
+        rows = torch.full((z.shape[0],), row, dtype=torch.long, device=self.base.device)
+        keep = self.players.masks(z, rows)
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, z.shape[0], self.chunk):
+                a = torch.where(keep[s:s + self.chunk], x, ref).contiguous(memory_format=torch.channels_last)
+                for st in steps[:k + 1]:
+                    a = _call(gm, st.node, a)
+                outs.append(a)
+            act = torch.cat(outs)                                                  # [m, C, H', W']
+        m, c, h, w = act.shape
+        table = act.permute(2, 3, 0, 1).reshape(h * w * m, c).contiguous()
+        sizes = [len(s) for s in set_list]
+        offsets = torch.tensor(np.concatenate([[0], np.cumsum([1 << s for s in sizes])[:-1]]), dtype=torch.long)
+        weights = torch.zeros(l, len(set_list), dtype=torch.float64)
+        for t, s in enumerate(set_list):
+            for r, p in enumerate(s):
+                weights[p, t] = float(1 << r)
+        lut = torch.full((int(sum(1 << s for s in sizes)),), -1, dtype=torch.long)
+        fz = torch.from_numpy(fam).to(torch.float64)
+        codes = (fz @ weights).long()                                              # [m, T]
+        for t in range(len(set_list)):
+            first = torch.full((1 << sizes[t],), -1, dtype=torch.long)
+            first.scatter_reduce_(0, codes[:, t], torch.arange(m), reduce="amin", include_self=False)
+            lut[offsets[t]:offsets[t] + (1 << sizes[t])] = first
+        if bool((lut < 0).any()):   # pragma: no cover - covering_family guarantees every pattern
+            raise RuntimeError("internal error: the covering family misses a pattern")
+        dev = self.base.device
+        per_row = 4 * c * h * w * act.element_size()
+        has_conv = any(isinstance(mod, nn.Conv2d) for mod in head.modules())
+        chunk = self.chunk if has_conv else max(1, min(HEAD_ROWS, self.budget // per_row))
+        plan = LocalPlan(cut=str(cut.target), family=m, chunk=chunk, head=head, table=table, set_of=set_of.to(dev),
+                         weights=weights.to(dev), offsets=offsets.to(dev), lut=lut.to(dev), shape=(c, h, w))
+        return plan if self._agrees(plan, row, l, keep.shape[0], z, keep, x, ref) else None
+
+    def _agrees(self, plan, row, l, m, z, keep, x, ref) -> bool:
+        """The plan reproduces the whole model on a few family rows (else the game runs the whole model)."""
+        pick = torch.linspace(0, m - 1, min(m, 4)).long().to(z.device)
+        with torch.inference_mode():
+            try:
+                got = plan.run(z[pick])
+            except Exception:      # a head that cannot run alone: no plan
+                return False
+            want = self.problem.forward(torch.where(keep[pick], x, ref))
+        if got.shape != want.shape:
+            return False
+        scale = max(1.0, float(want.abs().max()))
+        return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale))
+
+
+def _sets(dep: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
+    """Distinct player sets over the positions of ``dep`` ``[L, H, W]`` and each position's set index."""
+    l = dep.shape[0]
+    bits = (dep.reshape(l, -1) > 0).T.to(torch.int64)                                # [Q, L]
+    keys = (bits << torch.arange(l)).sum(1)
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    sets = [[p for p in range(l) if (int(u) >> p) & 1] for u in uniq.tolist()]
+    return sets, inv
+
+
+def _call(gm, node, a):
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)(a, *node.args[1:], **node.kwargs)
+    if node.op == "call_function":
+        return node.target(a, *node.args[1:], **node.kwargs)
+    return getattr(a, node.target)(*node.args[1:], **node.kwargs)
+
+
+def _head_after(gm: fx.GraphModule, cut: fx.Node) -> fx.GraphModule:
+    """The graph after ``cut`` as a module taking the cut's output (the chain's values are used once)."""
+    nodes = list(gm.graph.nodes)
+    after = nodes[nodes.index(cut) + 1:]
+    g = fx.Graph()
+    env = {cut: g.placeholder("activation")}
+    for n in nodes:
+        if n.op == "get_attr":
+            env[n] = g.node_copy(n, lambda a: env[a])
+    for n in after:
+        if n.op == "get_attr":
+            continue
+        env[n] = g.node_copy(n, lambda a: env[a])
+    return fx.GraphModule(gm, g)
