@@ -183,3 +183,21 @@ def test_covering_family_of_disjoint_pairs_is_small():
     assert fam.shape[0] == 4                                            # the lower bound 2^2
     for s in ([0, 1], [2, 3], [4, 5]):
         assert {tuple(r) for r in fam[:, s].tolist()} == set(itertools.product([False, True], repeat=2))
+
+
+def test_plans_beyond_a_quarter_of_the_budget_are_forgotten():
+    model = bench_cnn().eval()
+    x = _photo(3, 64, seed=5)
+    players = ak.grid(x, 3)
+    fast = Game(model, x, players, local=True)
+    z = _coalitions(9, 40)
+    one = lambda r: torch.full((40,), r, dtype=torch.long)
+    a0 = fast(z, one(0))
+    table = fast._planner.plans[0].table
+    fast._planner.budget = int(6 * table.numel() * table.element_size())     # room for one table
+    a1, a2 = fast(z, one(1)), fast(z, one(2))
+    assert [r for r, p in fast._planner.plans.items() if p is not None] == [2]
+    assert len(fast.local_info()["local"]["family_rows"]) == 3
+    slow = Game(model, x, players, local=False)
+    for r, a in enumerate((a0, a1, a2)):
+        torch.testing.assert_close(a, slow(z, one(r)), rtol=1e-5, atol=1e-7)

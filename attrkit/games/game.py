@@ -225,50 +225,55 @@ class Game:
 
     def _evaluate(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         dev = self.base.device
-        planned = self._local_plans(z, rows)
-        if not planned:
-            zd, rd = z.to(dev), rows.to(dev)
-            return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
-        out = torch.empty(z.shape[0], self.n_values, dtype=torch.float64)
-        rest = torch.ones(z.shape[0], dtype=torch.bool)
-        for r, plan in planned.items():
+        counts = self._local_counts(z, rows)
+        out = rest = None
+        for r, count in counts.items():        # one sample at a time: one plan's table in memory at once
+            with self._model_mode():
+                plan = self._planner.plan(r, count, self.local is True)
+            if plan is None:
+                continue
+            if out is None:
+                out = torch.empty(z.shape[0], self.n_values, dtype=torch.float64)
+                rest = torch.ones(z.shape[0], dtype=torch.bool)
             sel = (rows == r).nonzero().flatten()
             zd = z[sel].to(dev)
             rr = torch.full((len(sel),), r, dtype=torch.long, device=dev)
             out[sel] = self._loop(lambda s, e: (plan.run(zd[s:e]), rr[s:e]), len(sel), plan.chunk)
             rest[sel] = False
+        if out is None:
+            zd, rd = z.to(dev), rows.to(dev)
+            return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
         idx = rest.nonzero().flatten()
         if len(idx):
             zd, rd = z[idx].to(dev), rows[idx].to(dev)
             out[idx] = self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows[idx], len(idx))
         return out
 
-    def _local_plans(self, z: torch.Tensor, rows: torch.Tensor) -> dict:
-        """Receptive-field plans (:mod:`attrkit.games.local`) for the samples with enough coalitions here
-        (``local=None``), for every sample the model allows (``True``), or none (``False``)."""
+    def _local_counts(self, z: torch.Tensor, rows: torch.Tensor) -> dict:
+        """Coalitions per sample for which a receptive-field plan (:mod:`attrkit.games.local`) may be tried:
+        calls with enough coalitions (``local=None``), every call (``True``), none (``False``)."""
         force = self.local is True
         if self.local is False or (z.shape[0] < LOCAL_MIN_ROWS and not force):
             return {}
-        with self._model_mode():
-            if self._planner is None and not self.at_layer:
+        if self._planner is None and not self.at_layer:
+            with self._model_mode():
                 self._planner = LocalPlanner(self.problem, self.base, self.players, self.references, self.chunk)
-            why = "it is a layer game (the head after the layer runs as it is)" if self.at_layer else \
-                self._planner.why_not
-            if why:
-                if force:
-                    raise ValueError(f"local=True: no receptive-field evaluation here: {why}; use local=None")
-                return {}
-            counts = torch.bincount(rows, minlength=self.n)
-            plans = {r: self._planner.plan(r, int(counts[r]), force) for r in counts.nonzero().flatten().tolist()}
-        return {r: p for r, p in plans.items() if p is not None}
+        why = "it is a layer game (the head after the layer runs as it is)" if self.at_layer else \
+            self._planner.why_not
+        if why:
+            if force:
+                raise ValueError(f"local=True: no receptive-field evaluation here: {why}; use local=None")
+            return {}
+        counts = torch.bincount(rows, minlength=self.n)
+        return {r: int(counts[r]) for r in counts.nonzero().flatten().tolist()}
 
     def local_info(self) -> dict:
         """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample."""
-        plans = [] if self._planner is None else [p for p in self._planner.plans.values() if p is not None]
-        if not plans:
+        built = [] if self._planner is None else self._planner.built
+        if not built:
             return {}
-        return {"local": {"cut": plans[0].cut, "family_rows": [p.family for p in plans],
-                          "prefix_evals": sum(p.family for p in plans)}}
+        return {"local": {"cut": built[0][0], "family_rows": [m for _, m in built],
+                          "prefix_evals": sum(m for _, m in built)}}
 
     def _run_masks(self, mask_fn, rows: torch.Tensor, total: int) -> torch.Tensor:
         R = self.reps

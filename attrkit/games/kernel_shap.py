@@ -115,6 +115,9 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     (repeats counted); ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the
     budget goes to enumerated sizes up front; pairs then come in rounds of ``batch_pairs`` until
     ``max std_err / (max phi - min phi) < tolerance`` or the budget is spent.
+    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
+    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
+    insists; :mod:`attrkit.games.local`).
     """
     check_int("n_samples", n_samples)
     check_int("batch_pairs", batch_pairs)

@@ -60,7 +60,12 @@ def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: 
          kernel_width: float | None = None, distance: str = "cosine", ridge: float = 0.0,
          all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
          local: bool | None = None) -> Result:
-    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``)."""
+    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``).
+
+    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
+    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
+    insists; :mod:`attrkit.games.local`).
+    """
     check_int("n_samples", n_samples)
     share = check_spread(spread)
     if distance not in DISTANCES:

@@ -223,6 +223,7 @@ class LocalPlanner:
         self.base, self.players, self.refs, self.chunk = base, players, references, int(chunk)
         self.budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
         self.plans: dict[int, LocalPlan | None] = {}
+        self.built: list[tuple[str, int]] = []          # (cut, family rows) of every plan built, for info
         self._tried: dict[int, int] = {}
 
     @property
@@ -246,15 +247,35 @@ class LocalPlanner:
         if known is not None or (row in self.plans and n_coalitions <= self._tried[row] and not force):
             return known
         plan = self._build(row, n_coalitions, force)
+        if plan is not None:
+            self.built.append((plan.cut, plan.family))
+            self._evict(plan.table.numel() * plan.table.element_size())
         self.plans[row] = plan
         self._tried[row] = max(n_coalitions, self._tried.get(row, 0))
         return plan
 
+    def _evict(self, adding: int) -> None:
+        """Forget the oldest plans while the tables kept would exceed a quarter of the memory budget (a
+        forgotten plan is rebuilt if its sample comes back)."""
+        kept = [r for r, p in self.plans.items() if p is not None]
+        total = adding + sum(self.plans[r].table.numel() * self.plans[r].table.element_size() for r in kept)
+        for r in kept:
+            if total <= self.budget // 4:
+                break
+            total -= self.plans[r].table.numel() * self.plans[r].table.element_size()
+            del self.plans[r]
+            self._tried.pop(r, None)
+
     def _incidence(self, row: int) -> tuple[torch.Tensor, int]:
-        lab = self.players.labels[row]                       # [C|1, H, W]
+        """``[l, H, W]``: 1 where a player owns the pixel (in any channel)."""
+        lab = self.players.labels[row].cpu()                   # [C|1, H, W]
         l = int(self.players.n[row])
-        onehot = F.one_hot(lab.reshape(lab.shape[0], -1).cpu(), l).amax(0)      # [HW, l]
-        return onehot.T.reshape(l, lab.shape[-2], lab.shape[-1]).float(), l
+        flat = lab.reshape(lab.shape[0], -1)
+        dep = torch.zeros(l, flat.shape[1])
+        pos = torch.arange(flat.shape[1])
+        for c in range(flat.shape[0]):
+            dep[flat[c], pos] = 1.0
+        return dep.view(l, lab.shape[-2], lab.shape[-1]), l
 
     def _build(self, row: int, n: int, force: bool = False) -> LocalPlan | None:
         """Pick the cut with the lowest estimated cost for ``n`` coalitions (see the module doc)."""
@@ -288,8 +309,8 @@ class LocalPlanner:
             if estimate(1 << widest) >= best_est:
                 continue                                    # not even the smallest conceivable family would pay
             fam = covering_family(sets[0], l)
-            if fam.shape[0] * elems * 4 > self.budget:
-                break
+            if fam.shape[0] * elems * 4 > self.budget // 4:
+                continue                                    # its table would not fit; a deeper cut may
             est = estimate(fam.shape[0])
             if est < best_est and (force or -est >= MIN_SAVING * n * prefix):
                 best, best_est = (k, fam, sets), est

@@ -74,6 +74,9 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     With ``tolerance`` the ordering pairs come in rounds of ``batch_permutations`` and a sample stops once
     ``max std_err / (max phi - min phi) < tolerance``. ``info["exact_strata"]``: strata enumerated exactly;
     ``info["n_permutations"]``: orderings sampled per sample.
+    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
+    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
+    insists; :mod:`attrkit.games.local`).
     """
     check_int("n_samples", n_samples)
     check_int("batch_permutations", batch_permutations)

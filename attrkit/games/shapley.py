@@ -42,7 +42,12 @@ def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
 def shapley(problem: Problem, players=None, masker=None, baseline=None, max_players: int = MAX_PLAYERS,
             all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
             local: bool | None = None) -> Result:
-    """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample)."""
+    """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample).
+
+    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
+    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
+    insists; :mod:`attrkit.games.local`).
+    """
     check_int("max_players", max_players)
     share = check_spread(spread)
     game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only, local=local)
