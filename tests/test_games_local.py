@@ -66,7 +66,23 @@ class Functional(nn.Module):
         return self.fc(h.mean((2, 3)))
 
 
+class Normalised(nn.Module):
+    """A normalisation inside the model (constants from buffers and numbers) before the convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 3))
+
+    def forward(self, x):
+        return self.net((1.0 - (x - self.mean)) / self.std * 2.0)
+
+
 MODELS = {
+    "normalised": (Normalised, 32),
     "bench_cnn": (lambda: bench_cnn(), 64),
     "small_cnn": (lambda: SmallCNN(in_size=64), 64),
     "vgg11_small": (lambda: vgg("vgg11", num_classes=6, in_size=32, width=0.125), 32),
@@ -201,3 +217,8 @@ def test_plans_beyond_a_quarter_of_the_budget_are_forgotten():
     slow = Game(model, x, players, local=False)
     for r, a in enumerate((a0, a1, a2)):
         torch.testing.assert_close(a, slow(z, one(r)), rtol=1e-5, atol=1e-7)
+
+
+def test_chain_goes_through_a_normalisation_inside_the_model():
+    steps = local_chain(Normalised().eval()).steps
+    assert len(steps) == 9 and type(steps[4].module).__name__ == "Conv2d"

@@ -16,6 +16,7 @@ cost model (multiply-adds of the prefix, family size, gather traffic). Increment
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU
 _POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, torch.sigmoid,
                         F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.hardswish, F.softplus}
 _POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+               torch.div}
 
 
 @dataclass
@@ -65,10 +68,10 @@ def local_chain(model) -> Chain | None:
     steps, cur = [], places[0]
     while len(cur.users) == 1:
         nxt = next(iter(cur.users))
-        if nxt.all_input_nodes != [cur] or not nxt.args or nxt.args[0] is not cur:
-            break
-        mod = _local_module(gm, nxt)
-        if mod is None and not _pointwise(gm, nxt):
+        if any(a is not cur and a.op != "get_attr" for a in nxt.all_input_nodes):
+            break                                   # another value enters: not a chain any more
+        mod = _local_module(gm, nxt, cur)
+        if mod is None and not _pointwise(gm, nxt, cur):
             break
         steps.append(_Step(nxt, mod if not isinstance(mod, bool) else None))
         cur = nxt
@@ -77,32 +80,51 @@ def local_chain(model) -> Chain | None:
     return Chain(gm, steps)
 
 
-def _local_module(gm, node):
-    """The node's Conv2d / pooling module; True for a pointwise module in eval mode; None otherwise."""
-    if node.op != "call_module":
+def _local_module(gm, node, cur):
+    """The node's Conv2d / pooling module; True for a pointwise module; None otherwise."""
+    if node.op != "call_module" or tuple(node.args) != (cur,) or node.kwargs:
         return None
     m = gm.get_submodule(node.target)
     if isinstance(m, nn.Conv2d):
         return m
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        if isinstance(m, nn.MaxPool2d) and m.return_indices:
-            return None
-        return m
-    if isinstance(m, _POINTWISE_MODULES):
-        # batch statistics (BatchNorm in training) or random masks (Dropout in training) are not local
-        return True if not m.training or isinstance(m, (nn.Identity,) + tuple(
-            t for t in _POINTWISE_MODULES if t not in (nn.Dropout, nn.Dropout2d, nn.BatchNorm2d))) else None
-    return None
+        return None if isinstance(m, nn.MaxPool2d) and m.return_indices else m
+    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)) and m.training:
+        return None            # random masks and batch statistics are not local
+    return True if isinstance(m, _POINTWISE_MODULES) else None
 
 
-def _pointwise(gm, node) -> bool:
-    if any(isinstance(a, fx.Node) for a in list(node.args[1:]) + list(node.kwargs.values())):
+def _pointwise(gm, node, cur) -> bool:
+    """A pointwise function of ``cur`` (activation functions; arithmetic with numbers or model constants,
+    e.g. a normalisation ``(x - mean) / std`` inside the model)."""
+    args = list(node.args) + list(node.kwargs.values())
+    if node.op == "call_function" and node.target in _ARITHMETIC:
+        consts = [a for a in args if a is not cur]
+        return len(args) == 2 and len(consts) == 1 and _constant(gm, consts[0])
+    if not node.args or node.args[0] is not cur or any(isinstance(a, fx.Node) for a in args[1:]):
         return False
     if node.op == "call_function":
         return node.target in _POINTWISE_FUNCTIONS
     if node.op == "call_method":
         return node.target in _POINTWISE_METHODS
     return False
+
+
+def _constant(gm, v) -> bool:
+    """A number, or a model tensor that broadcasts over one sample (no batch dimension of its own)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return True
+    if isinstance(v, fx.Node) and v.op == "get_attr":
+        t = _attr(gm, v.target)
+        return isinstance(t, torch.Tensor) and (t.dim() < 4 or (t.dim() == 4 and t.shape[0] == 1))
+    return False
+
+
+def _attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # ------------------------------------------------------------------------------------ receptive fields
@@ -385,11 +407,18 @@ def _sets(dep: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
 
 
 def _call(gm, node, a):
+    """Run one chain node on ``a`` (the chain's value; other node arguments are model constants)."""
+    def val(v):
+        if isinstance(v, fx.Node):
+            return _attr(gm, v.target) if v.op == "get_attr" else a
+        return v
+
+    args, kwargs = tuple(val(v) for v in node.args), {k: val(v) for k, v in node.kwargs.items()}
     if node.op == "call_module":
-        return gm.get_submodule(node.target)(a, *node.args[1:], **node.kwargs)
+        return gm.get_submodule(node.target)(*args, **kwargs)
     if node.op == "call_function":
-        return node.target(a, *node.args[1:], **node.kwargs)
-    return getattr(a, node.target)(*node.args[1:], **node.kwargs)
+        return node.target(*args, **kwargs)
+    return getattr(args[0], node.target)(*args[1:], **kwargs)
 
 
 def _head_after(gm: fx.GraphModule, cut: fx.Node) -> fx.GraphModule:
