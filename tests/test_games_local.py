@@ -131,6 +131,11 @@ def test_exact_shapley_uses_the_plan_by_itself_and_agrees():
     assert "local" not in off.info
     torch.testing.assert_close(on.info["player_values"], off.info["player_values"], rtol=1e-5, atol=1e-7)
     assert on.info["n_evals"] == off.info["n_evals"]
+    every = ak.explain(model, x, "shapley", players=players, progress=False, all_classes=True)
+    every_off = ak.explain(model, x, "shapley", players=players, progress=False, all_classes=True, local=False)
+    assert "local" in every.info and every.info["player_values_all"].shape == (1, 10, 9)
+    torch.testing.assert_close(every.info["player_values_all"], every_off.info["player_values_all"],
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_automatic_choice_skips_small_calls_and_linear_models():
