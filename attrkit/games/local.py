@@ -27,8 +27,10 @@ from torch import fx, nn
 from ..core.budget import DEFAULT_MAX_MEMORY
 
 MAX_LOCAL_PLAYERS = 14     # a position touching more players than this stops the search (2^14 patterns)
-GATHER_COST = 16           # multiply-add equivalents per gathered activation element (memory traffic)
-MIN_SAVING = 0.25          # use a plan only when it saves this share of the prefix's work
+GATHER_COST = 64           # multiply-add equivalents per gathered activation element (memory traffic; measured
+                           # on 2 CPU cores: a cut after the first 3x3 convolution never pays)
+MIN_SAVING = 0.5           # use a plan only when it saves half of the prefix's work ...
+MIN_SAVED_MACS = 2e8       # ... and at least this many multiply-adds (building a plan costs ~10-50 ms)
 HEAD_ROWS = 1024           # coalitions per call of a head without convolutions
 
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -174,34 +176,40 @@ def covering_family(sets: list[list[int]], n_players: int) -> np.ndarray:
     """A family of coalitions ``[m, L]`` (bool) in which every set's players show every one of their
     ``2^|S|`` patterns. Greedy: sets from the largest, each missing pattern goes into the first row whose
     already-fixed bits agree with it (free bits are fixed then), else a new row."""
-    assigned = np.zeros((0, n_players), dtype=bool)
-    value = np.zeros((0, n_players), dtype=bool)
+    cap = 64
+    assigned = np.zeros((cap, n_players), dtype=bool)
+    value = np.zeros((cap, n_players), dtype=bool)
+    m = 0
     for s in _maximal(sets):
         s = np.asarray(s, dtype=np.int64)
         k = len(s)
-        pats = ((np.arange(1 << k)[:, None] >> np.arange(k)) & 1).astype(bool)       # [2^k, k]
-        full = assigned[:, s].all(1)
-        have = set((value[full][:, s] @ (1 << np.arange(k))).tolist())
-        for code in range(1 << k):
-            if code in have:
+        w = np.int64(1) << np.arange(k, dtype=np.int64)
+        fixed = assigned[:m][:, s] @ w                               # per row: bits of s already fixed
+        val = (assigned[:m][:, s] & value[:m][:, s]) @ w             # ... and their values
+        full = (1 << k) - 1
+        have = set(val[fixed == full].tolist())
+        open_rows = fixed != full
+        for u in range(1 << k):
+            if u in have:
                 continue
-            u = pats[code]
-            ok = ~(assigned[:, s] & (value[:, s] != u)).any(1)
-            hit = np.flatnonzero(ok)
-            if hit.size:
-                r = hit[0]
-            else:
-                assigned = np.vstack([assigned, np.zeros((1, n_players), bool)])
-                value = np.vstack([value, np.zeros((1, n_players), bool)])
-                r = assigned.shape[0] - 1
+            ok = open_rows & ((u & fixed) == val)
+            r = int(np.argmax(ok)) if ok.any() else -1
+            if r < 0:
+                if m == cap:
+                    cap *= 2
+                    assigned = np.vstack([assigned, np.zeros_like(assigned)])
+                    value = np.vstack([value, np.zeros_like(value)])
+                r, m = m, m + 1
+                fixed, val, open_rows = np.append(fixed, 0), np.append(val, 0), np.append(open_rows, True)
             assigned[r, s] = True
-            value[r, s] = u
-    return value
+            value[r, s] = ((u >> np.arange(k)) & 1).astype(bool)
+            fixed[r], val[r], open_rows[r] = full, u, False
+    return value[:m].copy()
 
 
 def _maximal(sets: list[list[int]]) -> list[list[int]]:
     """The sets not contained in another one (a covering of those covers their subsets), largest first."""
-    masks = np.array([sum(1 << p for p in s) for s in sets], dtype=np.int64)
+    masks = [sum(1 << p for p in s) for s in sets]              # Python ints: any number of players
     order = np.argsort([-len(s) for s in sets], kind="stable")
     keep = []
     for i in order:
@@ -258,8 +266,6 @@ class LocalPlanner:
                     "input (torch.fx)")
         if self.refs.shape[1] != 1:
             return "the masker averages over several references per coalition"
-        if self.players.max_players > 62:
-            return f"{self.players.max_players} players (at most 62)"
         return ""
 
     def plan(self, row: int, n_coalitions: int, force: bool = False) -> LocalPlan | None:
@@ -325,16 +331,18 @@ class LocalPlanner:
                 break                                       # deeper cuts only see more players per position
             elems = float(np.prod(shapes[k]))
 
-            def estimate(m):
-                return m * prefix + n * (GATHER_COST * elems - prefix)
+            def pays(m):        # estimated cost with a family of m rows, if it beats the best so far
+                est = m * prefix + n * (GATHER_COST * elems - prefix)
+                ok = est < best_est and (force or -est >= max(MIN_SAVING * n * prefix, MIN_SAVED_MACS))
+                return est if ok else None
 
-            if estimate(1 << widest) >= best_est:
+            if pays(1 << widest) is None:
                 continue                                    # not even the smallest conceivable family would pay
             fam = covering_family(sets[0], l)
             if fam.shape[0] * elems * 4 > self.budget // 4:
                 continue                                    # its table would not fit; a deeper cut may
-            est = estimate(fam.shape[0])
-            if est < best_est and (force or -est >= MIN_SAVING * n * prefix):
+            est = pays(fam.shape[0])
+            if est is not None:
                 best, best_est = (k, fam, sets), est
         return None if best is None else self._make(row, l, *best)
 
@@ -399,10 +407,9 @@ class LocalPlanner:
 def _sets(dep: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
     """Distinct player sets over the positions of ``dep`` ``[L, H, W]`` and each position's set index."""
     l = dep.shape[0]
-    bits = (dep.reshape(l, -1) > 0).T.to(torch.int64)                                # [Q, L]
-    keys = (bits << torch.arange(l)).sum(1)
-    uniq, inv = torch.unique(keys, return_inverse=True)
-    sets = [[p for p in range(l) if (int(u) >> p) & 1] for u in uniq.tolist()]
+    bits = (dep.reshape(l, -1) > 0).T.to(torch.uint8)                                # [Q, L]
+    uniq, inv = torch.unique(bits, dim=0, return_inverse=True)
+    sets = [row.nonzero().flatten().tolist() for row in uniq]
     return sets, inv
 
 
