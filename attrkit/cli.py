@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target", default=None, help="class index or name (default: the predicted class)")
     e.add_argument("--layer", default=None, help="attribute at this layer (a name from model.named_modules())")
     e.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method option, e.g. --option steps=64 --option baseline=blur (repeatable)")
+                   help="a method option, e.g. --option steps=64 --option baseline=blur --option "
+                        "players=superpixels:50 --option local=false (repeatable)")
     e.add_argument("--out", default="attrkit-out", help="output folder (default: attrkit-out)")
     e.add_argument("--size", default=None, help="resize images to N or HxW pixels (default: the model's size)")
     e.add_argument("--mean", default=None, help="per-channel mean to subtract, e.g. 0.485,0.456,0.406")
@@ -264,6 +265,7 @@ def cmd_explain(args, quiet: bool) -> dict:
                        "attrkit.train.save or module:factory); TorchScript models hide their layers")
     if spec.layer == "required" and layer is None and not hasattr(spec.fn, "default_layer"):
         raise CLIError(f"method {spec.name!r} needs --layer")
+    options = io.resolve_players(options, x, layer)
     a = explain(model, x, method=spec.name, target=target, layer=layer, batch_size=args.batch_size,
                 seed=args.seed, progress=False if quiet else None, **options)
     out = Path(args.out)

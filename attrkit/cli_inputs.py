@@ -272,18 +272,49 @@ def parse_target(text, classes):
     raise InputError(f"unknown target {text!r}{known}")
 
 
+WORDS = {"true": True, "false": False, "none": None}
+PLAYER_KINDS = ("grid", "superpixels", "slic", "quickshift", "felzenszwalb")
+
+
 def parse_options(items) -> dict:
-    """``["steps=64", "baseline=blur"]`` -> ``{"steps": 64, "baseline": "blur"}`` (Python literals or text)."""
+    """``["steps=64", "baseline=blur", "local=false"]`` -> ``{"steps": 64, "baseline": "blur", "local": False}``
+    (Python literals, true/false/none in any case, or text)."""
     out = {}
     for item in items or []:
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--option wants KEY=VALUE, got {item!r}")
+        if val.strip().lower() in WORDS:
+            out[key.strip()] = WORDS[val.strip().lower()]
+            continue
         try:
             out[key.strip()] = ast.literal_eval(val)
         except (ValueError, SyntaxError):
             out[key.strip()] = val
     return out
+
+
+def resolve_players(options: dict, x, layer) -> dict:
+    """``players=grid:4`` or ``players=superpixels:50`` (also ``slic:``, ``quickshift:``, ``felzenszwalb:``)
+    -> the label tensor for the inputs ``x``; anything else is left to the method."""
+    spec = options.get("players")
+    if not isinstance(spec, str) or layer is not None:
+        return options
+    kind, sep, num = spec.partition(":")
+    if not sep or kind not in PLAYER_KINDS:
+        raise InputError(f"players={spec!r}: at the input give grid:K (K x K cells) or superpixels:N "
+                         "(also slic:N, quickshift:N, felzenszwalb:N); 'cells'/'channels' need --layer")
+    try:
+        n = int(num)
+    except ValueError:
+        raise InputError(f"players={spec!r}: {num!r} is not a whole number") from None
+    from .games.players import grid, superpixels
+    if kind == "grid":
+        labels = grid(x, n)
+    else:
+        algorithm = "slic" if kind == "superpixels" else kind
+        labels = superpixels(x, n=n, algorithm=algorithm)
+    return {**options, "players": labels}
 
 
 # ------------------------------------------------------------------------------------------ outputs

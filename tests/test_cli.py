@@ -196,3 +196,24 @@ def test_demo_fast_writes_report_and_figures(tmp_path, zoo_model_file):
     for p in pngs:
         with PIL.open(out / p) as im:
             im.load()
+
+
+def test_explain_with_player_specs_and_boolean_words(zoo_model_file, png, tmp_path, capsys):
+    """Coalition games from the command line: players=grid:K / superpixels:N, local=false (any case)."""
+    from attrkit.cli_inputs import parse_options
+    assert parse_options(["local=false", "a=True", "b=none", "c=3", "d=blur"]) == \
+        {"local": False, "a": True, "b": None, "c": 3, "d": "blur"}
+    results = {}
+    for spec, local in (("grid:3", "false"), ("grid:3", "None"), ("superpixels:12", "true")):
+        code, out, err = run_cli(["explain", "--model", str(zoo_model_file), "--input", str(png), "--method",
+                                  "shapley", "--option", f"players={spec}", "--option", f"local={local}",
+                                  "--out", str(tmp_path / spec.replace(":", "_")), "--json"], capsys)
+        assert code == 0, err
+        a = ak.Attribution.load(json.loads(out)["attribution"])
+        results[(spec, local)] = a.info["player_values"]
+    assert results[("grid:3", "false")].shape == (1, 9)
+    torch.testing.assert_close(results[("grid:3", "false")], results[("grid:3", "None")], rtol=1e-5, atol=1e-7)
+    assert results[("superpixels:12", "true")].shape[1] >= 6
+    code, out, err = run_cli(["explain", "--model", str(zoo_model_file), "--input", str(png), "--method", "shapley",
+                              "--option", "players=hexagons:3", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "grid:K" in one_line_error(err)
