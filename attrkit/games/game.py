@@ -225,24 +225,18 @@ class Game:
 
     def _evaluate(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         dev = self.base.device
-        counts = self._local_counts(z, rows)
-        out = rest = None
-        for r, count in counts.items():        # one sample at a time: one plan's table in memory at once
+        out = torch.empty(z.shape[0], self.n_values, dtype=torch.float64)
+        rest = torch.ones(z.shape[0], dtype=torch.bool)
+        for r, count in self._local_counts(z, rows).items():   # one sample at a time: one plan's table at once
             with self._model_mode():
                 plan = self._planner.plan(r, count, self.local is True)
             if plan is None:
                 continue
-            if out is None:
-                out = torch.empty(z.shape[0], self.n_values, dtype=torch.float64)
-                rest = torch.ones(z.shape[0], dtype=torch.bool)
             sel = (rows == r).nonzero().flatten()
             zd = z[sel].to(dev)
             rr = torch.full((len(sel),), r, dtype=torch.long, device=dev)
             out[sel] = self._loop(lambda s, e: (plan.run(zd[s:e]), rr[s:e]), len(sel), plan.chunk)
             rest[sel] = False
-        if out is None:
-            zd, rd = z.to(dev), rows.to(dev)
-            return self._run_masks(lambda s, e: self.players.masks(zd[s:e], rd[s:e]), rows, z.shape[0])
         idx = rest.nonzero().flatten()
         if len(idx):
             zd, rd = z[idx].to(dev), rows[idx].to(dev)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..core.budget import DEFAULT_MAX_MEMORY
+from .split import head_after
 
 MAX_LOCAL_PLAYERS = 14     # a position touching more players than this stops the search (2^14 patterns)
 GATHER_COST = 64           # multiply-add equivalents per gathered activation element (memory traffic; measured
@@ -237,8 +238,8 @@ class LocalPlan:
         c, h, w = self.shape
         q = h * w
         m = self.table.shape[0] // q
-        codes = (z[:, :self.weights.shape[0]].to(self.weights.dtype) @ self.weights).long()                        # [b, T]
-        rows = self.lut[codes[:, self.set_of] + self.offsets[self.set_of]]             # [b, Q]
+        codes = (z[:, :self.weights.shape[0]].to(self.weights.dtype) @ self.weights).long()     # [b, T]
+        rows = self.lut[codes[:, self.set_of] + self.offsets[self.set_of]]                      # [b, Q]
         idx = rows + torch.arange(q, device=rows.device) * m
         act = self.table.index_select(0, idx.reshape(-1)).view(z.shape[0], h, w, c).permute(0, 3, 1, 2)
         return self.head(act)
@@ -350,7 +351,7 @@ class LocalPlanner:
         set_list, set_of = sets
         gm, steps = self.chain.gm, self.chain.steps
         cut = steps[k].node
-        head = _head_after(gm, cut)
+        head = head_after(gm, cut)
         z = torch.from_numpy(fam).to(self.base.device)
         x = self.base[row:row + 1]
         ref = self.refs[row if self.refs.shape[0] > 1 else 0, 0]
@@ -387,10 +388,11 @@ class LocalPlanner:
         chunk = self.chunk if has_conv else max(1, min(HEAD_ROWS, self.budget // per_row))
         plan = LocalPlan(cut=str(cut.target), family=m, chunk=chunk, head=head, table=table, set_of=set_of.to(dev),
                          weights=weights.to(dev), offsets=offsets.to(dev), lut=lut.to(dev), shape=(c, h, w))
-        return plan if self._agrees(plan, row, l, keep.shape[0], z, keep, x, ref) else None
+        return plan if self._agrees(plan, z, keep, x, ref) else None
 
-    def _agrees(self, plan, row, l, m, z, keep, x, ref) -> bool:
+    def _agrees(self, plan, z, keep, x, ref) -> bool:
         """The plan reproduces the whole model on a few family rows (else the game runs the whole model)."""
+        m = z.shape[0]
         pick = torch.linspace(0, m - 1, min(m, 4)).long().to(z.device)
         with torch.inference_mode():
             try:
@@ -426,19 +428,3 @@ def _call(gm, node, a):
     if node.op == "call_function":
         return node.target(*args, **kwargs)
     return getattr(args[0], node.target)(*args[1:], **kwargs)
-
-
-def _head_after(gm: fx.GraphModule, cut: fx.Node) -> fx.GraphModule:
-    """The graph after ``cut`` as a module taking the cut's output (the chain's values are used once)."""
-    nodes = list(gm.graph.nodes)
-    after = nodes[nodes.index(cut) + 1:]
-    g = fx.Graph()
-    env = {cut: g.placeholder("activation")}
-    for n in nodes:
-        if n.op == "get_attr":
-            env[n] = g.node_copy(n, lambda a: env[a])
-    for n in after:
-        if n.op == "get_attr":
-            continue
-        env[n] = g.node_copy(n, lambda a: env[a])
-    return fx.GraphModule(gm, g)

@@ -82,15 +82,7 @@ def _fx_split(problem: Problem) -> LayerSplit:
     consts = [a for a in needed if a.op == "get_attr"]
     extras = [a for a in needed if a is not hit and a.op != "get_attr"]
 
-    head_g = fx.Graph()
-    env = {hit: head_g.placeholder("activation")}
-    for k, e in enumerate(extras):
-        env[e] = head_g.placeholder(f"extra_{k}")
-    for c in consts:
-        env[c] = head_g.node_copy(c, lambda a: env[a])
-    for n in after:
-        env[n] = head_g.node_copy(n, lambda a: env[a])
-    head = fx.GraphModule(gm, head_g)
+    head = head_after(gm, hit, extras, consts)
 
     pre_g = fx.Graph()
     env2 = {}
@@ -120,6 +112,24 @@ def _fx_split(problem: Problem) -> LayerSplit:
         return head(masked, *[e[rows] for e in ext])
 
     return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
+
+
+def head_after(gm: fx.GraphModule, hit: fx.Node, extras=(), consts=None) -> fx.GraphModule:
+    """The nodes after ``hit`` as a module taking ``hit``'s output (and the earlier values ``extras`` it still
+    reads, as further arguments); ``consts``: the ``get_attr`` nodes it needs (default: all of them)."""
+    nodes = list(gm.graph.nodes)
+    after = [n for n in nodes[nodes.index(hit) + 1:] if consts is not None or n.op != "get_attr"]
+    if consts is None:
+        consts = [n for n in nodes if n.op == "get_attr"]
+    g = fx.Graph()
+    env = {hit: g.placeholder("activation")}
+    for k, e in enumerate(extras):
+        env[e] = g.placeholder(f"extra_{k}")
+    for c in consts:
+        env[c] = g.node_copy(c, lambda a: env[a])
+    for n in after:
+        env[n] = g.node_copy(n, lambda a: env[a])
+    return fx.GraphModule(gm, g)
 
 
 def _head_chunk(problem: Problem, head, act, ext) -> int:
