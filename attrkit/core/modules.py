@@ -95,6 +95,11 @@ class LayerTap:
     ``tap.replace_with = t`` makes the layer return ``t`` (same shape as its output); otherwise the output
     is kept in ``tap.output``. The hook is removed on exit, also when the block raised.
     A layer called more than once per forward pass is refused: its activation would be ambiguous.
+
+    The rest of the model receives a copy of the layer's output: an in-place operation after the layer
+    (``nn.ReLU(inplace=True)``, ``out += identity``, torchvision's pattern) then changes the copy, not the
+    captured activation, and gradients taken at ``tap.output`` (or at a replacement leaf) are those of the
+    layer's output, as in the same model with out-of-place operations.
     """
 
     def __init__(self, module: nn.Module, name: str = "layer"):
@@ -118,7 +123,7 @@ class LayerTap:
                                  f"the layer produces {tuple(out.shape)}")
             out = self.replace_with
         self.output = out
-        return out
+        return out.clone()      # in-place ops downstream must not touch the tapped tensor
 
     def reset(self) -> None:
         self.calls, self.output = 0, None

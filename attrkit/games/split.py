@@ -101,7 +101,8 @@ def _fx_split(problem: Problem) -> LayerSplit:
         ext = [torch.cat([p[k + 1] for p in parts]) for k in range(len(extras))]
         if not isinstance(act, torch.Tensor):
             raise TypeError("the layer's output is not a tensor")
-        out = torch.cat([head(act[s:s + step], *[e[s:s + step] for e in ext]) for s in range(0, x.shape[0], step)])
+        out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
+                         for s in range(0, x.shape[0], step)])
     ref = problem.outputs
     if ref is not None:
         scale = float(ref.abs().max()) if ref.numel() else 1.0

@@ -1,0 +1,73 @@
+"""Traps of issue 14: inputs and models that used to give silent wrong or non-finite answers, or obscure errors.
+
+Each test failed on the code before its fix (see the issue): in-place activations after a tapped layer,
+non-finite baselines and model values, players of shape [C, H, W] with N == C, position-dependent noise,
+Shapley sampling budgets below one permutation, bool/nested/numpy targets, compiled models, bad batch sizes,
+unaffordable exact Shapley, wrong-rank inputs.
+"""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import attrkit as ak
+
+
+# ----------------------------------------------------------------------------- a. in-place activations
+class Block(nn.Module):
+    """torchvision's pattern: convolutions followed by ``nn.ReLU(inplace=True)`` and an in-place residual sum,
+    not inside an ``nn.Sequential`` (so the CAM default layer is the convolution itself)."""
+
+    def __init__(self, inplace: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu1 = nn.ReLU(inplace=inplace)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu2 = nn.ReLU(inplace=inplace)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+        self.inplace = inplace
+
+    def forward(self, x):
+        h = self.relu1(self.conv1(x))
+        out = self.conv2(h)
+        if self.inplace:
+            out += h
+        else:
+            out = out + h
+        return self.fc(self.relu2(out).flatten(1))
+
+
+INPLACE_CASES = [
+    *[(m, {}) for m in ("grad_cam", "grad_cam_pp", "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "score_cam",
+                        "ablation_cam")],
+    ("saliency", {"layer": "conv1"}),
+    ("input_x_gradient", {"layer": "conv2"}),
+    ("integrated_gradients", {"layer": "conv1", "steps": 8}),
+    ("integrated_gradients", {"layer": "conv2", "steps": 8, "baseline": 0.5}),
+    ("gradient_shap", {"layer": "conv1", "n_samples": 4, "baseline": "mean"}),
+    ("feature_ablation", {"layer": "conv1", "masker": "mean"}),
+    ("feature_ablation", {"layer": "conv1", "masker": "mean", "head_only": False}),
+    ("shapley_sampling", {"layer": "conv2", "masker": "mean", "n_samples": 200, "players": "channels"}),
+    ("kernel_shap", {"layer": "conv2", "masker": "mean", "n_samples": 64, "players": "channels",
+                     "head_only": False}),
+    ("occlusion", {"layer": "conv1", "masker": "mean", "window": 3}),
+    ("shapley", {"players": "grid", "local": True}),
+]
+
+
+@pytest.mark.parametrize("method,kw", INPLACE_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(INPLACE_CASES)])
+def test_inplace_activation_after_layer_matches_out_of_place_twin(method, kw):
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    kw = dict(kw)
+    if kw.get("players") == "grid":
+        kw["players"] = ak.grid(x, 2)
+    a = ak.explain(Block(True).eval(), x, method, target=1, seed=0, **kw)
+    b = ak.explain(Block(False).eval(), x, method, target=1, seed=0, **kw)
+    assert a.layer == b.layer
+    assert torch.isfinite(a.values).all()
+    assert torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-6), float((a.values - b.values).abs().max())
