@@ -71,3 +71,35 @@ def test_inplace_activation_after_layer_matches_out_of_place_twin(method, kw):
     assert a.layer == b.layer
     assert torch.isfinite(a.values).all()
     assert torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-6), float((a.values - b.values).abs().max())
+
+
+# ----------------------------------------------------------------------------- b. non-finite references
+def small_mlp(n_in=4, classes=3):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(n_in, 8), nn.Tanh(), nn.Linear(8, classes)).eval()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), np.float32("nan")])
+@pytest.mark.parametrize("method,key", [("integrated_gradients", "baseline"), ("gradient_shap", "baseline"),
+                                        ("deeplift", "baseline"), ("kernel_shap", "masker"),
+                                        ("occlusion", "baseline"), ("shapley", "masker")])
+def test_non_finite_number_baseline_or_masker_is_refused(method, key, bad):
+    with pytest.raises(ValueError, match="not a finite number"):
+        ak.explain(small_mlp(), torch.randn(2, 4), method, target=0, **{key: bad})
+
+
+def test_non_finite_masker_tensor_is_refused():
+    with pytest.raises(ValueError, match="masker contains 0 NaN and 1 infinite"):
+        ak.Masker(torch.tensor([0.0, float("inf"), 0.0, 0.0]))
+
+
+def test_cli_non_finite_baseline_exits_non_zero(tmp_path, capsys):
+    from attrkit import train
+    from attrkit.cli import main
+    from attrkit.models import MLP
+    train.save(MLP(3, hidden=(4,), out=2), tmp_path / "m.pt")
+    (tmp_path / "rows.csv").write_text("a,b,c\n1,2,3\n0.5,0.1,0.2\n")
+    code = main(["explain", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "rows.csv"), "--method",
+                 "integrated_gradients", "--option", "baseline=1e999", "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "baseline inf is not a finite number" in err and "Traceback" not in err

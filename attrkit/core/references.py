@@ -8,6 +8,7 @@ the input.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,11 @@ def make_reference(spec, x: torch.Tensor, *, seed: int | None = None, blur_sigma
     """A reference tensor shaped like ``x`` for ``spec`` (a name above, a number, or a tensor)."""
     if spec is None or (isinstance(spec, str) and spec == "zeros"):
         return torch.zeros_like(x)
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        if not math.isfinite(float(spec)):
+            raise ValueError(f"{name} {spec!r} is not a finite number: every reference value would be {spec!r} and "
+                             "every attribution NaN; give a finite number (e.g. 0.0), a name "
+                             f"({', '.join(NAMED)}) or a finite tensor")
         return torch.full_like(x, float(spec))
     if isinstance(spec, torch.Tensor):
         return broadcast_to_batch(spec, x, name)

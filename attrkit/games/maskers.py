@@ -8,6 +8,9 @@ KernelSHAP averages over).
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from ..core.checks import check_finite
@@ -27,15 +30,20 @@ class Masker:
         if isinstance(spec, str) and spec not in NAMES:
             raise ValueError(f"unknown masker {spec!r}; use one of {', '.join(NAMES)}, a number, a baseline tensor "
                              "or ak.Background(rows) for a background sample")
-        if isinstance(spec, bool) or not isinstance(spec, (str, int, float, torch.Tensor)) and \
+        if isinstance(spec, bool) or not isinstance(spec, (str, numbers.Real, torch.Tensor)) and \
                 type(spec).__name__ != "ndarray":
             raise TypeError(f"masker must be a name ({', '.join(NAMES)}), a number, a tensor or a Masker, "
                             f"got {type(spec).__name__}")
+        if isinstance(spec, numbers.Real) and not math.isfinite(float(spec)):
+            raise ValueError(f"masker {spec!r} is not a finite number: every masked input would hold {spec!r} and "
+                             "every value be NaN; give a finite number (e.g. 0.0), a name or a finite tensor")
+        if isinstance(spec, torch.Tensor):
+            check_finite(spec, "masker")
         self.spec, self.sigma = spec, sigma
 
     @property
     def name(self) -> str:
-        return self.spec if isinstance(self.spec, str) else "constant" if isinstance(self.spec, (int, float)) \
+        return self.spec if isinstance(self.spec, str) else "constant" if isinstance(self.spec, numbers.Real) \
             else "baseline"
 
     def references(self, x: torch.Tensor, players: Players, seed: int | None = None) -> torch.Tensor:
