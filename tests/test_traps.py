@@ -103,3 +103,29 @@ def test_cli_non_finite_baseline_exits_non_zero(tmp_path, capsys):
                  "integrated_gradients", "--option", "baseline=1e999", "--out", str(tmp_path / "o"), "-q"])
     err = capsys.readouterr().err
     assert code == 1 and "baseline inf is not a finite number" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- j. targets
+@pytest.mark.parametrize("target", [torch.tensor([True, False]), np.array([True, False]), np.bool_(True)])
+def test_bool_target_is_refused(target):
+    with pytest.raises(TypeError, match="bool"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "saliency", target=target)
+
+
+@pytest.mark.parametrize("target", [[[0], [1]], torch.tensor([[0], [1]]), np.array([[0, 1]])])
+def test_nested_target_is_refused(target):
+    with pytest.raises(ValueError, match="not a nested one"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "saliency", target=target)
+
+
+def test_ragged_target_is_refused():
+    with pytest.raises(TypeError, match="one class index per sample"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "saliency", target=[[0, 1], [2]])
+
+
+@pytest.mark.parametrize("target", [np.int64(2), np.int32(2), np.array([2, 2]), np.array(2), [np.int64(2)] * 2])
+def test_numpy_integer_targets_are_accepted(target):
+    x = torch.randn(2, 4)
+    a = ak.explain(small_mlp(), x, "saliency", target=target)
+    b = ak.explain(small_mlp(), x, "saliency", target=2)
+    assert a.target.tolist() == [2, 2] and torch.equal(a.values, b.values)

@@ -6,8 +6,10 @@ evaluate many points per sample, so a batch mixes samples).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 
@@ -80,15 +82,27 @@ def resolve_target(target, outputs: torch.Tensor) -> Target:
         if n_out == 1:
             return Target(None, None, "output 0")
         return Target(outputs.argmax(dim=1).long().cpu(), None, "predicted class")
-    if isinstance(target, bool):
+    if isinstance(target, (bool, np.bool_)):
         raise TypeError("target must be an int, a sequence of ints, a tensor, None or a callable, not a bool")
-    if isinstance(target, int):
+    if isinstance(target, numbers.Integral):       # int, numpy integers
+        target = int(target)
         classes = torch.full((n,), target, dtype=torch.long)
         label = f"class {target}"
-    elif isinstance(target, (torch.Tensor, Sequence)) and not isinstance(target, str):
-        classes = torch.as_tensor(target).cpu()
+    elif isinstance(target, (torch.Tensor, np.ndarray, Sequence)) and not isinstance(target, str):
+        try:
+            classes = torch.as_tensor(np.asarray(target) if isinstance(target, np.ndarray) else target).cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError("target must be an int or one class index per sample (a flat list, array or tensor); "
+                            f"could not read {type(target).__name__} {target!r} as integers") from None
+        if classes.dtype == torch.bool:
+            raise TypeError("target is a bool tensor/array: a mask is not a list of classes (True/False would be "
+                            "read as classes 1/0); give class indices, e.g. mask.long() or mask.nonzero()")
         if classes.is_floating_point() or classes.is_complex():
             raise TypeError(f"target must hold integer class indices, got dtype {classes.dtype}")
+        if classes.dim() > 1:
+            raise ValueError(f"target has shape {tuple(classes.shape)}: give one class index per sample as a flat "
+                             f"sequence or 1-D tensor of length {n} (or a single int), not a nested one; for "
+                             "several classes per sample pass a callable target, e.g. lambda out: out[:, [1, 3]].sum(1)")
         classes = classes.long().reshape(-1)
         if classes.numel() == 1:
             classes = classes.repeat(n)
