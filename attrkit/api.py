@@ -7,6 +7,7 @@ import time
 import torch
 
 from .attribution import Attribution
+from .core.budget import check_budget
 from .core.checks import check_finite
 from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
 from .core.problem import Problem
@@ -36,6 +37,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     True
     """
     spec = get(method)
+    batch_size, max_memory = check_budget(batch_size, max_memory)
     x = inputs_for(model, x)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")

@@ -129,3 +129,25 @@ def test_numpy_integer_targets_are_accepted(target):
     a = ak.explain(small_mlp(), x, "saliency", target=target)
     b = ak.explain(small_mlp(), x, "saliency", target=2)
     assert a.target.tolist() == [2, 2] and torch.equal(a.values, b.values)
+
+
+# ----------------------------------------------------------------------------- batching knobs
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, True, "8"])
+@pytest.mark.parametrize("method", ["saliency", "kernel_shap"])
+def test_bad_batch_size_is_refused_before_any_model_call(method, bad):
+    with pytest.raises(ValueError, match="batch_size must be a positive whole number"):
+        ak.explain(small_mlp(), torch.randn(3, 4), method, target=0, batch_size=bad)
+
+
+def test_bad_batch_size_or_memory_in_a_game():
+    with pytest.raises(ValueError, match="batch_size must be a positive whole number"):
+        ak.Game(small_mlp(), torch.randn(3, 4), batch_size=-1)
+    with pytest.raises(ValueError, match="max_memory must be a positive number of bytes"):
+        ak.explain(small_mlp(), torch.randn(3, 4), "saliency", max_memory=float("nan"))
+
+
+def test_numpy_batch_size_is_accepted():
+    x = torch.randn(5, 4)
+    a = ak.explain(small_mlp(), x, "integrated_gradients", target=0, batch_size=np.int64(2))
+    b = ak.explain(small_mlp(), x, "integrated_gradients", target=0, batch_size=5)
+    assert torch.allclose(a.values, b.values, atol=1e-6)

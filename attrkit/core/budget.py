@@ -6,6 +6,9 @@ device (on CPUs, chunks of 16-64 rows run about twice as fast per row as chunks 
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
@@ -36,12 +39,27 @@ def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
     return total[0] * (3 if grad else 1)
 
 
+def check_budget(batch_size=None, max_memory=None) -> tuple[int | None, int | None]:
+    """Validate the batching knobs where they enter (``explain``, ``Game``): a positive whole number of rows and
+    a positive number of bytes, or None. Returns them as plain ints."""
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number of rows per model call (or None to derive "
+                             f"it from max_memory), got {batch_size!r}")
+        batch_size = int(batch_size)
+    if max_memory is not None:
+        if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Real) or not max_memory > 0 \
+                or not math.isfinite(max_memory):
+            raise ValueError(f"max_memory must be a positive number of bytes (e.g. 2**30), got {max_memory!r}")
+        max_memory = int(max_memory)
+    return batch_size, max_memory
+
+
 def rows_per_chunk(model, x: torch.Tensor, batch_size: int | None = None, max_memory: int | None = None,
                    grad: bool = True) -> int:
     """Rows per model call: ``batch_size`` if given, else what fits ``max_memory`` (capped for speed)."""
+    batch_size, max_memory = check_budget(batch_size, max_memory)
     if batch_size is not None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         return batch_size
     budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
     if budget <= 0:

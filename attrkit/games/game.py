@@ -15,7 +15,7 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row
+from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
 from ..core.modules import eval_mode, inputs_for, resolve_layer
 from ..core.problem import Problem
 from ..core.targets import resolve_target
@@ -343,6 +343,7 @@ class _null:
 
 def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progress) -> Problem:
     """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
+    batch_size, max_memory = check_budget(batch_size, max_memory)
     x = inputs_for(model, x)
     with eval_mode(model, warn=False), torch.no_grad():
         from ..core.modules import call_model
