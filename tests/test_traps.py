@@ -151,3 +151,41 @@ def test_numpy_batch_size_is_accepted():
     a = ak.explain(small_mlp(), x, "integrated_gradients", target=0, batch_size=np.int64(2))
     b = ak.explain(small_mlp(), x, "integrated_gradients", target=0, batch_size=5)
     assert torch.allclose(a.values, b.values, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- exact Shapley cost
+class Counting(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.lin, self.rows = nn.Linear(f, 2), 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("f,max_players,what", [(64, 100, "more than 62 players"), (26, 30, "memory budget")])
+def test_exact_shapley_with_raised_max_players_is_refused_with_evaluations_and_memory(f, max_players, what):
+    model = Counting(f)
+    with pytest.raises(ValueError, match=rf"2\^{f} coalitions: [\d,]+ model evaluations .* about [\d.e+]+ (GiB|bytes) "
+                                         rf"of memory.*{what}"):
+        ak.explain(model, torch.randn(1, f), "shapley", target=0, max_players=max_players)
+    assert model.rows == 2          # explain's forward pass and the game's one-row memory probe: no coalition ran
+
+
+def test_exact_shapley_refusal_message_states_evaluations_and_memory():
+    with pytest.raises(ValueError, match=r"67,108,864 model evaluations for the batch and about 2.0 GiB"):
+        ak.explain(nn.Linear(26, 2), torch.randn(1, 26), "shapley", target=0, max_players=26)
+
+
+def test_exact_shapley_in_blocks_equals_one_block(monkeypatch):
+    from attrkit.games import shapley as mod
+    x = torch.randn(3, 6)
+    players = torch.tensor([[0, 1, 2, 3, 4, 4], [0, 0, 1, 1, 2, 3], [0, 1, 2, 3, 4, 5]])   # 5, 4 and 6 players
+    model = small_mlp(6)
+    whole = ak.explain(model, x, "shapley", target=1, players=players)
+    monkeypatch.setattr(mod, "BLOCK", 8)           # samples split across blocks and blocks across samples
+    parts = ak.explain(model, x, "shapley", target=1, players=players)
+    assert torch.allclose(whole.info["player_values"], parts.info["player_values"], atol=1e-12)
+    gap = parts.info["player_values"].sum(1) - (parts.info["full_value"] - parts.info["base_value"])
+    assert float(gap.abs().max()) < 1e-6 and parts.info["n_evals"] == whole.info["n_evals"]

@@ -101,15 +101,43 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
     return Result(values=values, info=out, baseline=baseline, players=game.players.display())
 
 
-def refuse_exact(l: int, max_players: int, reps: int) -> None:
+def _bytes(b: float) -> str:
+    if b >= 1 << 50:
+        return f"{b:.1e} bytes"
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= size:
+            return f"{b / size:,.1f} {unit}"
+    return f"{int(b)} bytes"
+
+
+def exact_cost(ls: list[int], k: int, reps: int, block: int) -> tuple[int, int]:
+    """Model evaluations and peak bytes of exact Shapley values for samples with ``ls`` players and ``K = k``
+    values per coalition: every coalition is evaluated (``reps`` rows each); one sample's value table
+    (``2^l x K`` float64), its working copies (half-table differences, weights, coalition sizes) and one block
+    of coalitions (``block x l`` bits) are held at a time."""
+    top = max(ls) if ls else 0
+    evals = sum(1 << l for l in ls) * reps
+    memory = (1 << top) * (8 * k * 2 + 8 + 8) + min(block, 1 << top) * (top + 1) * 9
+    return evals, memory
+
+
+def refuse_exact(ls: list[int], max_players: int, reps: int, k: int, memory_limit: int, block: int) -> None:
+    """Refuse, before anything is allocated, exact Shapley values that exceed ``max_players`` or whose tables
+    exceed ``memory_limit`` bytes; the sentence states the model evaluations and the memory it would take."""
+    l = max(ls) if ls else 0
+    evals, memory = exact_cost(ls, k, reps, block)
+    extra = f" (x {reps} background rows)" if reps > 1 else ""
+    cost = (f"exact Shapley values of {l} players need all 2^{l} coalitions: {evals:,} model evaluations for the "
+            f"batch{extra} and about {_bytes(memory)} of memory for the coalition values")
+    ways = ("Use method='kernel_shap' or 'shapley_sampling' (sampled, with standard errors and tolerance=) or fewer "
+            "players (e.g. ak.grid(x, 4) or ak.superpixels(x, 16))")
     if l > max_players:
-        evals = (1 << l) * reps
-        extra = f" x {reps} background rows" if reps > 1 else ""
-        raise ValueError(
-            f"exact Shapley values of {l} players need all 2^{l} coalitions: {evals:,} model evaluations per "
-            f"sample{extra} (max_players={max_players}). Use method='kernel_shap' or 'shapley_sampling' (sampled, "
-            f"with standard errors and tolerance=), use fewer players (e.g. ak.grid(x, 4) or ak.superpixels(x, 16)),"
-            f" or raise max_players if you can afford it")
+        raise ValueError(f"{cost} (max_players={max_players}). {ways}, or raise max_players if you can afford it")
+    if l > 62:
+        raise ValueError(f"{cost}: more than 62 players cannot be enumerated at all. {ways}")
+    if memory > memory_limit:
+        raise ValueError(f"{cost}, more than the memory budget max_memory={_bytes(memory_limit)}. {ways}, or raise "
+                         f"max_memory (bytes) if you can afford it")
 
 
 def log_binom(l: int, s: int) -> float:

@@ -10,11 +10,26 @@ import math
 
 import torch
 
+from ..core.budget import DEFAULT_MAX_MEMORY
 from ..core.problem import Problem, Result
 from ..registry import register
-from .common import all_coalitions, check_int, check_spread, finish, make_game, pad, refuse_exact
+from .common import check_int, check_spread, finish, make_game, refuse_exact
 
 MAX_PLAYERS = 20
+BLOCK = 1 << 16          # coalitions built and evaluated per game call
+
+
+def coalition_sizes(l: int) -> torch.Tensor:
+    """``|C|`` of every coalition ``C`` (row ``c`` = the bits of ``c``) ``[2^l]``, without building the table."""
+    size = torch.zeros(1, dtype=torch.int64)
+    for _ in range(l):
+        size = torch.cat([size, size + 1])
+    return size
+
+
+def coalition_bits(codes: torch.Tensor, width: int) -> torch.Tensor:
+    """Coalitions ``[B, width]`` bool from their codes ``[B]`` (player ``j`` present iff bit ``j`` is set)."""
+    return ((codes.unsqueeze(1) >> torch.arange(width)) & 1).bool()
 
 
 def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
@@ -23,7 +38,7 @@ def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
     k = v.shape[1]
     if l == 0:
         return torch.zeros(0, k, dtype=torch.float64)
-    size = all_coalitions(l).sum(1)                               # |C| of every coalition
+    size = coalition_sizes(l)                                     # |C| of every coalition
     # w(s) = s! (l - s - 1)! / l! = 1 / (l * C(l - 1, s))
     s = torch.arange(l, dtype=torch.float64)
     w = torch.exp(torch.lgamma(s + 1) + torch.lgamma(l - s) - math.lgamma(l + 1))
@@ -36,6 +51,23 @@ def exact_from_values(v: torch.Tensor, l: int) -> torch.Tensor:
     return phi
 
 
+def _segments(ls: list[int], block: int):
+    """Groups of ``(sample, first code, end code)`` with at most ``block`` coalitions per group (whole samples
+    together while they fit; a larger sample in blocks of its own)."""
+    group, size = [], 0
+    for i, l in enumerate(ls):
+        total = 1 << l
+        for s in range(0, total, block):
+            e = min(total, s + block)
+            if size + e - s > block and group:
+                yield group
+                group, size = [], 0
+            group.append((i, s, e))
+            size += e - s
+    if group:
+        yield group
+
+
 @register("shapley", family="game", gradients=False, layer="optional", players=True, baseline=True, exact=True,
           summary="exact Shapley values from all 2^l coalitions (Theorem 2.32, O(l 2^l))",
           reference="Shapley 1953; thesis Theorem 2.32")
@@ -44,6 +76,9 @@ def shapley(problem: Problem, players=None, masker=None, baseline=None, max_play
             local: bool | None = None) -> Result:
     """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample).
 
+    Coalitions are built and evaluated in blocks; one sample's table of ``2^l x K`` values is held at a time,
+    and a run whose tables would not fit ``max_memory`` (default 1 GiB) is refused before anything is
+    allocated, with the evaluations and memory it would take.
     ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
     per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
     insists; :mod:`attrkit.games.local`).
@@ -51,24 +86,24 @@ def shapley(problem: Problem, players=None, masker=None, baseline=None, max_play
     check_int("max_players", max_players)
     share = check_spread(spread)
     game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only, local=local)
-    refuse_exact(game.max_players, max_players, game.reps)
     n, L, K = game.n, game.max_players, game.n_values
-    zs, rows = [], []
-    for i in range(n):
-        l = int(game.n_players[i])
-        zs.append(pad(all_coalitions(l), L))
-        rows.append(torch.full((1 << l,), i, dtype=torch.long))
-    v = game(torch.cat(zs), torch.cat(rows))
+    ls = [int(l) for l in game.n_players]
+    limit = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
+    refuse_exact(ls, max_players, game.reps, K, limit, BLOCK)
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     v_full, v_empty = torch.empty(n, K, dtype=torch.float64), torch.empty(n, K, dtype=torch.float64)
-    start = 0
-    for i in range(n):
-        l = int(game.n_players[i])
-        vi = v[start:start + (1 << l)]
-        start += 1 << l
-        phi[i, :l] = exact_from_values(vi, l)
-        v_full[i], v_empty[i] = vi[-1], vi[0]
+    parts: dict = {}
+    for group in _segments(ls, BLOCK):
+        z = torch.cat([coalition_bits(torch.arange(s, e), L) for _, s, e in group])
+        rows = torch.cat([torch.full((e - s,), i, dtype=torch.long) for i, s, e in group])
+        v = game(z, rows)
+        start = 0
+        for i, s, e in group:
+            parts.setdefault(i, []).append(v[start:start + e - s])
+            start += e - s
+            if e == 1 << ls[i]:                                  # the sample's table is complete
+                vi = torch.cat(parts.pop(i))
+                phi[i, :ls[i]] = exact_from_values(vi, ls[i])
+                v_full[i], v_empty[i] = vi[-1], vi[0]
     return finish(game, phi, {"exact": True, "std_err": torch.zeros(n, L, dtype=torch.float64)}, share,
                   v_full, v_empty)
-
-
