@@ -189,3 +189,23 @@ def test_exact_shapley_in_blocks_equals_one_block(monkeypatch):
     assert torch.allclose(whole.info["player_values"], parts.info["player_values"], atol=1e-12)
     gap = parts.info["player_values"].sum(1) - (parts.info["full_value"] - parts.info["base_value"])
     assert float(gap.abs().max()) < 1e-6 and parts.info["n_evals"] == whole.info["n_evals"]
+
+
+# ----------------------------------------------------------------------------- i. sampling budgets
+def test_shapley_sampling_budget_below_one_permutation_is_refused():
+    model = nn.Sequential(nn.Linear(16, 1))
+    with pytest.raises(ValueError, match=r"n_samples=25 is too small for 16 players: n_samples counts model "
+                                         r"evaluations.*not permutations.*17 coalitions.*n_samples >= 30.*375"):
+        ak.explain(model, torch.randn(1, 16), "shapley_sampling", n_samples=25)
+
+
+def test_shapley_sampling_smallest_budget_gives_a_real_estimate():
+    """At the smallest accepted budget (one antithetic pair) a linear model's Shapley values are exact:
+    every ordering's marginal contributions equal w_i x_i."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 1))
+    x = torch.randn(1, 16)
+    a = ak.explain(model, x, "shapley_sampling", n_samples=30, seed=0)
+    expected = model[0].weight[0].detach() * x[0]
+    assert torch.allclose(a.info["player_values"][0].float(), expected, atol=1e-5)
+    assert a.info["n_evals"] <= 30 + 3

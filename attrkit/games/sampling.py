@@ -71,6 +71,10 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
                      local: bool | None = None) -> Result:
     """Shapley values from ``n_samples`` model evaluations per sample (see the module docstring).
 
+    ``n_samples`` counts model evaluations, not permutations (Captum's ``n_samples`` counts permutations): an
+    ordering of ``l`` players visits ``l + 1`` coalitions, ``l - 1`` of them new evaluations, so ``P``
+    permutations cost about ``P (l - 1)``; budgets below one antithetic pair (``2 (l - 1)``) are refused.
+
     With ``tolerance`` the ordering pairs come in rounds of ``batch_permutations`` and a sample stops once
     ``max std_err / (max phi - min phi) < tolerance``. ``info["exact_strata"]``: strata enumerated exactly;
     ``info["n_permutations"]``: orderings sampled per sample.
@@ -84,6 +88,14 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     share = check_spread(spread)
     game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
     n, L, K = game.n, game.max_players, game.n_values
+    need = 2 * (L - 1)
+    if n_samples < need:
+        raise ValueError(
+            f"n_samples={n_samples} is too small for {L} players: n_samples counts model evaluations per sample, not "
+            f"permutations (as Captum's n_samples does). One ordering of {L} players passes through {L + 1} "
+            f"coalitions ({L - 1} new evaluations besides v(all) and v(none)); an antithetic pair costs {need}, so "
+            f"fewer evaluations give no sample at all. Use n_samples >= {need}; {n_samples} permutations are about "
+            f"n_samples={n_samples * (L - 1)}")
     rows_all = torch.arange(n)
     v_full, v_empty = game.full(rows_all), game.empty(rows_all)
     col = game.target_column()
