@@ -8,7 +8,7 @@ import torch
 
 from .attribution import Attribution
 from .core.budget import check_budget
-from .core.checks import check_finite
+from .core.checks import check_finite, resolve_seed
 from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
 from .core.problem import Problem
 from .core.targets import resolve_target
@@ -27,7 +27,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     noise: wrap a gradient method in SmoothGrad — ``True``, a noise level, or a dict of
         ``n_samples``, ``noise_level``, ``kind`` ("smoothgrad" | "smoothgrad_sq" | "vargrad").
     batch_size / max_memory: rows per model call, or the memory budget they are derived from.
-    seed: makes sampled methods reproducible. progress: show a progress bar (None: only on a terminal).
+    seed: makes sampled methods (and random references) reproducible; None draws a fresh seed, recorded in
+        ``info["seed"]`` (pass it back to repeat the run). progress: show a progress bar (None: only on a terminal).
     options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``.
 
     >>> import torch, attrkit as ak
@@ -38,6 +39,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     """
     spec = get(method)
     batch_size, max_memory = check_budget(batch_size, max_memory)
+    seed = resolve_seed(seed)
     x = inputs_for(model, x)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
@@ -72,6 +74,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["n_evals"] = int(info["n_evals"]) + x.shape[0]   # the forward pass on x itself
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
+    info["seed"] = seed
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
     return Attribution(values=result.values.detach(), method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,

@@ -209,3 +209,57 @@ def test_shapley_sampling_smallest_budget_gives_a_real_estimate():
     expected = model[0].weight[0].detach() * x[0]
     assert torch.allclose(a.info["player_values"][0].float(), expected, atol=1e-5)
     assert a.info["n_evals"] <= 30 + 3
+
+
+# ----------------------------------------------------------------------------- h. noise independent of position
+NOISY = [("smoothgrad", {"n_samples": 4}), ("smoothgrad_sq", {"n_samples": 4}), ("vargrad", {"n_samples": 4}),
+         ("smoothgrad", {"n_samples": 3, "base": "integrated_gradients", "steps": 4}),
+         ("gradient_shap", {"n_samples": 5, "stdev": 0.3}),
+         ("gradient_shap", {"n_samples": 5, "baseline": "bg"})]
+
+
+@pytest.mark.parametrize("method,kw", NOISY, ids=[f"{m}-{i}" for i, (m, _) in enumerate(NOISY)])
+def test_noisy_methods_give_a_sample_the_same_result_at_any_batch_position(method, kw):
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
+    kw = dict(kw)
+    if kw.get("baseline") == "bg":
+        kw["baseline"] = torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    model = small_mlp()
+    batch = ak.explain(model, x, method, target=1, seed=7, **kw).values
+    for i in (0, 2, 3):
+        alone = ak.explain(model, x[i:i + 1], method, target=1, seed=7, **kw).values
+        assert torch.allclose(batch[i:i + 1], alone, rtol=1e-5, atol=1e-7), (i, float((batch[i] - alone).abs().max()))
+    flipped = ak.explain(model, x.flip(0), method, target=1, seed=7, batch_size=3, **kw).values
+    assert torch.allclose(batch, flipped.flip(0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "vargrad", "gradient_shap", "kernel_shap"])
+def test_seed_none_is_fresh_randomness_recorded_in_info(method):
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(3))
+    kw = {"n_samples": 4} if method != "kernel_shap" else {"n_samples": 6}    # 4 players: 6 of 14 coalitions
+    model = small_mlp()
+    a = ak.explain(model, x, method, target=1, **kw)
+    b = ak.explain(model, x, method, target=1, **kw)
+    zero = ak.explain(model, x, method, target=1, seed=0, **kw)
+    assert a.info["seed"] != b.info["seed"]
+    assert not torch.equal(a.values, b.values) and not torch.equal(a.values, zero.values)
+    again = ak.explain(model, x, method, target=1, seed=a.info["seed"], **kw)
+    assert torch.equal(again.values, a.values) and again.info["seed"] == a.info["seed"]
+
+
+def test_bad_seed_is_refused():
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "smoothgrad", seed=1.5)
+
+
+@pytest.mark.parametrize("kw,what", [({"noise_std": -1.0}, "noise_std"), ({"noise_std": float("nan")}, "noise_std"),
+                                     ({"noise_level": float("inf")}, "noise_level")])
+def test_bad_noise_is_refused(kw, what):
+    with pytest.raises(ValueError, match=f"{what} must be a finite number >= 0"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "smoothgrad", target=0, **kw)
+
+
+@pytest.mark.parametrize("stdev", [float("nan"), -0.5, float("inf")])
+def test_bad_gradient_shap_stdev_is_refused(stdev):
+    with pytest.raises(ValueError, match="stdev must be a finite number >= 0"):
+        ak.explain(small_mlp(), torch.randn(2, 4), "gradient_shap", target=0, stdev=stdev)

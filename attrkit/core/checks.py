@@ -1,6 +1,9 @@
 """Input validation: clear errors instead of silent wrong answers."""
 from __future__ import annotations
 
+import numbers
+import os
+
 import torch
 
 
@@ -43,3 +46,13 @@ def broadcast_to_batch(ref: torch.Tensor, x: torch.Tensor, name: str = "baseline
         raise ValueError(f"{name} of shape {tuple(ref.shape)} does not broadcast to the input shape "
                          f"{tuple(x.shape)}; give one of shape {tuple(x.shape)}, {(1,) + tuple(x.shape[1:])} "
                          f"or {tuple(x.shape[1:])}") from None
+
+
+def resolve_seed(seed) -> int:
+    """``seed`` as an int; ``None`` draws a fresh one from the operating system (new randomness on every call, as
+    in Captum and shap), which ``explain`` records in ``info["seed"]`` so the run can be repeated exactly."""
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "little")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int (or None for fresh randomness), got {seed!r}")
+    return int(seed)

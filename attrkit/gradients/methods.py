@@ -169,16 +169,22 @@ def gradient_shap(problem: Problem, baseline="zeros", n_samples: int = 20, stdev
     (``baseline`` given as ``[M, ...]``), ``a_k ~ U(0, 1)`` and ``x~ = x + N(0, stdev^2)``. Seeded."""
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or not 0 <= stdev < float("inf"):
+        raise ValueError(f"stdev must be a finite number >= 0 (the standard deviation of the input noise), "
+                         f"got {stdev!r}")
     x = problem.inputs
     bg, shared = _background(problem, baseline)
     g = torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
     n, k = problem.n, n_samples
-    pick = torch.randint(0, bg.shape[0], (n, k), generator=g) if shared else \
+    # one draw of (background row, path position, noise) per k, shared by every sample: a sample's result does
+    # not depend on its position in the batch or on the other samples
+    pick = torch.randint(0, bg.shape[0], (k,), generator=g).expand(n, k) if shared else \
         torch.arange(n).view(-1, 1).expand(n, k)
-    alpha = torch.rand((n, k), generator=g, dtype=torch.float64)
+    alpha = torch.rand((k,), generator=g, dtype=torch.float64).expand(n, k)
     noise = None
     if stdev > 0:
-        noise = (torch.randn((n, k) + tuple(x.shape[1:]), generator=g) * stdev).to(x.device, x.dtype)
+        unit = torch.randn((k,) + tuple(x.shape[1:]), generator=g) * stdev
+        noise = unit.unsqueeze(0).expand((n, k) + tuple(x.shape[1:])).to(x.device, x.dtype)
     at_layer = problem.layer is not None
     act_x = problem.activation(x) if at_layer else None
     act_bg = problem.activation(bg) if at_layer else None

@@ -5,10 +5,15 @@ For ``S`` noisy copies ``x + e_s``, ``e_s ~ N(0, sigma^2)`` with ``sigma = noise
 engine) and reduced: SmoothGrad ``mean_s A_s``; SmoothGrad^2 ``mean_s A_s^2`` (Hooker et al. 2019);
 VarGrad ``mean_s A_s^2 - (mean_s A_s)^2`` (Adebayo et al. 2018). ``info["std_err"]`` is the standard error
 of that estimate per element.
+
+The noise is seeded (``seed=``; ``None`` draws a fresh seed, recorded in ``info["seed"]``). The ``S`` standard
+draws are shared by every sample of the batch (each scaled by its own ``sigma``), so a sample's result does not
+depend on its position in the batch, on the other samples, or on the chunk size.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -46,15 +51,22 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
         sigma = None
     else:
         if noise_std is not None:
+            if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not 0 <= noise_std < math.inf:
+                raise ValueError(f"noise_std must be a finite number >= 0 (the standard deviation of the noise), "
+                                 f"got {noise_std!r}")
             sigma = torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
         else:
-            if not noise_level >= 0:
-                raise ValueError(f"noise_level must be >= 0, got {noise_level!r}")
+            if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real) \
+                    or not 0 <= noise_level < math.inf:
+                raise ValueError(f"noise_level must be a finite number >= 0 (a fraction of each input's value "
+                                 f"range), got {noise_level!r}")
             flat = x.reshape(n, -1)
             sigma = noise_level * (flat.max(1).values - flat.min(1).values)
         g = torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
-        eps = torch.randn((n * s,) + tuple(x.shape[1:]), generator=g).to(x.device, x.dtype)
-        eps = eps * sigma.repeat_interleave(s).view((-1,) + (1,) * (x.dim() - 1))
+        # one standard draw per copy, shared by every sample (scaled by its own sigma): a sample's noise, hence
+        # its result, does not depend on its position in the batch or on the batch's other samples
+        unit = torch.randn((s,) + tuple(x.shape[1:]), generator=g).to(x.device, x.dtype)
+        eps = (unit.unsqueeze(0) * sigma.view((n, 1) + (1,) * (x.dim() - 1))).reshape((n * s,) + tuple(x.shape[1:]))
     noisy = x.repeat_interleave(s, dim=0) + eps
     for key, val in list(base_options.items()):   # per-sample tensors follow their sample
         if isinstance(val, torch.Tensor) and key == "baseline" and val.dim() == x.dim() and val.shape[0] == n \
