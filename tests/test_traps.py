@@ -263,3 +263,43 @@ def test_bad_noise_is_refused(kw, what):
 def test_bad_gradient_shap_stdev_is_refused(stdev):
     with pytest.raises(ValueError, match="stdev must be a finite number >= 0"):
         ak.explain(small_mlp(), torch.randn(2, 4), "gradient_shap", target=0, stdev=stdev)
+
+
+# ----------------------------------------------------------------------------- c. players [C, H, W] with N == C
+def _channel_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+
+
+def test_players_c_h_w_with_batch_equal_to_channels_is_refused_as_ambiguous():
+    x = torch.randn(3, 3, 4, 4)                                              # N == C == 3
+    per_channel = torch.arange(3).view(3, 1, 1).expand(3, 4, 4) * 4 + ak.grid(x[:1], 2)[0]   # 12 players
+    with pytest.raises(ValueError, match=r"ambiguous.*batch size and the channel count are both 3.*unsqueeze\(1\)"
+                                         r".*unsqueeze\(0\)"):
+        ak.explain(_channel_model(), x, "feature_ablation", target=0, players=per_channel)
+    # the explicit forms: shared per-channel labels give 12 players per sample, per-sample labels 4 or so
+    shared = ak.explain(_channel_model(), x, "feature_ablation", target=0, players=per_channel.unsqueeze(0))
+    assert shared.info["n_players"].tolist() == [12, 12, 12]
+    lin = _channel_model()[1]
+    expected = (lin.weight[0].detach().view(3, 4, 4) * x)                   # occluding to zeros: w * x per element
+    per_player = torch.stack([expected[i][per_channel == k].sum() for i in range(3) for k in range(12)]).view(3, 12)
+    assert torch.allclose(shared.info["player_values"].float(), per_player, atol=1e-5)
+    mine = ak.explain(_channel_model(), x, "feature_ablation", target=0, players=per_channel.unsqueeze(1))
+    assert mine.info["n_players"].tolist() == [4, 4, 4]                     # each sample's own pixel labels
+
+
+def test_helper_players_with_batch_equal_to_channels_are_per_sample():
+    pytest.importorskip("skimage")
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    sp = ak.superpixels(x, n=4)
+    a = ak.explain(_channel_model8(), x, "feature_ablation", target=0, players=sp)
+    b = ak.explain(_channel_model8(), x, "feature_ablation", target=0, players=sp.clone().unsqueeze(1))
+    assert torch.equal(a.values, b.values)
+    g = ak.grid(x, 2)                         # identical slices: both readings agree, never refused
+    c = ak.explain(_channel_model8(), x, "feature_ablation", target=0, players=g.clone())
+    assert c.info["n_players"].tolist() == [4, 4, 4]
+
+
+def _channel_model8():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)).eval()

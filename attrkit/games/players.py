@@ -9,6 +9,7 @@ relabels each sample's labels to ``0..l-1`` and records the original ids.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -100,7 +101,7 @@ def grid(x: torch.Tensor, cells=4) -> torch.Tensor:
         view = [1] * len(spatial)
         view[d] = s
         lab = lab * c + idx.view(view)
-    return lab.unsqueeze(0).expand((x.shape[0],) + spatial).contiguous()
+    return _per_sample(lab.unsqueeze(0).expand((x.shape[0],) + spatial).contiguous())
 
 
 def superpixels(x: torch.Tensor, n: int = 50, algorithm: str = "slic", **kwargs) -> torch.Tensor:
@@ -155,7 +156,7 @@ def superpixels(x: torch.Tensor, n: int = 50, algorithm: str = "slic", **kwargs)
             seg = _search(run, n, p0, bounds, increasing, integer)
         seg = np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
         out.append(torch.as_tensor(seg, dtype=torch.long))
-    return torch.stack(out)
+    return _per_sample(torch.stack(out))
 
 
 def _search(run, n, p, bounds, increasing, integer, steps=10):
@@ -307,7 +308,7 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
     if players.numel() == 0:
         raise ValueError("players is an empty mask; give one integer label per feature / pixel")
     given = tuple(players.shape)
-    lab = _broadcast_labels(players.long().to(x.device), x)
+    lab = _broadcast_labels(players.long().to(x.device), x, players)
     if (lab < 0).any():
         raise ValueError(f"players has negative labels (e.g. {int(lab.min())}); labels must be >= 0")
     flat = lab.reshape(n, -1)
@@ -331,11 +332,41 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
     return Players(new.reshape(lab.shape).contiguous(), counts, ids, relabelled, given)
 
 
-def _broadcast_labels(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Labels as ``[N, *lshape]`` with ``x.dim()`` dims, each equal to x's size or 1."""
+_MADE_PER_SAMPLE: dict = {}
+
+
+def _per_sample(labels: torch.Tensor) -> torch.Tensor:
+    """Remember (while it lives) that ``labels`` ``[N, *spatial]`` came from a helper that labels each sample's
+    positions, so it is never read as per-channel labels ``[C, *spatial]`` when ``N == C``."""
+    key = id(labels)
+    _MADE_PER_SAMPLE[key] = weakref.ref(labels, lambda _r, k=key: _MADE_PER_SAMPLE.pop(k, None))
+    return labels
+
+
+def _made_per_sample(p: torch.Tensor) -> bool:
+    ref = _MADE_PER_SAMPLE.get(id(p))
+    return ref is not None and ref() is p
+
+
+def _broadcast_labels(p: torch.Tensor, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels as ``[N, *lshape]`` with ``x.dim()`` dims, each equal to x's size or 1.
+
+    ``[N, *spatial]`` (per sample, shared by the channels) and ``[C, *spatial]`` (one label per element of a
+    sample, shared by the batch) have the same shape when ``N == C``. Labels from ``ak.grid`` /
+    ``ak.superpixels``, or whose slices are all equal (both readings then give the same players), are read per
+    sample; any other such tensor is refused with the two explicit forms ``[N, 1, *spatial]`` and
+    ``[1, C, *spatial]``."""
     n, full, spatial = x.shape[0], tuple(x.shape[1:]), tuple(x.shape[2:])
     s = tuple(p.shape)
     if x.dim() >= 3 and s == (n,) + spatial:
+        if s == full and n > 1 and not _made_per_sample(given if given is not None else p) \
+                and not bool((p == p[:1]).all()):
+            raise ValueError(
+                f"players of shape {s} are ambiguous for inputs of shape {tuple(x.shape)}: the batch size and the "
+                f"channel count are both {n}, so they could label each sample's positions ([N, *spatial], shared by "
+                f"the channels) or each element of one sample ([C, *spatial], shared by the batch). Say which: "
+                f"players.unsqueeze(1) (shape {(n, 1) + spatial}) for per-sample labels, players.unsqueeze(0) "
+                f"(shape {(1,) + full}) for labels shared by every sample")
         return p.unsqueeze(1)
     if x.dim() >= 3 and s == spatial:
         return p.unsqueeze(0).unsqueeze(0).expand((n, 1) + spatial)
