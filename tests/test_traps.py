@@ -303,3 +303,55 @@ def test_helper_players_with_batch_equal_to_channels_are_per_sample():
 def _channel_model8():
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)).eval()
+
+
+# ----------------------------------------------------------------------------- f. non-finite model values
+class LogModel(nn.Module):
+    """log and sqrt: finite on inputs > 0.25, -inf/NaN where features are zeroed."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([1.0, 2.0, 0.5, 1.5]))
+
+    def forward(self, x):
+        return torch.stack([torch.log(x * self.scale).sum(1), torch.sqrt(x - 0.25).sum(1)], 1)
+
+
+GAMES = [("shapley", {}), ("shapley_sampling", {"n_samples": 12}), ("kernel_shap", {"n_samples": 14}),
+         ("lime", {"n_samples": 16}), ("occlusion", {}), ("feature_ablation", {})]
+
+
+@pytest.mark.parametrize("method,kw", GAMES)
+@pytest.mark.parametrize("target", [0, 1])
+def test_non_finite_model_values_on_masked_inputs_are_refused(method, kw, target):
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0)) + 0.5
+    with pytest.raises(ValueError, match=r"not finite \(NaN or inf\) on \d+ of \d+ masked inputs.*masker='mean'"):
+        ak.explain(LogModel(), x, method, target=target, seed=0, **kw)
+    ok = ak.explain(LogModel(), x, method, target=target, seed=0, masker="mean", **kw)   # inside the domain
+    assert torch.isfinite(ok.values).all()
+
+
+def test_non_finite_values_of_masked_layer_activations_are_refused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Softplus(), LogHead())
+    with pytest.raises(ValueError, match=r"on \d+ of \d+ masked layer activations"):
+        ak.explain(model, torch.randn(2, 4), "kernel_shap", target=0, layer="1", n_samples=6)
+
+
+class LogHead(nn.Module):
+    def forward(self, h):
+        return torch.log(h).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("method,kw,where", [
+    ("integrated_gradients", {}, "baselines"),                         # log(0) at the path's start
+    ("integrated_gradients", {"baseline": -1.0}, "baselines"),
+    ("gradient_shap", {"n_samples": 8, "baseline": -1.0}, "points where gradients were taken"),
+    ("smoothgrad", {"noise_level": 2.0, "n_samples": 8}, "points where gradients were taken"),   # noise below 0
+])
+def test_non_finite_values_on_path_points_are_refused(method, kw, where):
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0)) + 0.5
+    with pytest.raises(ValueError, match=rf"not finite \(NaN or inf\) at \d+ of \d+ {where}"):
+        ak.explain(LogModel(), x, method, target=0, seed=0, **kw)
+    ok = ak.explain(LogModel(), x, "integrated_gradients", target=0, baseline=0.25)
+    assert torch.isfinite(ok.values).all() and float(ok.info["relative_gap"].max()) < 1e-2

@@ -294,6 +294,7 @@ class Game:
         (``R`` output rows each, averaged), with the progress bar and the evaluation count."""
         R, K = self.reps, self.n_values
         out = torch.empty(total, K, dtype=torch.float64)
+        bad = 0
         bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
         try:
             with torch.inference_mode(), self._model_mode():
@@ -301,11 +302,21 @@ class Game:
                     e = min(total, s + per_call)
                     y, rr = forward(s, e)
                     v = y.reshape(y.shape[0], -1) if self.all_classes else self.problem.target(y, rr).view(-1, 1)
+                    if v.is_floating_point():
+                        bad += int((~torch.isfinite(v)).any(1).sum())
                     out[s:e] = v.to(torch.float64).view(e - s, R, K).mean(1).cpu()
                     self.n_evals += (e - s) * R
                     bar.update((e - s) * R)
         finally:
             bar.close()
+        if bad:
+            what = "masked layer activations" if self.at_layer else "masked inputs"
+            raise ValueError(
+                f"the model's output is not finite (NaN or inf) on {bad} of {total * R} {what} (model evaluations); "
+                "the attributions would be NaN or infinite. The model is undefined where the masker puts absent "
+                "players (e.g. log or sqrt of 0 with masker='zeros'): choose a masker inside its domain (e.g. "
+                "masker='mean', 'blur', a background sample, or a number where the model is finite), or make the "
+                "model finite there (e.g. clamp before log)")
         return out
 
     def _model_mode(self):

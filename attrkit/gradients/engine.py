@@ -44,6 +44,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     tap_ctx = problem.tap() if use_tap else None
     bar = tqdm(total=total, desc=desc, unit="pt", disable=(not problem.progress) if problem.progress is not None
                else True, leave=False)
+    bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
     try:
         if tap_ctx is not None:
             tap_ctx.__enter__()
@@ -78,6 +79,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     raise _no_grad_error(f" ({e})") from None
             if grad is None:
                 raise _no_grad_error()
+            bad = bad + (~torch.isfinite(score.detach()) | ~torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)).sum()
             w = weights.to(device=grad.device, dtype=grad.dtype).view((-1,) + (1,) * (grad.dim() - 1))
             contrib = grad * w
             if mult is not None:
@@ -88,4 +90,15 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
         bar.close()
         if tap_ctx is not None:
             tap_ctx.__exit__(None, None, None)
+    if int(bad):
+        raise non_finite_error(int(bad), total, "points where gradients were taken (path points between the baseline "
+                               "and the input, noisy copies, or the input itself)")
     return acc.to(x.dtype), total
+
+
+def non_finite_error(bad: int, total: int, where: str) -> ValueError:
+    return ValueError(
+        f"the model's target value or its gradient is not finite (NaN or inf) at {bad} of {total} {where}; the "
+        "attributions would be NaN or meaningless. The model is undefined there (e.g. log or sqrt of a value <= 0): "
+        "choose a baseline inside its domain (e.g. baseline='mean', 'blur' or a number where the model is finite), "
+        "or make the model finite there (e.g. clamp before log)")

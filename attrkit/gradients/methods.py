@@ -16,7 +16,7 @@ from ..core.references import make_reference
 from ..core.checks import check_finite
 from ..registry import register
 from .adaptive import adaptive_path_integral
-from .engine import gradient_sum
+from .engine import gradient_sum, non_finite_error
 from .quadrature import nodes
 
 
@@ -109,6 +109,8 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
     all_rows = torch.arange(problem.n)
     f_x = problem.target(problem.outputs, all_rows).detach().to(torch.float64)
     f_r = problem.evaluate(ref, all_rows).detach().to(torch.float64)
+    if not torch.isfinite(f_r).all():
+        raise non_finite_error(int((~torch.isfinite(f_r)).sum()), problem.n, "baselines (the path's start)")
     n_evals = problem.n
     delta = f_x - f_r
 
