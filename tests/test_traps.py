@@ -355,3 +355,21 @@ def test_non_finite_values_on_path_points_are_refused(method, kw, where):
         ak.explain(LogModel(), x, method, target=0, seed=0, **kw)
     ok = ak.explain(LogModel(), x, "integrated_gradients", target=0, baseline=0.25)
     assert torch.isfinite(ok.values).all() and float(ok.info["relative_gap"].max()) < 1e-2
+
+
+# ----------------------------------------------------------------------------- LRP parameters
+@pytest.mark.parametrize("kw,match", [
+    ({"rule": "zero", "stabilizer": 0.0}, "stabilizer must be > 0 \\(a finite number"),
+    ({"epsilon": 0.0, "stabilizer": 0.0}, "stabilizer must be > 0 \\(a finite number"),
+    ({"epsilon": float("nan")}, "epsilon must be >= 0 \\(a finite number"),
+    ({"epsilon": -1e-3}, "epsilon must be >= 0 \\(a finite number"),
+    ({"stabilizer": float("nan")}, "stabilizer must be > 0 \\(a finite number"),
+    ({"rule": "gamma", "gamma": float("inf")}, "gamma must be >= 0 \\(a finite number"),
+    ({"rule": "alpha_beta", "alpha": float("nan")}, "alpha must be >= 0 \\(a finite number"),
+    ({"first": "zbox", "low": 1.0, "high": 0.0}, "low <= high"),
+    ({"first": "zbox", "low": torch.zeros(4), "high": torch.tensor([1.0, 1.0, -1.0, 1.0])}, "low <= high"),
+    ({"first": "zbox", "low": float("-inf"), "high": 1.0}, "bound low must be finite"),
+])
+def test_bad_lrp_parameters_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ak.explain(small_mlp(), torch.randn(2, 4), "lrp", target=0, **kw)

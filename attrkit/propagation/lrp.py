@@ -10,6 +10,9 @@ network without biases ``sum R = f(x)``; the gap is reported.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
@@ -85,6 +88,32 @@ def lrp_composite(problem: Problem, dense, conv, first_rule, canonize: bool, sta
                      needs=_NEEDS, method="lrp")
 
 
+def check_lrp_params(params: dict) -> None:
+    """Refuse parameters that make relevance NaN or meaningless, where they enter (before any hook is set)."""
+    for key, low_ok in (("epsilon", 0.0), ("alpha", 0.0), ("beta", 0.0), ("gamma", 0.0), ("stabilizer", None)):
+        v = params.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                or (v < low_ok if low_ok is not None else v <= 0):
+            need = f">= {low_ok:g} (a finite number)" if low_ok is not None else \
+                "> 0 (a finite number: it keeps every denominator away from zero)"
+            raise ValueError(f"LRP {key} must be {need}, got {v!r}")
+    low, high = params.get("low"), params.get("high")
+    bounds = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in (("low", low), ("high", high)) if v is not None}
+    for k, t in bounds.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"z-box bound {k} must be finite, got {params[k]!r}")
+    if len(bounds) == 2:
+        try:
+            wrong = bool((bounds["low"] > bounds["high"]).any())
+        except RuntimeError:
+            wrong = False                   # shapes that do not broadcast are reported against the input later
+        if wrong:
+            raise ValueError("z-box bounds need low <= high (the smallest and largest value each input element can "
+                             f"take), got low={low!r} > high={high!r} somewhere; swap them")
+
+
 @register("lrp", family="propagation",
           summary="layer-wise relevance propagation: rules epsilon/zplus/alpha_beta/gamma/flat/wsquare/zbox, "
                   "named composites, BatchNorm folded",
@@ -101,6 +130,7 @@ def lrp(problem: Problem, composite: str | None = None, rule: str | None = None,
     """
     params = {"epsilon": epsilon, "alpha": alpha, "beta": beta, "gamma": gamma, "low": low, "high": high,
               "stabilizer": stabilizer}
+    check_lrp_params(params)
     if alpha is not None and beta is None:
         params["beta"] = alpha - 1.0
     elif beta is not None and alpha is None:
