@@ -8,7 +8,7 @@ import torch
 
 from .attribution import Attribution
 from .core.budget import check_budget
-from .core.checks import check_finite, resolve_seed
+from .core.checks import check_finite, first_call, resolve_seed
 from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
 from .core.problem import Problem
 from .core.targets import resolve_target
@@ -46,7 +46,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     _check_options(spec, options, noise)
     start = time.perf_counter()
     with eval_mode(model):
-        with torch.no_grad():
+        with torch.no_grad(), first_call(model, x):
             outputs = _outputs(model, x, batch_size)
         if outputs.is_floating_point():
             check_finite(outputs, "the model's output")

@@ -373,3 +373,20 @@ def test_non_finite_values_on_path_points_are_refused(method, kw, where):
 def test_bad_lrp_parameters_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         ak.explain(small_mlp(), torch.randn(2, 4), "lrp", target=0, **kw)
+
+
+# ----------------------------------------------------------------------------- wrong-rank inputs
+@pytest.mark.parametrize("method", ["saliency", "kernel_shap", "lrp"])
+def test_wrong_input_shape_names_the_shape_and_the_layer(method):
+    with pytest.raises(ValueError, match=r"failed on the input batch of shape \(2, 5\).*layer '0' \(Linear, which "
+                                         r"takes inputs \[\.\.\., 4\] \(in_features=4\)\).*mat1 and mat2"):
+        ak.explain(small_mlp(), torch.randn(2, 5), method, target=0)
+
+
+def test_missing_channel_dim_names_in_channels():
+    x = torch.randn(2, 6, 6)                                                # [N, H, W]: the channel dim is missing
+    with pytest.raises(ValueError, match=r"shape \(2, 6, 6\).*'conv1' \(Conv2d, which takes inputs \[N, 3, H, W\] "
+                                         r"\(in_channels=3\)\)"):
+        ak.explain(Block(False).eval(), x, "integrated_gradients", target=0)
+    with pytest.raises(ValueError, match=r"shape \(2, 6, 6\).*in_channels=3"):
+        ak.Game(Block(False).eval(), x)

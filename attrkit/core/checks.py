@@ -56,3 +56,62 @@ def resolve_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int (or None for fresh randomness), got {seed!r}")
     return int(seed)
+
+
+_SHAPED = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Bilinear,
+           torch.nn.Embedding, torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)
+
+
+def _expects(module) -> str:
+    """What input a layer takes, in words (``""`` when it is not a layer with a fixed input size)."""
+    if isinstance(module, torch.nn.Linear):
+        return f"inputs [..., {module.in_features}] (in_features={module.in_features})"
+    for k, cls in ((1, torch.nn.Conv1d), (2, torch.nn.Conv2d), (3, torch.nn.Conv3d)):
+        if isinstance(module, cls):
+            dims = ", ".join(("L",) if k == 1 else ("H", "W") if k == 2 else ("D", "H", "W"))
+            return f"inputs [N, {module.in_channels}, {dims}] (in_channels={module.in_channels})"
+    if isinstance(module, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
+        return f"inputs [..., {module.input_size}] (input_size={module.input_size})"
+    return ""
+
+
+class first_call:
+    """Give the model's first call on the user's batch attrkit context when it fails: a torch shape error
+    (``mat1 and mat2 shapes cannot be multiplied``) becomes a ``ValueError`` naming the input shape given, the
+    layer that failed and what that layer expects (the model's first layer when that cannot be told)."""
+
+    def __init__(self, model, x: torch.Tensor):
+        self.model, self.x = model, x
+        self.entered: list = []
+        self._handles: list = []
+
+    def __enter__(self):
+        m = self.model
+        if isinstance(m, torch.nn.Module) and not isinstance(m, torch.jit.ScriptModule):
+            for name, mod in m.named_modules():
+                if len(list(mod.children())) == 0:
+                    self._handles.append(mod.register_forward_pre_hook(
+                        lambda mod, args, name=name: self.entered.append((name, mod)) if not self.entered or
+                        self.entered[-1][1] is not mod else None))
+        return self
+
+    def __exit__(self, kind, err, tb):
+        for h in self._handles:
+            h.remove()
+        if err is None or not isinstance(err, (RuntimeError, IndexError)):
+            return False
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = ""
+        if self.entered:
+            name, mod = self.entered[-1]
+            what = _expects(mod)
+            where = f" at layer {name!r} ({type(mod).__name__}{', which takes ' + what if what else ''})"
+        elif isinstance(self.model, torch.nn.Module):
+            first = next(((n, m) for n, m in self.model.named_modules() if isinstance(m, _SHAPED)), None)
+            if first is not None and _expects(first[1]):
+                where = f"; its first layer {first[0]!r} ({type(first[1]).__name__}) takes {_expects(first[1])}"
+        model_name = type(self.model).__name__
+        raise ValueError(f"the model ({model_name}) failed on the input batch of shape {tuple(self.x.shape)} "
+                         f"(dtype {str(self.x.dtype).replace('torch.', '')}){where}: {detail}. Check that x has the "
+                         "shape the model expects, with the batch dimension first (e.g. [N, C, H, W] for images, "
+                         "[N, F] for tables)") from err

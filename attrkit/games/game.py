@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
+from ..core.checks import first_call
 from ..core.modules import eval_mode, inputs_for, resolve_layer
 from ..core.problem import Problem
 from ..core.targets import resolve_target
@@ -356,7 +357,7 @@ def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progres
     """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
     batch_size, max_memory = check_budget(batch_size, max_memory)
     x = inputs_for(model, x)
-    with eval_mode(model, warn=False), torch.no_grad():
+    with eval_mode(model, warn=False), torch.no_grad(), first_call(model, x):
         from ..core.modules import call_model
         outputs = torch.cat([call_model(model, x[i:i + 256]) for i in range(0, x.shape[0], 256)])
     tgt = resolve_target(target, outputs)
