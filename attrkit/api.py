@@ -9,7 +9,8 @@ import torch
 from .attribution import Attribution
 from .core.budget import check_budget
 from .core.checks import check_finite, first_call, resolve_seed
-from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
+from .core.modules import (call_model, eval_mode, inputs_for, resolve_layer, strip_compiled_prefix,
+                           unwrap_compiled)
 from .core.problem import Problem
 from .core.targets import resolve_target
 from .registry import get
@@ -38,6 +39,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     True
     """
     spec = get(method)
+    model, compiled_note = unwrap_compiled(model)
+    layer = strip_compiled_prefix(layer) if compiled_note else layer
     batch_size, max_memory = check_budget(batch_size, max_memory)
     seed = resolve_seed(seed)
     x = inputs_for(model, x)
@@ -75,6 +78,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
     info["seed"] = seed
+    if compiled_note:
+        info["compiled"] = compiled_note
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
     return Attribution(values=result.values.detach(), method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,

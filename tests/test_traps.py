@@ -390,3 +390,44 @@ def test_missing_channel_dim_names_in_channels():
         ak.explain(Block(False).eval(), x, "integrated_gradients", target=0)
     with pytest.raises(ValueError, match=r"shape \(2, 6, 6\).*in_channels=3"):
         ak.Game(Block(False).eval(), x)
+
+
+# ----------------------------------------------------------------------------- torch.compile
+def _compiled(model):
+    """``torch.compile`` with the eager backend: the real ``OptimizedModule`` wrapper and dynamo tracing (which
+    made hook-based methods fail), without inductor's minutes of C++ compilation on a CPU."""
+    try:
+        c = torch.compile(model, backend="eager")
+        c(torch.rand(1, 3, 6, 6))
+    except Exception as err:  # pragma: no cover - platforms without dynamo
+        pytest.skip(f"torch.compile does not run here: {err}")
+    return c
+
+
+COMPILED_CASES = [(m, {}) for m in sorted(ak.methods()) if m not in ("kernel_shap", "shapley_sampling", "lime")] + \
+    [("kernel_shap", {"n_samples": 20}), ("shapley_sampling", {"n_samples": 40}), ("lime", {"n_samples": 20}),
+     ("saliency", {"layer": "_orig_mod.conv1"}), ("integrated_gradients", {"layer": "conv2", "steps": 4}),
+     ("shapley_sampling", {"layer": "conv1", "n_samples": 20, "players": "channels"})]
+
+
+@pytest.mark.parametrize("method,kw", COMPILED_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(COMPILED_CASES)])
+def test_every_method_works_on_a_compiled_model(method, kw):
+    model = Block(False).eval()
+    compiled = _compiled(model)
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    kw = {**kw, "players": ak.grid(x, 2)} if method == "shapley" else kw
+    a = ak.explain(compiled, x, method, target=1, seed=0, **kw)
+    eager_kw = {**kw, "layer": kw["layer"].replace("_orig_mod.", "")} if "layer" in kw else kw
+    b = ak.explain(model, x, method, target=1, seed=0, **eager_kw)
+    assert "_orig_mod" in a.info["compiled"] and "compiled" not in b.info
+    assert a.layer == b.layer
+    assert torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-7)
+
+
+def test_game_on_a_compiled_model():
+    model = Block(False).eval()
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    g, h = ak.Game(_compiled(model), x, layer="_orig_mod.conv1"), ak.Game(model, x, layer="conv1")
+    z = torch.ones(2, g.max_players, dtype=torch.bool)
+    z[:, ::2] = False
+    assert torch.equal(g(z, torch.arange(2)), h(z, torch.arange(2)))

@@ -162,3 +162,30 @@ def call_model(model: Callable, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the model returned shape {tuple(out.shape)} for a batch of {x.shape[0]}; it must map "
                          "a batch [N, ...] to [N, outputs] or [N]")
     return out
+
+
+COMPILED_NOTE = ("the model is a torch.compile wrapper: attrkit explained its original module (model._orig_mod), "
+                 "which computes the same function eagerly; layer hooks, modified backward rules and the many "
+                 "batch shapes of an explanation do not run through a compiled graph")
+
+
+def unwrap_compiled(model) -> tuple:
+    """``(model._orig_mod, note)`` for a ``torch.compile``d module (``OptimizedModule``), else ``(model, None)``.
+
+    Attribution needs forward hooks on layers, backward hooks for propagation rules and calls with many batch
+    shapes; a compiled graph ignores hooks registered after compilation (``'NoneType' object has no attribute
+    'detach'``), rejects rule hooks (dynamo ``AssertionError``) and recompiles per shape, so attrkit runs the
+    original module, which computes the same function."""
+    note = None
+    while isinstance(model, nn.Module) and type(model).__name__ == "OptimizedModule" \
+            and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model, note = model._orig_mod, COMPILED_NOTE
+    return model, note
+
+
+def strip_compiled_prefix(layer):
+    """A layer name taken from the compiled wrapper's ``named_modules()`` (``_orig_mod.features.3``) as a name
+    of the original module."""
+    while isinstance(layer, str) and layer.startswith("_orig_mod."):
+        layer = layer[len("_orig_mod."):]
+    return layer

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
 from ..core.checks import first_call
-from ..core.modules import eval_mode, inputs_for, resolve_layer
+from ..core.modules import eval_mode, inputs_for, resolve_layer, strip_compiled_prefix, unwrap_compiled
 from ..core.problem import Problem
 from ..core.targets import resolve_target
 from .local import LocalPlanner
@@ -356,6 +356,8 @@ class _null:
 def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progress) -> Problem:
     """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
     batch_size, max_memory = check_budget(batch_size, max_memory)
+    model, compiled = unwrap_compiled(model)
+    layer = strip_compiled_prefix(layer) if compiled else layer
     x = inputs_for(model, x)
     with eval_mode(model, warn=False), torch.no_grad(), first_call(model, x):
         from ..core.modules import call_model
