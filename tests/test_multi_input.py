@@ -317,3 +317,42 @@ def test_contract_two_inputs(name):
                              **opts)
             for u, v in zip(_values(one), _values(a)):
                 assert _close(u[0], v[i]), f"{name}: sample {i} differs alone"
+
+
+def test_noise_is_scaled_per_input():
+    """SmoothGrad's noise level is relative to each input's own value range (Captum: one stdev per input)."""
+    model, (img, tab, scale) = TwoInputs().eval(), data()
+    a = ak.explain(model, (img, tab), "smoothgrad", target=T, n_samples=3, forward_args=(scale,))
+    want = torch.stack([0.15 * (v.flatten(1).max(1).values - v.flatten(1).min(1).values) for v in (img, tab)], 1)
+    assert torch.allclose(a.info["noise_std"], want)
+    quiet = ak.explain(model, (img, tab), "smoothgrad", target=T, n_samples=2, noise_std=(0.0, 0.0),
+                       forward_args=(scale,))
+    both_close(quiet.values, ak.explain(model, (img, tab), "saliency", target=T, forward_args=(scale,)).values, 1e-6)
+    eps = (torch.zeros(6, 2, 6, 6), torch.ones(6, 3))
+    shifted = ak.explain(model, (img, tab), "smoothgrad", target=T, n_samples=2, perturbations=eps,
+                         forward_args=(scale,))
+    both_close(shifted.values, ak.explain(model, (img, tab + 1), "saliency", target=T, forward_args=(scale,)).values,
+               1e-6)
+
+
+def test_metrics_plots_and_report_with_several_inputs(tmp_path):
+    """Metrics run on the flat pack (baked or constant forward args); plots take one input (a.part); the report
+    shows one entry per input."""
+    from attrkit import metrics
+    model, (img, tab, _) = TwoInputs().eval(), data()
+    const = (torch.tensor(2.0),)
+    a = ak.explain(model, (img, tab), "integrated_gradients", target=T, steps=64, forward_args=const)
+    c = metrics.completeness(model, (img, tab), a, T, forward_args=const)      # recomputes f(x') from the pack
+    assert torch.allclose(torch.as_tensor(c.per_sample).float(), a.info["completeness_gap"], atol=1e-6)
+    d = metrics.deletion(model, (img, tab), a, T, forward_args=const, steps=5)
+    assert d.per_sample.shape == (3,) and math.isfinite(d.score)
+    with pytest.raises(ValueError, match="one row per sample"):
+        metrics.deletion(model, (img, tab), a, T, forward_args=(data()[2],))
+    part = a.part(0)
+    assert torch.equal(part.values, a.values[0]) and torch.equal(part.inputs, img) and part.info["input"] == 0
+    with pytest.raises(ValueError, match=r"a.part\(0\)"):
+        ak.plot(a)
+    ak.plot(part, path=tmp_path / "img.png")
+    out = ak.report(a, tmp_path / "r.html")
+    text = out.read_text() if hasattr(out, "read_text") else (tmp_path / "r.html").read_text()
+    assert "[input 0]" in text and "[input 1]" in text
