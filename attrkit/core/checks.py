@@ -111,7 +111,17 @@ class first_call:
             if first is not None and _expects(first[1]):
                 where = f"; its first layer {first[0]!r} ({type(first[1]).__name__}) takes {_expects(first[1])}"
         model_name = type(self.model).__name__
-        raise ValueError(f"the model ({model_name}) failed on the input batch of shape {tuple(self.x.shape)} "
-                         f"(dtype {str(self.x.dtype).replace('torch.', '')}){where}: {detail}. Check that x has the "
-                         "shape the model expects, with the batch dimension first (e.g. [N, C, H, W] for images, "
-                         "[N, F] for tables)") from err
+        raise ValueError(f"the model ({model_name}) failed on the input batch {_describe(self.x)}{where}: {detail}. "
+                         "Check that x has the shape the model expects, with the batch dimension first (e.g. "
+                         "[N, C, H, W] for images, [N, F] for tables)") from err
+
+
+def _describe(x) -> str:
+    """``of shape (2, 5) (dtype float32)``; for several inputs each one's shape."""
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_describe(v) for v in x) + ")"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"of shape {tuple(x.shape)} (dtype {str(x.dtype).replace('torch.', '')})"
+    return type(x).__name__

@@ -82,6 +82,8 @@ def resolve_layer(model, layer) -> tuple[str, nn.Module]:
         raise TypeError(f"layer must be a module name (str) or a module, got {type(layer).__name__}")
     if layer in named and layer != "":
         return layer, named[layer]
+    if f"model.{layer}" in named and type(model).__name__ == "ModelAdapter":   # a user's name, on the adapter
+        return layer, named[f"model.{layer}"]
     names = [n for n in named if n]
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
@@ -154,8 +156,8 @@ def count_hooks(model: nn.Module) -> int:
 def call_model(model: Callable, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if isinstance(out, (tuple, list)):
-        raise TypeError("the model returns a tuple/list; wrap it so it returns one tensor [N, outputs] "
-                        "(or pass a callable target that works on that tensor)")
+        raise TypeError("the model returns a tuple/list; say which output to explain with target=(index, class), "
+                        "e.g. target=(0, 3), or a callable target on the raw output")
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the model must return a torch.Tensor, got {type(out).__name__}")
     if out.dim() == 0 or out.shape[0] != x.shape[0]:

@@ -42,6 +42,9 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
     x = problem.inputs
     n, s = problem.n, n_samples
     if perturbations is not None:
+        if problem.layout is not None and isinstance(perturbations, (tuple, list, dict)):   # one per input
+            parts = problem.layout.as_list(perturbations, "perturbations")
+            perturbations = torch.cat([torch.as_tensor(p).reshape(n * s, -1) for p in parts], 1)
         eps = perturbations.to(device=x.device, dtype=x.dtype)
         if eps.shape == (n, s) + tuple(x.shape[1:]):
             eps = eps.reshape((n * s,) + tuple(x.shape[1:]))
@@ -50,29 +53,24 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
                              f"{(n, s) + tuple(x.shape[1:])}, got {tuple(perturbations.shape)}")
         sigma = None
     else:
-        if noise_std is not None:
-            if isinstance(noise_std, bool) or not isinstance(noise_std, numbers.Real) or not 0 <= noise_std < math.inf:
-                raise ValueError(f"noise_std must be a finite number >= 0 (the standard deviation of the noise), "
-                                 f"got {noise_std!r}")
-            sigma = torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
-        else:
-            if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real) \
-                    or not 0 <= noise_level < math.inf:
-                raise ValueError(f"noise_level must be a finite number >= 0 (a fraction of each input's value "
-                                 f"range), got {noise_level!r}")
-            flat = x.reshape(n, -1)
-            sigma = noise_level * (flat.max(1).values - flat.min(1).values)
+        sigma = _sigma(problem, noise_std, noise_level)            # [n] or, for several inputs, [n, inputs]
         g = torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
         # one standard draw per copy, shared by every sample (scaled by its own sigma): a sample's noise, hence
         # its result, does not depend on its position in the batch or on the batch's other samples
         unit = torch.randn((s,) + tuple(x.shape[1:]), generator=g).to(x.device, x.dtype)
-        eps = (unit.unsqueeze(0) * sigma.view((n, 1) + (1,) * (x.dim() - 1))).reshape((n * s,) + tuple(x.shape[1:]))
+        eps = unit.unsqueeze(0).expand((n, s) + tuple(x.shape[1:]))
+        if sigma.dim() == 2:     # several inputs: each input's noise scaled by its own range (Captum: stdevs per input)
+            sizes = torch.tensor(problem.layout.sizes, device=x.device)
+            eps = eps * sigma.repeat_interleave(sizes, 1).unsqueeze(1)
+        else:
+            eps = eps * sigma.view((n, 1) + (1,) * (x.dim() - 1))
+        eps = eps.reshape((n * s,) + tuple(x.shape[1:]))
     noisy = x.repeat_interleave(s, dim=0) + eps
     for key, val in list(base_options.items()):   # per-sample tensors follow their sample
         if isinstance(val, torch.Tensor) and key == "baseline" and val.dim() == x.dim() and val.shape[0] == n \
                 and base != "gradient_shap":
             base_options[key] = val.repeat_interleave(s, dim=0)
-    sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s))
+    sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s), rows=torch.arange(n).repeat_interleave(s))
     sub.outputs = _outputs(sub)
     res = spec.fn(sub, **base_options)
     a = res.values.reshape((n, s) + tuple(res.values.shape[1:])).to(torch.float64)
@@ -103,10 +101,37 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
     return Result(values.to(x.dtype), info)
 
 
+def _check_level(name: str, v, what: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0 ({what}), got {v!r}")
+
+
+def _sigma(problem: Problem, noise_std, noise_level) -> torch.Tensor:
+    """The noise's standard deviation per sample (``[N]``), or per sample and input (``[N, K]``) for several
+    inputs: ``noise_std`` (a number, or one per input), else ``noise_level`` times the value range."""
+    x, n, layout = problem.inputs, problem.n, problem.layout
+    if noise_std is not None:
+        if layout is not None:
+            stds = layout.as_list(noise_std, "noise_std") if isinstance(noise_std, (tuple, list, dict)) \
+                else [noise_std] * len(layout)
+            for v in stds:
+                _check_level("noise_std", v, "the standard deviation of the noise")
+            return torch.tensor([[float(v) for v in stds]] * n, dtype=x.dtype, device=x.device)
+        _check_level("noise_std", noise_std, "the standard deviation of the noise")
+        return torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
+    _check_level("noise_level", noise_level, "a fraction of each input's value range")
+    if layout is not None:
+        return torch.stack([noise_level * (p.reshape(n, -1).max(1).values - p.reshape(n, -1).min(1).values)
+                            for p in layout.unpack(x)], 1)
+    flat = x.reshape(n, -1)
+    return noise_level * (flat.max(1).values - flat.min(1).values)
+
+
 @torch.no_grad()
 def _outputs(problem: Problem) -> torch.Tensor:
     step = problem.chunk(grad=False)
-    return torch.cat([problem.forward(problem.inputs[i:i + step]) for i in range(0, problem.n, step)])
+    return torch.cat([problem.forward(problem.inputs[i:i + step], torch.arange(i, min(i + step, problem.n)))
+                      for i in range(0, problem.n, step)])
 
 
 def _make(kind: str, summary: str, ref: str):
