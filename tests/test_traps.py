@@ -432,3 +432,22 @@ def test_game_on_a_compiled_model():
     z = torch.ones(2, g.max_players, dtype=torch.bool)
     z[:, ::2] = False
     assert torch.equal(g(z, torch.arange(2)), h(z, torch.arange(2)))
+
+
+def test_players_ambiguity_per_input_of_several():
+    """With several inputs, each input's labels are checked the same way (an image input with N == C)."""
+    img, tab = torch.randn(3, 3, 4, 4), torch.randn(3, 2)
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(48, 1), nn.Linear(2, 1)
+
+        def forward(self, i, t):
+            return self.a(i.flatten(1)) + self.b(t)
+
+    per_channel = (torch.arange(3).view(3, 1, 1) * 4 + ak.grid(img[:1], 2)[0]).expand(3, 4, 4).contiguous()
+    with pytest.raises(ValueError, match="ambiguous"):
+        ak.explain(Two(), (img, tab), "feature_ablation", players=(per_channel, torch.tensor([12, 13])))
+    a = ak.explain(Two(), (img, tab), "feature_ablation", players=(ak.grid((img, tab), 2)[0], torch.tensor([4, 5])))
+    assert a.info["n_players"].tolist() == [6, 6, 6]

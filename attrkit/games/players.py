@@ -425,7 +425,7 @@ def pack_players(players, layout, flat: torch.Tensor) -> torch.Tensor:
         if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
             raise TypeError(f"players[{name!r}] must hold integer labels, got dtype {lab.dtype}")
         try:
-            full = _broadcast_labels(lab.long().to(flat.device), p)
+            full = _broadcast_labels(lab.long().to(flat.device), p, lab)
         except ValueError as e:
             raise ValueError(f"players[{name!r}]: {e}") from None
         out.append(full.expand((n,) + tuple(p.shape[1:])).reshape(n, -1))
