@@ -54,7 +54,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     _check_options(spec, options, noise)
     start = time.perf_counter()
     with eval_mode(model):
-        with first_call(model, x):
+        with torch.no_grad(), first_call(model, x):
             prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
