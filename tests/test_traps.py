@@ -451,3 +451,17 @@ def test_players_ambiguity_per_input_of_several():
         ak.explain(Two(), (img, tab), "feature_ablation", players=(per_channel, torch.tensor([12, 13])))
     a = ak.explain(Two(), (img, tab), "feature_ablation", players=(ak.grid((img, tab), 2)[0], torch.tensor([4, 5])))
     assert a.info["n_players"].tolist() == [6, 6, 6]
+
+
+@pytest.mark.parametrize("method,kw", [("integrated_gradients", {"baseline": "noise", "steps": 4}),
+                                       ("kernel_shap", {"masker": "noise", "n_samples": 14}),
+                                       ("feature_ablation", {"masker": "shuffle", "players": "pairs"})])
+def test_random_references_do_not_depend_on_batch_position(method, kw):
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
+    kw = dict(kw)
+    if kw.get("players") == "pairs":
+        kw["players"] = torch.tensor([0, 0, 1, 1])
+    batch = ak.explain(small_mlp(), x, method, target=0, seed=3, **kw).values
+    for i in (1, 2):
+        alone = ak.explain(small_mlp(), x[i:i + 1], method, target=0, seed=3, **kw).values
+        assert torch.allclose(batch[i:i + 1], alone, rtol=1e-5, atol=1e-6)

@@ -2,8 +2,9 @@
 
 ``"zeros"`` (or any number) a constant; ``"mean"`` the column mean over the batch for tables ``[N, F]``
 and each sample's per-channel mean for images/series/volumes; ``"blur"`` a Gaussian blur of the input
-(Fong & Vedaldi 2017); ``"noise"`` uniform noise in each sample's value range; or a tensor broadcast to
-the input.
+(Fong & Vedaldi 2017); ``"noise"`` uniform noise in each sample's value range (one seeded draw shared by the
+samples, so a sample's reference does not depend on its batch position); or a tensor broadcast to the input.
+Numbers must be finite.
 """
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ def make_reference(spec, x: torch.Tensor, *, seed: int | None = None, blur_sigma
             return gaussian_blur(x, float(sigma))
         if spec == "noise":
             g = torch.Generator(device="cpu").manual_seed(0 if seed is None else int(seed))
-            u = torch.rand(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+            # one draw shared by every sample (in its own range): a sample's reference does not depend on its
+            # position in the batch
+            u = torch.rand((1,) + tuple(x.shape[1:]), generator=g, dtype=torch.float32).to(device=x.device,
+                                                                                            dtype=x.dtype)
             flat = x.reshape(x.shape[0], -1)
             lo = flat.min(dim=1).values.view(-1, *([1] * (x.dim() - 1)))
             hi = flat.max(dim=1).values.view(-1, *([1] * (x.dim() - 1)))

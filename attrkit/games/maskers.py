@@ -115,9 +115,9 @@ def _shuffle(x: torch.Tensor, players: Players, seed: int) -> torch.Tensor:
     if bool((players.counts(tuple(lab.shape[1:])) <= 1).all()):
         raise ValueError("the shuffle masker permutes the values inside each player, but every player here is a "
                          "single position; use another masker (zeros, mean, blur, noise)")
-    g = torch.Generator().manual_seed(seed)
     out = torch.empty_like(xf)
     for i in range(n):
+        g = torch.Generator().manual_seed(seed)       # per sample: its shuffle does not depend on its batch position
         li = lf[i].to(torch.float64)
         u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 0.5
         src = torch.argsort(li + u)                      # positions grouped by player, random order inside
