@@ -11,6 +11,7 @@ from .core.checks import check_finite
 from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
 from .core.problem import Problem
 from .core.targets import resolve_target
+from .core import tokens
 from .registry import get
 
 
@@ -39,32 +40,29 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     x = inputs_for(model, x)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
-    _check_options(spec, options, noise)
+    _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
     start = time.perf_counter()
     with eval_mode(model):
         with torch.no_grad():
-            outputs = _outputs(model, x, batch_size)
+            try:
+                outputs = _outputs(model, x, batch_size)
+            except RuntimeError as e:
+                raise tokens.forward_error(e, x) from e
         if outputs.is_floating_point():
             check_finite(outputs, "the model's output")
         tgt = resolve_target(target, outputs)
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
         if spec.layer == "required" and layer is None:
             layer_name, layer_mod = _default_layer(spec, model)
+        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise)   # integer inputs (token ids)
+        layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
         problem = Problem(model=model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
                           progress=progress)
-        if noise is not None and noise is not False:
-            from .gradients.noise import with_noise
-            if spec.family != "gradient":
-                raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
-            nopts = _noise_options(noise)
-            result = with_noise(problem, base=spec.name, **nopts, **options)
-            name = f"{nopts.get('kind', 'smoothgrad')}({spec.name})"
-        else:
-            result = spec.fn(problem, **options)
-            name = spec.name
-            if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
-                name = f"{spec.name}({options['base']})"
+        with tok.context():
+            result = _run(spec, problem, options, noise)
+        result = tok.finish(result)
+        name = _name(spec, options, noise)
     info = dict(result.info)
     info.setdefault("n_evals", 0)
     info["n_evals"] = int(info["n_evals"]) + x.shape[0]   # the forward pass on x itself
@@ -75,6 +73,23 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
                        target=tgt.classes if tgt.classes is not None else tgt.label,
                        layer=layer_name, baseline=baseline, inputs=x.detach(), outputs=outputs.detach(),
                        info=info, players=result.players)
+
+
+def _run(spec, problem, options, noise):
+    if noise is not None and noise is not False:
+        from .gradients.noise import with_noise
+        if spec.family != "gradient":
+            raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
+        return with_noise(problem, base=spec.name, **_noise_options(noise), **options)
+    return spec.fn(problem, **options)
+
+
+def _name(spec, options, noise) -> str:
+    if noise is not None and noise is not False:
+        return f"{_noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
+    if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        return f"{spec.name}({options['base']})"
+    return spec.name
 
 
 def _outputs(model, x, batch_size):

@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
+from ..core.tokens import value_dtype
 from ..registry import register
 from .common import check_spread, finish, make_game, pad
 
@@ -128,7 +129,7 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     attr = acc / count.clamp_min(1)
     col = game.target_column()
     attr_t = attr[torch.arange(n), col].view((n,) + mshape)
-    values = attr_t.to(dev).expand((n,) + full).to(base.dtype)
+    values = attr_t.to(dev).expand((n,) + full).to(value_dtype(base, getattr(game.problem.outputs, 'dtype', None)))
     drop = torch.cat(drops, 1)
     info = {"window_values": drop[torch.arange(n), :, col], "n_windows": len(boxes), "window": tuple(window),
             "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
