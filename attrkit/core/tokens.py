@@ -35,6 +35,7 @@ ID_OPTIONS = tuple(f"{n}_id" for n in TOKEN_NAMES)   # explain(..., pad_id=) etc
 _FLOAT_NAMES = ("mean", "blur", "noise")
 # methods whose points are perturbations of the input itself: token ids cannot take them
 _INPUT_NOISE = ("gradient_shap", "smoothgrad", "smoothgrad_sq", "vargrad")
+_INPUT_MAPS = ("guided_grad_cam", "score_cam")      # CAMs that work on the input itself
 
 
 def is_integer(x) -> bool:
@@ -277,6 +278,10 @@ def prepare(model, x: torch.Tensor, spec, layer_name, layer, options: dict, nois
         raise ValueError(f"{spec.name if noise in (None, False) else 'noise='} perturbs the input with random "
                          "noise / random points between input and baseline, which integer token ids cannot take; "
                          "use method='integrated_gradients' (at the embedding), 'saliency' or 'input_x_gradient'")
+    if spec.name in _INPUT_MAPS:
+        raise ValueError(f"{spec.name} multiplies a map at the input's resolution by the input gradient (or masks "
+                         "the input with it), which integer token ids do not have; use grad_cam / hires_cam at a "
+                         "layer, or guided_backprop / integrated_gradients (at the embedding)")
     plan = TokenPlan(layer_name, layer, options)
     if needs_grad and layer is None:
         plan.layer_name, plan.layer = find_embedding(model, x, forward)

@@ -37,6 +37,10 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     if where not in ("input", "layer") or grad_at not in ("input", "layer"):
         raise ValueError("where/grad_at must be 'input' or 'layer'")
     x = problem.inputs
+    if not x.is_floating_point() and where == "input" and grad_at == "input":
+        raise ValueError(f"the input holds integer token ids / codes ({x.dtype}), which have no gradient; attribute "
+                         "at the embedding (methods of the gradient and propagation families do that by default, "
+                         "or pass layer=) or use a perturbation method")
     dtype = value_dtype(x, problem.outputs.dtype if problem.outputs is not None else None)   # token ids: float
     acc = torch.zeros((len(samples),) + tuple(value_shape), device=x.device,
                       dtype=torch.float64 if dtype == torch.float32 else dtype)
