@@ -7,28 +7,34 @@ import time
 import torch
 
 from .attribution import Attribution
-from .core.checks import check_finite
-from .core.modules import call_model, eval_mode, inputs_for, resolve_layer
+from .core.call import prepare
+from .core.modules import eval_mode, resolve_layer
 from .core.problem import Problem
-from .core.targets import resolve_target
 from .core import tokens
 from .registry import get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
             batch_size: int | None = None, max_memory: int | None = None, seed: int | None = None,
-            progress: bool | None = None, **options) -> Attribution:
+            progress: bool | None = None, forward_args=None, forward_kwargs=None, **options) -> Attribution:
     """Attribute the model's ``target`` output for the batch ``x`` with ``method``.
 
-    model: ``nn.Module`` or callable mapping ``[N, ...]`` to ``[N, outputs]`` or ``[N]``.
-    x: a batch (tables ``[N, F]``, series ``[N, C, L]``, images ``[N, C, H, W]``, volumes ``[N, C, D, H, W]``).
-    target: int | per-sample sequence/tensor | None (predicted class) | callable(output) -> ``[N]``.
+    model: ``nn.Module`` or callable mapping ``[N, ...]`` to ``[N, outputs]`` or ``[N]`` (or to a tuple, dict,
+        dataclass or Hugging Face ``ModelOutput``: ``target=`` then selects the output).
+    x: a batch (tables ``[N, F]``, series ``[N, C, L]``, images ``[N, C, H, W]``, volumes ``[N, C, D, H, W]``);
+        or several inputs: a tuple of batches (passed positionally; ``a.values`` is a tuple, as in Captum) or a
+        dict (passed as keyword arguments; ``a.values`` is a dict).
+    target: int | per-sample sequence/tensor | None (predicted class) | callable(output) -> ``[N]``; for a
+        structured output ``(field, class)``, e.g. ``("logits", 3)`` or ``(0, 3)``, or a callable on the raw output.
+    forward_args / forward_kwargs: non-attributed arguments appended to the model call (a tuple / a dict), e.g.
+        an attention mask; tensors whose first dimension is ``N`` are chunked and repeated with their samples.
     layer: module name or module, for attributions at a hidden layer.
     noise: wrap a gradient method in SmoothGrad — ``True``, a noise level, or a dict of
         ``n_samples``, ``noise_level``, ``kind`` ("smoothgrad" | "smoothgrad_sq" | "vargrad").
     batch_size / max_memory: rows per model call, or the memory budget they are derived from.
     seed: makes sampled methods reproducible. progress: show a progress bar (None: only on a terminal).
-    options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``.
+    options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``; with several
+        inputs ``baseline=``/``masker=``/``players=`` may be tuples (dicts) with one entry per input.
 
     >>> import torch, attrkit as ak
     >>> model = torch.nn.Linear(3, 2)
@@ -37,28 +43,26 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     True
     """
     spec = get(method)
-    x = inputs_for(model, x)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
     _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
     start = time.perf_counter()
     with eval_mode(model):
-        with torch.no_grad():
-            try:
-                outputs = _outputs(model, x, batch_size)
-            except RuntimeError as e:
-                raise tokens.forward_error(e, x) from e
-        if outputs.is_floating_point():
-            check_finite(outputs, "the model's output")
-        tgt = resolve_target(target, outputs)
+        try:
+            prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+        except RuntimeError as e:
+            raise tokens.forward_error(e, x) from e
+        x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
         if spec.layer == "required" and layer is None:
             layer_name, layer_mod = _default_layer(spec, model)
-        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise)   # integer inputs (token ids)
+        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
-        problem = Problem(model=model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
+        if layout is not None:
+            options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
+        problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
-                          progress=progress)
+                          progress=progress, layout=layout)
         with tok.context():
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
@@ -69,10 +73,18 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
-    return Attribution(values=result.values.detach(), method=name,
+    values, players = result.values.detach(), result.players
+    if layout is not None:
+        unpack = lambda t: layout.structure(layout.unpack_like(t)) if isinstance(t, torch.Tensor) and \
+            t.dim() == 2 and t.shape[1] == layout.width else t
+        values = unpack(values) if layer_name is None or tok.per_token else values
+        baseline = unpack(baseline.detach() if isinstance(baseline, torch.Tensor) else baseline)
+        players = unpack(players) if layer_name is None or tok.per_token else players
+        info = {k: unpack(v) for k, v in info.items()}
+    return Attribution(values=values, method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,
-                       layer=layer_name, baseline=baseline, inputs=x.detach(), outputs=outputs.detach(),
-                       info=info, players=result.players)
+                       layer=layer_name, baseline=baseline, inputs=_detach(prep.structured),
+                       outputs=outputs.detach(), info=info, players=players)
 
 
 def _run(spec, problem, options, noise):
@@ -92,9 +104,33 @@ def _name(spec, options, noise) -> str:
     return spec.name
 
 
-def _outputs(model, x, batch_size):
-    step = batch_size or 256
-    return torch.cat([call_model(model, x[i:i + step]) for i in range(0, x.shape[0], step)])
+def _detach(x):
+    if isinstance(x, dict):
+        return {k: v.detach() for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(v.detach() for v in x)
+    return x.detach()
+
+
+def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> dict:
+    """Per-input baselines, maskers and players -> the packed forms the single-tensor engines read."""
+    from .core.inputs import pack_reference
+    params = inspect.signature(spec.fn).parameters
+    out = dict(options)
+    for name in ("baseline", "masker"):
+        if name in out:
+            out[name] = pack_reference(out[name], layout, flat, seed, name)
+        elif name in params and params[name].default is not inspect.Parameter.empty:
+            default = params[name].default
+            packed = pack_reference(default, layout, flat, seed, name)
+            if packed is not default:          # a geometry-dependent default ("mean", "blur"): made per input
+                out[name] = packed
+    if "players" in params and not at_layer:
+        from .games.players import pack_players
+        given = out.get("players")
+        if given is None or not isinstance(given, str):
+            out["players"] = pack_players(given, layout, flat)
+    return out
 
 
 def _default_layer(spec, model):

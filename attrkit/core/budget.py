@@ -25,8 +25,9 @@ def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
         for m in model.modules():
             if len(list(m.children())) == 0:
                 handles.append(m.register_forward_hook(hook))
+    from .adapter import rows_of
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rows_of(model, torch.arange(row.shape[0])):
             out = model(row)
         if len(handles) == 0 and isinstance(out, torch.Tensor):
             total[0] = max(total[0], 64 * row.numel() * row.element_size())

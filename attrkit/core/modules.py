@@ -149,8 +149,8 @@ def count_hooks(model: nn.Module) -> int:
 def call_model(model: Callable, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if isinstance(out, (tuple, list)):
-        raise TypeError("the model returns a tuple/list; wrap it so it returns one tensor [N, outputs] "
-                        "(or pass a callable target that works on that tensor)")
+        raise TypeError("the model returns a tuple/list; say which output to explain with target=(index, class), "
+                        "e.g. target=(0, 3), or a callable target on the raw output")
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the model must return a torch.Tensor, got {type(out).__name__}")
     if out.dim() == 0 or out.shape[0] != x.shape[0]:

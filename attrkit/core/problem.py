@@ -7,7 +7,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .adapter import ModelAdapter
 from .budget import rows_per_chunk
+from .inputs import Layout
 from .modules import LayerTap, call_model
 from .targets import Target
 
@@ -33,13 +35,19 @@ class Problem:
     max_memory: int | None = None
     seed: int | None = None
     progress: bool | None = None
+    layout: Layout | None = None     # several inputs packed into ``inputs`` [N, D] (see core.inputs)
     _chunk: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
         return int(self.inputs.shape[0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's outputs for ``x``; ``rows`` says which sample each row belongs to (needed when the
+        model takes non-attributed per-sample arguments, e.g. an attention mask; see ``core.adapter``)."""
+        if rows is not None and isinstance(self.model, ModelAdapter):
+            with self.model.rows(rows):
+                return call_model(self.model, x)
         return call_model(self.model, x)
 
     def chunk(self, grad: bool = True) -> int:
@@ -54,14 +62,21 @@ class Problem:
         return LayerTap(self.layer, self.layer_name or "layer")
 
     @torch.no_grad()
-    def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer's activation for inputs ``x``, computed in chunks."""
+    def activation(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's activation for inputs ``x`` (row ``j`` standing for sample ``rows[j]``, default ``j``),
+        computed in chunks."""
         parts = []
         step = self.chunk(grad=False)
+        if rows is None:
+            if x.shape[0] not in (1, self.n) and isinstance(self.model, ModelAdapter) and self.model.per_sample_args:
+                raise ValueError(f"{x.shape[0]} reference rows (a background set) for {self.n} samples: with "
+                                 "per-sample forward arguments each row must belong to a sample; give one "
+                                 "reference per sample")
+            rows = torch.arange(x.shape[0])
         with self.tap() as tap:
             for s in range(0, x.shape[0], step):
                 tap.reset()
-                self.forward(x[s:s + step])
+                self.forward(x[s:s + step], rows[s:s + step])
                 parts.append(tap.output.detach())
         return torch.cat(parts)
 
@@ -70,9 +85,13 @@ class Problem:
         """Target scores ``[B]`` for inputs ``x`` (rows = sample index of each row), in chunks."""
         rows = torch.arange(x.shape[0]) if rows is None else rows
         step = self.chunk(grad=False)
-        return torch.cat([self.target(self.forward(x[s:s + step]), rows[s:s + step])
+        return torch.cat([self.target(self.forward(x[s:s + step], rows[s:s + step]), rows[s:s + step])
                           for s in range(0, x.shape[0], step)])
 
-    def with_inputs(self, inputs: torch.Tensor, target: Target) -> "Problem":
-        """The same problem on other inputs (e.g. noisy copies), outputs recomputed lazily by methods."""
-        return replace(self, inputs=inputs, outputs=None, target=target, _chunk=dict(self._chunk))
+    def with_inputs(self, inputs: torch.Tensor, target: Target, rows: torch.Tensor | None = None) -> "Problem":
+        """The same problem on other inputs (e.g. noisy copies), outputs recomputed lazily by methods.
+        ``rows[j]``: the sample that row ``j`` of ``inputs`` stands for (default: the same samples)."""
+        model = self.model
+        if rows is not None and isinstance(model, ModelAdapter):
+            model = model.reindexed(rows)
+        return replace(self, model=model, inputs=inputs, outputs=None, target=target, _chunk=dict(self._chunk))

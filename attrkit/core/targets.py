@@ -106,3 +106,114 @@ def resolve_target(target, outputs: torch.Tensor) -> Target:
     if n_out == 1:
         return Target(None, None, "output 0")
     return Target(classes, None, label)
+
+
+# ------------------------------------------------------------------------------------- structured outputs
+class OutputSelector:
+    """Picks one tensor from a structured model output: ``key`` is a field name (dicts, dataclasses, Hugging
+    Face ``ModelOutput``s) or a position (tuples, lists; the n-th field of the others); or ``fn`` is the user's
+    callable target applied to the raw output (one scalar per sample, e.g. a detection score)."""
+
+    def __init__(self, key=None, fn: Callable | None = None):
+        self.key, self.fn = key, fn
+        self.label = f"callable:{getattr(fn, '__name__', type(fn).__name__)}" if fn is not None else \
+            f"output[{key!r}]"
+
+    def __call__(self, out):
+        if self.fn is not None:
+            return self.fn(out)
+        return pick_output(out, self.key)
+
+
+def _fields(out) -> list[tuple]:
+    """``[(name, value)]`` of a structured output in order (None fields skipped, as ModelOutput does)."""
+    import dataclasses
+    from collections.abc import Mapping
+    if isinstance(out, Mapping):
+        return [(k, v) for k, v in out.items() if v is not None]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [(f.name, getattr(out, f.name)) for f in dataclasses.fields(out) if getattr(out, f.name) is not None]
+    if isinstance(out, (tuple, list)):
+        names = getattr(out, "_fields", None)   # namedtuple
+        return [(names[i] if names else i, v) for i, v in enumerate(out)]
+    return []
+
+
+def describe_output(out) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor {list(out.shape)}"
+    fields = _fields(out)
+    if not fields:
+        return f"a {type(out).__name__}"
+    show = lambda v: f"tensor {list(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+    inner = ", ".join(f"{k!r}: {show(v)}" for k, v in fields[:8]) + (" ..." if len(fields) > 8 else "")
+    return f"a {type(out).__name__} of {len(fields)} ({inner})"
+
+
+def pick_output(out, key):
+    """The field ``key`` (name or position) of a structured output."""
+    fields = _fields(out)
+    if isinstance(key, str):
+        for k, v in fields:
+            if k == key:
+                return v
+        if hasattr(out, key) and not isinstance(out, (tuple, list)):
+            return getattr(out, key)
+    elif isinstance(key, int) and not isinstance(key, bool) and -len(fields) <= key < len(fields):
+        return fields[key][1]
+    names = [k for k, _ in fields]
+    raise ValueError(f"the model's output has no field {key!r}: it is {describe_output(out)}; choose one of "
+                     f"{names} with target=(field, class)")
+
+
+def _is_selection(target) -> bool:
+    return isinstance(target, tuple) and len(target) == 2 and not isinstance(target[0], bool) and \
+        isinstance(target[0], (str, int))
+
+
+def resolve_output(target, raw, n: int):
+    """For a model whose output is not one tensor: ``(selector, class target)``.
+
+    ``target=("logits", 3)`` / ``(0, 3)`` / ``"logits"`` select a field (then the class, per-sample classes or
+    None = predicted class, as for tensors); a callable target gets the raw output and its per-sample scalars
+    become the output; without a selector a structure holding exactly one tensor, or a ``logits`` field, is
+    used, otherwise the error says how to choose. A tensor output returns ``(None, target)`` unchanged.
+    """
+    if isinstance(raw, torch.Tensor):
+        return None, target
+    if callable(target) and not isinstance(target, torch.Tensor):
+        sel = OutputSelector(fn=target)
+        _check_selected(sel(raw), raw, n, sel)
+        return sel, None
+    if isinstance(target, str):
+        key, rest = target, None
+    elif _is_selection(target):
+        key, rest = target
+    elif target is None or isinstance(target, (int, torch.Tensor, list)) or \
+            (isinstance(target, tuple) and not _is_selection(target)):
+        fields = _fields(raw)
+        tensors = [k for k, v in fields if isinstance(v, torch.Tensor)]
+        if "logits" in tensors:
+            key = "logits"
+        elif len(tensors) == 1:
+            key = tensors[0]
+        else:
+            raise ValueError(
+                f"the model returns {describe_output(raw)}; say which output to explain: target=(field, class), "
+                "e.g. target=('logits', 3) or target=(0, 3) for the first element of a tuple, or a callable "
+                "target=lambda out: ... returning one scalar per sample (e.g. a detection score)")
+        rest = target
+    else:
+        raise TypeError(f"target must be an int, a sequence of ints, a tensor, None, a callable or (field, class) "
+                        f"for a structured output, not {type(target).__name__}")
+    sel = OutputSelector(key=key)
+    _check_selected(sel(raw), raw, n, sel)
+    return sel, rest
+
+
+def _check_selected(value, raw, n: int, sel: OutputSelector) -> None:
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != n:
+        got = f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        what = "the target callable" if sel.fn is not None else f"output field {sel.key!r}"
+        raise ValueError(f"{what} gives {got} for a batch of {n}; it must give one row per sample "
+                         f"([{n}] scalars or [{n}, classes]). The model returns {describe_output(raw)}")

@@ -231,6 +231,7 @@ class TokenPlan:
     layer: nn.Module | None
     options: dict
     reduce: bool = False                  # sum the layer values over the embedding dimension
+    per_token: bool = False               # set by finish: the values are per token (the input's shape)
     shape: tuple = ()                     # the integer input's shape: layer values [*shape, D] are per token
     notes: dict = field(default_factory=dict)
     vector: VectorReference | None = None
@@ -248,6 +249,7 @@ class TokenPlan:
             info["token_scores"] = f"sum over the embedding dimension ({result.values.shape[-1]}) of the " \
                                    f"values at layer {self.layer_name!r}"
             result.values = result.values.sum(-1)
+            self.per_token = True
         if self.vector is not None:
             result.baseline = self.vector.full           # the reference as the embedding vectors given
         result.info = info
@@ -263,11 +265,25 @@ def forward_error(err: Exception, x: torch.Tensor) -> Exception:
     return err
 
 
-def prepare(model, x: torch.Tensor, spec, layer_name, layer, options: dict, noise=None, forward=None) -> TokenPlan:
+def prepare(model, x: torch.Tensor, spec, layer_name, layer, options: dict, noise=None, prep=None) -> TokenPlan:
     """For integer ``x``: choose the embedding, resolve token-id references, refuse what cannot work.
 
-    Returns a :class:`TokenPlan`; for float inputs it changes nothing (``options`` minus nothing)."""
+    ``prep``: ``core.call.prepare``'s result (its engine model carries forward_args/kwargs and unpacks several
+    inputs). Returns a :class:`TokenPlan`; for float inputs it only checks that no ``pad_id=`` etc. was given."""
     options = dict(options)
+    forward = None
+    if prep is not None:
+        from .adapter import rows_of
+
+        def forward(row):
+            with rows_of(prep.model, torch.arange(row.shape[0])):
+                return prep.model(row)
+        layout = prep.layout
+        if layout is not None and len(layout) > 1 and is_integer(x) and spec.family in ("gradient", "propagation") \
+                and layer is None:
+            raise ValueError("gradient methods on several integer inputs: pass layer= with the embedding to attribute "
+                             "at (its values are per position of the input it reads), or attribute one input and "
+                             "pass the others through forward_args= / forward_kwargs=")
     id_opts = {f"{n}_id": options.pop(f"{n}_id") for n in TOKEN_NAMES if f"{n}_id" in options}
     if not is_integer(x):
         if id_opts:

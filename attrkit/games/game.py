@@ -16,9 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row
-from ..core.modules import eval_mode, inputs_for, resolve_layer
+from ..core.modules import eval_mode, resolve_layer
 from ..core.problem import Problem
-from ..core.targets import resolve_target
 from .local import LocalPlanner
 from .maskers import as_masker
 from .players import as_players
@@ -80,7 +79,7 @@ class Game:
             self._cl = split.head_only and _has_conv2d(split.head) and self.base.dim() == 4
         else:
             self.base = problem.inputs
-            self._run = lambda inp, rows: problem.forward(inp)
+            self._run = lambda inp, rows: problem.forward(inp, rows)
             self.head_only, self.chunk, self.split_reason = None, game_chunk(problem), ""
             self._cl = self.base.dim() == 4 and _has_conv2d(problem.model)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
@@ -343,11 +342,10 @@ class _null:
 
 def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progress) -> Problem:
     """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
-    x = inputs_for(model, x)
+    from ..core.call import prepare
     with eval_mode(model, warn=False), torch.no_grad():
-        from ..core.modules import call_model
-        outputs = torch.cat([call_model(model, x[i:i + 256]) for i in range(0, x.shape[0], 256)])
-    tgt = resolve_target(target, outputs)
+        prep = prepare(model, x, target, batch_size=batch_size)
     name, mod = resolve_layer(model, layer) if layer is not None else (None, None)
-    return Problem(model=model, inputs=x, outputs=outputs, target=tgt, layer_name=name, layer=mod,
-                   batch_size=batch_size, max_memory=max_memory, seed=seed, progress=progress)
+    return Problem(model=prep.model, inputs=prep.inputs, outputs=prep.outputs, target=prep.target,
+                   layer_name=name, layer=mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
+                   progress=progress, layout=prep.layout)

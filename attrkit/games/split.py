@@ -157,7 +157,7 @@ def _hook_split(problem: Problem, reason: str) -> LayerSplit:
         with torch.inference_mode():
             for s in range(0, x.shape[0], step):
                 n_before = len(captured)
-                problem.forward(x[s:s + step])
+                problem.forward(x[s:s + step], torch.arange(s, min(s + step, x.shape[0])))
                 if len(captured) - n_before != 1:
                     raise ValueError(f"layer {name!r} is called {len(captured) - n_before} times in one forward "
                                      "pass; a layer game needs a layer used exactly once")
@@ -169,6 +169,6 @@ def _hook_split(problem: Problem, reason: str) -> LayerSplit:
         with problem.tap() as tap:
             tap.reset()
             tap.replace_with = masked
-            return problem.forward(x[rows])
+            return problem.forward(x[rows], rows)
 
     return LayerSplit(act, run, False, step, reason=reason)

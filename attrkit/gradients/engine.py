@@ -68,12 +68,12 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                 if where == "layer":
                     tap_ctx.reset()
                     tap_ctx.replace_with = points
-                    out = problem.forward(x[rows.to(x.device)])
+                    out = problem.forward(x[rows.to(x.device)], rows)
                     wrt = points
                 else:
                     if tap_ctx is not None:
                         tap_ctx.reset()
-                    out = problem.forward(points)
+                    out = problem.forward(points, rows)
                     wrt = points if grad_at == "input" else tap_ctx.output
                 score = problem.target(out, rows)
                 if scores is not None:

@@ -60,7 +60,7 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
         if isinstance(val, torch.Tensor) and key == "baseline" and val.dim() == x.dim() and val.shape[0] == n \
                 and base != "gradient_shap":
             base_options[key] = val.repeat_interleave(s, dim=0)
-    sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s))
+    sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s), rows=torch.arange(n).repeat_interleave(s))
     sub.outputs = _outputs(sub)
     res = spec.fn(sub, **base_options)
     a = res.values.reshape((n, s) + tuple(res.values.shape[1:])).to(torch.float64)
@@ -94,7 +94,8 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
 @torch.no_grad()
 def _outputs(problem: Problem) -> torch.Tensor:
     step = problem.chunk(grad=False)
-    return torch.cat([problem.forward(problem.inputs[i:i + step]) for i in range(0, problem.n, step)])
+    return torch.cat([problem.forward(problem.inputs[i:i + step], torch.arange(i, min(i + step, problem.n)))
+                      for i in range(0, problem.n, step)])
 
 
 def _make(kind: str, summary: str, ref: str):

@@ -63,7 +63,7 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Resu
         zero_score = torch.zeros(n, dtype=torch.float64, device=x.device)
         for s in range(0, len(zero_rows), step):
             rows = zero_rows[s:s + step]
-            zero_score[rows] = problem.target(problem.forward(_layout(x[rows] * 0)), rows.cpu()).double()
+            zero_score[rows] = problem.target(problem.forward(_layout(x[rows] * 0), rows), rows.cpu()).double()
             bar.update(len(rows))
         scores[:] = zero_score.unsqueeze(1)
         for s in range(0, len(pairs), step):
@@ -72,7 +72,7 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Resu
             lo = m.flatten(1).amin(1).view((-1,) + (1,) * (m.dim() - 1))
             hi = m.flatten(1).amax(1).view((-1,) + (1,) * (m.dim() - 1))
             m = (m - lo) / (hi - lo + 1e-8)
-            scores[rows, ch] = problem.target(problem.forward(_layout(x[rows] * m)), rows.cpu()).double()
+            scores[rows, ch] = problem.target(problem.forward(_layout(x[rows] * m), rows), rows.cpu()).double()
             bar.update(len(rows))
     bar.close()
     w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)
@@ -116,7 +116,7 @@ def ablation_cam(problem: Problem, relu: bool = True) -> Result:
                 else:
                     tap.reset()
                     tap.replace_with = a
-                    out = problem.forward(_layout(x[rows]))
+                    out = problem.forward(_layout(x[rows]), rows)
                 ablated[rows, ch] = problem.target(out, rows.cpu()).double()
                 bar.update(len(rows))
         finally:

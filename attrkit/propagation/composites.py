@@ -174,7 +174,9 @@ class Composite:
             self._handles += can.attach(self.model)
             self._merged.update(can.params)
         self._handles.append(self.model.register_forward_pre_hook(self._remember_input))
-        self.trace = trace_forward(self.model, self.example)
+        from ..core.adapter import rows_of
+        with rows_of(self.model, torch.arange(self.example.shape[0])):
+            self.trace = trace_forward(self.model, self.example)
         self._check(self.trace)
         for can in self.canonizers:
             can.verify(self.trace)

@@ -122,7 +122,7 @@ def deeplift(problem: Problem, baseline="zeros") -> Result:
         refs.recording = True
         try:
             with torch.no_grad():
-                problem.forward(ref[rows])
+                problem.forward(ref[rows], rows)
         finally:
             refs.recording = False
 

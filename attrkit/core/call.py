@@ -1,0 +1,93 @@
+"""``prepare``: one model call made ready for the engines — inputs validated and packed, non-attributed
+arguments attached, the output selected, the target resolved. ``ak.explain``, ``Game`` and the metrics share it.
+
+The engines then see a single-tensor model (the user's model itself when it takes one tensor and returns one
+tensor, otherwise a :class:`~attrkit.core.adapter.ModelAdapter`) on a single tensor ``inputs`` (the flat pack of
+several inputs, see :mod:`attrkit.core.inputs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .adapter import ModelAdapter, rows_of
+from .checks import check_finite
+from .inputs import Layout, check_forward_args, is_multi, make_layout
+from .modules import call_model, inputs_for, model_device_dtype
+from .targets import Target, resolve_output, resolve_target
+
+
+@dataclass
+class Prepared:
+    model: Any                   # what the engines call: the user's model or an adapter around it
+    inputs: torch.Tensor         # [N, ...] (one input) or [N, D] (several, packed)
+    outputs: torch.Tensor        # the selected output on the inputs, [N] or [N, classes]
+    target: Target
+    layout: Layout | None        # several inputs: how they are packed
+    structured: Any              # the inputs in the user's structure (tensor, tuple or dict), validated
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+def prepare(model, x, target=None, forward_args=None, forward_kwargs=None, batch_size: int | None = None,
+            check_outputs: bool = True) -> Prepared:
+    """Validate ``model``/``x`` and run the model once on ``x`` (in chunks); see the module docstring."""
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    fargs, fkwargs = check_forward_args(forward_args, forward_kwargs)
+    device, dtype = model_device_dtype(model)
+    if is_multi(x):
+        layout, flat, structured = make_layout(x, device, dtype)
+    else:
+        layout, flat = None, inputs_for(model, x)
+        structured = flat
+    n = int(flat.shape[0])
+    if device is not None:
+        fargs = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in fargs)
+        fkwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fkwargs.items()}
+    if layout is not None and layout.kind == "dict":
+        clash = sorted(set(layout.names) & set(fkwargs))
+        if clash:
+            raise ValueError(f"{clash} are given both as inputs (x) and in forward_kwargs; give each once")
+    engine = ModelAdapter(model, layout, n, fargs, fkwargs) if (layout is not None or fargs or fkwargs) else model
+    step = batch_size if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0 else 256
+    outs, rest = [], target
+    for s in range(0, n, step):
+        chunk = flat[s:s + step]
+        with rows_of(engine, torch.arange(s, s + chunk.shape[0])):
+            if s == 0:
+                raw = engine(chunk)
+                if not isinstance(raw, torch.Tensor):
+                    select, rest = resolve_output(target, raw, chunk.shape[0])
+                    if not isinstance(engine, ModelAdapter):
+                        engine = ModelAdapter(model, None, n)
+                    engine.select = select
+                    out = select(raw)
+                else:
+                    out = raw
+                outs.append(_checked(out, chunk.shape[0]))
+            else:
+                outs.append(call_model(engine, chunk))
+    outputs = torch.cat(outs)
+    if check_outputs and outputs.is_floating_point():
+        check_finite(outputs, "the model's output")
+    tgt = resolve_target(rest, outputs)
+    select = getattr(engine, "select", None)
+    if select is not None and select.fn is not None:
+        tgt.label = select.label
+    elif select is not None:
+        tgt.label = f"{select.key!r}: {tgt.label}"
+    return Prepared(engine, flat, outputs, tgt, layout, structured)
+
+
+def _checked(out, n: int) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model must return a torch.Tensor, got {type(out).__name__}")
+    if out.dim() == 0 or out.shape[0] != n:
+        raise ValueError(f"the model returned shape {tuple(out.shape)} for a batch of {n}; it must map "
+                         "a batch [N, ...] to [N, outputs] or [N]")
+    return out
