@@ -45,7 +45,7 @@ def setup():
 
 
 def close(a, b, tol=1e-4):
-    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    a, b = torch.as_tensor(a).detach().double(), torch.as_tensor(b).detach().double()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) < tol
 
 
