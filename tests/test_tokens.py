@@ -261,3 +261,36 @@ def test_contract_on_a_token_model(setup, name):
     if not spec.sampled:
         one = ak.explain(model, ids[1:2], name, target=2, **opts)
         assert close(one.values[0], runs[0].values[1], 1e-6)
+
+
+# --------------------------------------------------------------------------------------------- padding / fixed positions
+def test_padding_tokens_are_no_players(setup):
+    model, ids, t = setup                    # sample 2 ends in 3 pad tokens
+    ex = ak.explain(model, ids, "shapley", target=t, baseline="pad", pad_id=PAD)        # padding excluded
+    assert "3 padding positions (the pad id) are no players" in ex.info["players"]
+    assert ex.players[2, -3:].tolist() == [-1, -1, -1] and int(ex.info["n_players"][2]) == 6
+    assert torch.equal(ex.values[2, -3:], torch.zeros(3, dtype=ex.values.dtype))
+    # pad -> pad changes nothing, so as players they would be dummies: the other values are the same
+    every = ak.explain(model, ids, "shapley", target=t, baseline=PAD, players=torch.arange(L))
+    assert close(every.values, ex.values, 1e-9) and float(every.values[2, -3:].abs().max()) < 1e-12
+    # KernelSHAP spends nothing on padding: with 6 real tokens 62 coalitions are every coalition (exact)
+    ks = ak.explain(model, ids[2:], "kernel_shap", target=1, baseline="pad", pad_id=PAD, n_samples=62)
+    assert ks.info["exact"] is True and close(ks.values, ex.values[2:], 1e-9)
+
+
+def test_minus_one_players_are_kept_in_any_game():
+    """Closed form on a linear model: Shapley = w * (x - r) for players, 0 at positions labelled -1 (kept)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 1)
+    x = torch.randn(2, 6)
+    players = torch.tensor([[0, 1, -1, 2, -1, 3], [0, 0, 1, 1, 2, -1]])
+    a = ak.explain(lin, x, "shapley", players=players, spread="paint")
+    w = lin.weight.detach()[0]
+    expect = w * x[0]
+    expect[[2, 4]] = 0
+    assert close(a.values[0], expect, 1e-6)
+    grouped = torch.stack([(w[:2] * x[1, :2]).sum(), (w[2:4] * x[1, 2:4]).sum(), w[4] * x[1, 4]])
+    assert close(a.values[1], torch.cat([grouped.repeat_interleave(2)[:4], grouped[2:], torch.zeros(1)]), 1e-6)
+    assert a.players[0].tolist() == [0, 1, -1, 2, -1, 3]
+    with pytest.raises(ValueError, match="-1 for positions that are no player"):
+        ak.explain(lin, x, "shapley", players=torch.tensor([0, 1, -2, 2, 3, 4]))

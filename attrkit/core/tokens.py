@@ -321,9 +321,44 @@ def prepare(model, x: torch.Tensor, spec, layer_name, layer, options: dict, nois
             plan.vector = VectorReference(emb, v, x, key)
             options[key] = plan.vector.ids
             plan.notes[f"{key}_vector"] = "embedding-vector reference (fed through reserved ids past the vocabulary)"
+    if spec.players and options.get("players") is None and layer is None:
+        pad = padding(model, x, prep, id_opts)
+        if pad is not None and bool(pad.any()):
+            if x.dim() != 2 or (prep is not None and prep.layout is not None and len(prep.layout) > 1):
+                pass                        # tokens of [N, L] inputs only; other layouts keep their defaults
+            else:
+                lab = torch.arange(x.shape[1], device=x.device).expand_as(x).masked_fill(pad, -1)
+                options["players"] = lab if prep is None or prep.layout is None else prep.layout.structure([lab])
+                plan.notes["players"] = (f"one per token; {int(pad.sum())} padding positions ({pad_source(prep)}) "
+                                         "are no players: kept as they are, attribution 0")
     if spec.baseline and "baseline" not in options and "masker" not in options:
         plan.notes["reference"] = "token id 0 (the default 'zeros' reads as a token id for integer inputs)"
-    if id_opts and not any(k in plan.notes for k in ("baseline_token", "masker_token")):
-        raise ValueError(f"{', '.join(id_opts)} given, but no baseline/masker names that token; "
-                         f"pass e.g. baseline='{next(iter(id_opts))[:-3]}'")
     return plan
+
+
+def _attention_mask(prep):
+    kwargs = getattr(getattr(prep, "model", None), "forward_kwargs", None) or {}
+    m = kwargs.get("attention_mask")
+    return m if isinstance(m, torch.Tensor) else None
+
+
+def pad_source(prep) -> str:
+    return "attention_mask 0" if _attention_mask(prep) is not None else "the pad id"
+
+
+def padding(model, x: torch.Tensor, prep=None, ids: dict | None = None) -> torch.Tensor | None:
+    """Padding positions of token ids ``x`` ``[N, L]`` (bool), or None when unknown: ``attention_mask == 0``
+    from ``forward_kwargs``, else the positions holding the pad id (``pad_id=``, ``model.config.pad_token_id``,
+    or a ``model.pad_id`` / ``model.pad_token_id`` attribute)."""
+    m = _attention_mask(prep)
+    if m is not None and tuple(m.shape) == tuple(x.shape):
+        return m.to(x.device) == 0
+    pid = (ids or {}).get("pad_id")
+    if pid is None:
+        cfg = getattr(model, "config", None)
+        pid = getattr(cfg, "pad_token_id", None) if cfg is not None else None
+    if pid is None:
+        pid = getattr(model, "pad_id", getattr(model, "pad_token_id", None))
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return None
+    return x == pid
