@@ -335,7 +335,7 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
     flat = lab.reshape(n, -1)
     fixed = flat < 0
     if bool(fixed.all(1).any()):
-        raise ValueError("players labels every position of a sample -1 (no player); give at least one player")
+        raise ValueError("every label of a sample is negative (-1 = no player); give at least one player >= 0")
     if bool(fixed.any()):
         return _with_fixed(flat, fixed, lab.shape, given, x.device)
     if bool((flat == flat[:1]).all()):        # same labels for every sample: relabel once
