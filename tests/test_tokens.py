@@ -294,3 +294,25 @@ def test_minus_one_players_are_kept_in_any_game():
     assert a.players[0].tolist() == [0, 1, -1, 2, -1, 3]
     with pytest.raises(ValueError, match="-1 for positions that are no player"):
         ak.explain(lin, x, "shapley", players=torch.tensor([0, 1, -2, 2, 3, 4]))
+
+
+# --------------------------------------------------------------------------------------------- results section
+def test_token_scores_closed_forms_and_section_rewrite(tmp_path):
+    from attrkit.experiments import Table
+    from attrkit.experiments_text import END, START, token_scores, write_section
+    values = torch.tensor([[3.0, 1.0, 2.0, -1.0, 9.0], [0.0, 2.0, 2.0, 1.0, 0.0]])
+    rationale = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0]]).bool()
+    real = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]).bool()         # sample 0: the 9 is padding
+    s = token_scores(values, rationale, real)
+    # sample 0: evidence {3, 2} vs {1, -1}: AUC 1, top token 3 is evidence, mass 5/6;
+    # sample 1: evidence {2} vs {0, 2, 1, 0}: AUC (3 + 0.5) / 4, tied top (2, 2) half on evidence, mass 2/5
+    assert s["rationale_auc"] == pytest.approx((1 + 3.5 / 4) / 2)
+    assert s["pointing_game"] == pytest.approx((1 + 0.5) / 2)
+    assert s["relevance_mass"] == pytest.approx((5 / 6 + 2 / 5) / 2)
+    path = tmp_path / "results.md"
+    path.write_text("# results\n\nother sections\n")
+    t = Table([{"method": "m", "rationale_auc": 0.9}], name="text_rationale", title="T", seconds=1.0)
+    write_section(t, path)
+    write_section(t, path)                                   # rerunnable: replaced, not appended twice
+    text = path.read_text()
+    assert text.startswith("# results\n\nother sections\n") and text.count(START) == 1 and text.rstrip().endswith(END)
