@@ -89,6 +89,30 @@ class Attribution:
             m = F.interpolate(m.unsqueeze(1).float(), size=spatial, mode=mode, align_corners=False).squeeze(1)
         return m
 
+    def part(self, input) -> "Attribution":
+        """The attribution of one of several inputs (a position or a dict key) as a single-input Attribution
+        (values, inputs, players, baseline and per-input info of that input), e.g. to plot it or put it in a
+        report. A layer attribution keeps its values and takes that input as ``inputs``."""
+        names = self.input_names
+        if not names:
+            raise ValueError("this attribution is of one input; part() picks one of several inputs")
+        if input not in names:
+            raise ValueError(f"no input {input!r}; the inputs are {names}")
+        k = names.index(input)
+        take = lambda v: v[input] if _is_structure(v) and len(v) == len(names) else v
+        info = {key: take(val) for key, val in self.info.items()}
+        info["input"] = input
+        return Attribution(values=take(self.values), method=self.method, target=self.target, layer=self.layer,
+                           baseline=take(self.baseline), inputs=take(self.inputs), outputs=self.outputs, info=info,
+                           players=take(self.players) if not isinstance(self.players, torch.Tensor) else
+                           self.players)
+
+    def require_single(self, what: str) -> None:
+        """Refuse, with the way out, an attribution of several inputs where one input is needed."""
+        if self.multi or isinstance(self.inputs, (tuple, list, dict)):
+            raise ValueError(f"{what} shows one input, and this attribution has {len(self.input_names)} inputs "
+                             f"({self.input_names}); pick one with a.part(input), e.g. a.part({self.input_names[0]!r})")
+
     def to_numpy(self):
         """``values`` as numpy (a tuple/dict of arrays for several inputs)."""
         return _map(lambda t: t.detach().cpu().numpy(), self.values)

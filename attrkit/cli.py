@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "'package.module:factory' (with --weights for a state-dict file).")
     e.add_argument("--model", required=True, help="model file or package.module:factory")
     e.add_argument("--weights", default=None, help="state-dict file to load into a module:factory model")
-    e.add_argument("--input", required=True, nargs="+", help="image file(s) (PNG/JPEG) or one CSV file")
+    e.add_argument("--input", required=True, nargs="+", help="image file(s) (PNG/JPEG), one CSV file, or one .npz "
+                   "(several arrays = several model inputs: named ones by keyword, arr_0, arr_1 ... by position)")
     e.add_argument("--method", default="integrated_gradients", help="attribution method (see `attrkit methods`)")
     e.add_argument("--target", default=None, help="class index or name (default: the predicted class)")
     e.add_argument("--layer", default=None, help="attribute at this layer (a name from model.named_modules())")
@@ -250,11 +251,17 @@ def cmd_explain(args, quiet: bool) -> dict:
         if p.is_dir():
             raise CLIError(f"{p} is a folder; give image files or one CSV file (use `attrkit run` for folders)")
     tabular = len(paths) == 1 and paths[0].suffix.lower() in (".csv", ".tsv", ".txt")
-    if tabular:
+    if len(paths) == 1 and paths[0].suffix.lower() == ".npz":       # arrays; several arrays = several inputs
+        import torch
+        x = io.read_npz(paths[0])
+        first = x if isinstance(x, torch.Tensor) else next(iter(x.values())) if isinstance(x, dict) else x[0]
+        names, feature_names = [f"{paths[0].stem}_{i}" for i in range(first.shape[0])], None
+    elif tabular:
         x, names, feature_names = io.read_csv(paths[0], model)
     else:
-        if any(p.suffix.lower() in (".csv", ".tsv") for p in paths):
-            raise CLIError("give either one CSV file or image files, not both")
+        if any(p.suffix.lower() in (".csv", ".tsv", ".npz") for p in paths):
+            raise CLIError("give one CSV file, one .npz file (several arrays in it = several model inputs) or "
+                           "image files, not a mix")
         x = io.read_images(paths, model, size=args.size, mean=args.mean, std=args.std, channels=args.channels)
         names, feature_names = [p.stem for p in paths], None
     classes = io.model_classes(model)

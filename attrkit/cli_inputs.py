@@ -318,9 +318,35 @@ def resolve_players(options: dict, x, layer) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ outputs
+def read_npz(path: Path):
+    """Inputs from a ``.npz``: one array is one batch; several arrays are several inputs — passed by keyword
+    when named (``np.savez(f, input_ids=..., pixel_values=...)``), positionally in file order when saved
+    unnamed (``np.savez(f, img, tab)``: ``arr_0``, ``arr_1``, ...). Integer arrays stay integers."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+    except Exception as err:  # noqa: BLE001 - any failure means "not readable"
+        raise InputError(f"could not read {path} as a .npz file: {err}") from None
+    if not arrays:
+        raise InputError(f"{path} holds no arrays")
+    for k, v in arrays.items():
+        if v.dim() == 0:
+            raise InputError(f"{path}: array {k!r} is a scalar; every input needs a leading sample dimension")
+    arrays = {k: v.float() if v.dtype == torch.float64 else v for k, v in arrays.items()}
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    if all(k == f"arr_{i}" for i, k in enumerate(arrays)):
+        return tuple(arrays.values())
+    return arrays
+
+
 def write_figures(a, out: Path, names, method: str, classes, feature_names, mode: str, limit: int = 20) -> list:
-    """One PNG per sample (the first ``limit``): heatmap for images, bars for rows."""
+    """One PNG per sample (the first ``limit``): heatmap for images, bars for rows; per input for several."""
     from .viz import plot
+    if a.input_names:
+        return [p for k in a.input_names
+                for p in write_figures(a.part(k), out, [f"{n}_input{k}" for n in names], method, classes, None,
+                                       mode, limit)]
     paths = []
     for i, name in enumerate(names[:limit]):
         p = out / f"{_slug(name)}_{method}.png"

@@ -27,6 +27,7 @@ class Prepared:
     target: Target
     layout: Layout | None        # several inputs: how they are packed
     structured: Any              # the inputs in the user's structure (tensor, tuple or dict), validated
+    class_target: Any = None     # the class part of target= once the output is selected (e.g. 3 of ("logits", 3))
 
     @property
     def n(self) -> int:
@@ -81,7 +82,7 @@ def prepare(model, x, target=None, forward_args=None, forward_kwargs=None, batch
         tgt.label = select.label
     elif select is not None:
         tgt.label = f"{select.key!r}: {tgt.label}"
-    return Prepared(engine, flat, outputs, tgt, layout, structured)
+    return Prepared(engine, flat, outputs, tgt, layout, structured, rest)
 
 
 def _checked(out, n: int) -> torch.Tensor:
@@ -91,3 +92,70 @@ def _checked(out, n: int) -> torch.Tensor:
         raise ValueError(f"the model returned shape {tuple(out.shape)} for a batch of {n}; it must map "
                          "a batch [N, ...] to [N, outputs] or [N]")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def several_inputs(fn):
+    """Let a metric ``fn(model, x, attribution | method, target, ...)`` written for one tensor take several
+    inputs (a tuple/dict ``x``, an Attribution of several inputs), constant ``forward_args``/``forward_kwargs``
+    and structured outputs (``target=("logits", 3)``): the metric runs on the adapter and the flat pack, so a
+    perturbation removes elements of any input (tables count as features, images as elements: the flat pack
+    has no spatial dimensions). Per-input options are not unpacked here: compute the Attribution with
+    ``ak.explain`` first and pass it."""
+    import functools
+    import inspect
+
+    from ..attribution import Attribution
+    params = list(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def wrapper(model, x, *args, **kwargs):
+        fargs, fkwargs = kwargs.pop("forward_args", None), kwargs.pop("forward_kwargs", None)
+        if not is_multi(x) and fargs is None and fkwargs is None and not _structured_output(model, x):
+            return fn(model, x, *args, **kwargs)
+        bound = dict(zip(params[2:], args))
+        bound.update(kwargs)
+        with torch.no_grad():
+            prep = prepare(model, x, bound.get("target"), fargs, fkwargs)
+        if isinstance(prep.model, ModelAdapter) and prep.model.per_sample_args:
+            raise ValueError("metrics do not take forward arguments with one row per sample yet (e.g. an attention "
+                             "mask [N, L]); bake them into the model (a small nn.Module holding them) or pass "
+                             "arguments shared by all samples")
+        if "target" in bound:
+            bound["target"] = prep.class_target
+        for key in ("attribution", "method"):
+            if isinstance(bound.get(key), Attribution) and prep.layout is not None:
+                bound[key] = _flat_attribution(bound[key], prep)
+            elif isinstance(bound.get(key), (tuple, dict)) and prep.layout is not None:
+                bound[key] = prep.layout.pack(bound[key])
+        return fn(prep.model, prep.inputs, **bound)
+    return wrapper
+
+
+def _structured_output(model, x) -> bool:
+    if not isinstance(x, torch.Tensor) or not callable(model) or x.dim() < 1 or x.shape[0] == 0:
+        return False
+    from .modules import eval_mode
+    try:
+        with torch.no_grad(), eval_mode(model, warn=False):
+            out = model(inputs_for(model, x[:1]))
+    except Exception:          # let the metric report its own error
+        return False
+    return not isinstance(out, torch.Tensor)
+
+
+def _flat_attribution(a, prep: Prepared):
+    from ..attribution import Attribution
+    layout = prep.layout
+    values = layout.pack(a.values) if a.multi else a.values
+    players = a.players
+    if isinstance(players, (tuple, list, dict)):
+        from ..games.players import pack_players
+        players = pack_players(players, layout, prep.inputs)
+    info = {k: layout.pack(v) if isinstance(v, (tuple, dict)) and all(isinstance(u, torch.Tensor) for u in
+            (v.values() if isinstance(v, dict) else v)) and len(v) == len(layout) else v for k, v in a.info.items()}
+    baseline = a.baseline
+    if isinstance(baseline, (tuple, dict)):
+        baseline = layout.pack(baseline)
+    return Attribution(values=values, method=a.method, target=a.target, layer=a.layer, baseline=baseline,
+                       inputs=prep.inputs, outputs=a.outputs, info=info, players=players)

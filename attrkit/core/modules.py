@@ -82,6 +82,8 @@ def resolve_layer(model, layer) -> tuple[str, nn.Module]:
         raise TypeError(f"layer must be a module name (str) or a module, got {type(layer).__name__}")
     if layer in named and layer != "":
         return layer, named[layer]
+    if f"model.{layer}" in named and type(model).__name__ == "ModelAdapter":   # a user's name, on the adapter
+        return layer, named[f"model.{layer}"]
     names = [n for n in named if n]
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \

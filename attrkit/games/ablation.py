@@ -60,33 +60,22 @@ def windows(shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, 
     return per_dim
 
 
-@register("occlusion", family="game", gradients=False, layer="optional", players=False, baseline=True,
-          summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
-          reference="Zeiler & Fergus 2014")
-def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
-              head_only: bool | None = None) -> Result:
-    """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
-    non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
-
-    Defaults: a quarter of each spatial size with half-window strides for images/series (overlapping windows);
-    one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
-    """
-    game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
-    base = game.base
-    full = tuple(base.shape[1:])
-    spatial = full[1:] if base.dim() >= 3 else full
+def _geometry(full: tuple, window, stride) -> tuple:
+    """``(mshape, window, stride, boxes)`` for a sample of shape ``full`` (see :func:`occlusion`)."""
+    spatial = full[1:] if len(full) >= 2 else full
+    image = len(full) >= 2
     if window is None:
-        window = tuple(max(1, s // 4) for s in spatial) if base.dim() >= 3 else (1,) * len(spatial)
+        window = tuple(max(1, s // 4) for s in spatial) if image else (1,) * len(spatial)
     window = _per_dim(window, len(spatial), "window")
-    if len(window) == len(full) and base.dim() >= 3:
+    if len(window) == len(full) and image:
         mshape = full
     elif len(window) == len(spatial):
-        mshape = ((1,) if base.dim() >= 3 else ()) + spatial
-        window = ((1,) if base.dim() >= 3 else ()) + window
+        mshape = ((1,) if image else ()) + spatial
+        window = ((1,) if image else ()) + window
     else:
         raise ValueError(f"window {window} must give one size per spatial dim {spatial} (or per dim of {full})")
     if stride is None:
-        stride = tuple(max(1, k // 2) if m > 1 and base.dim() >= 3 else max(1, k) for k, m in zip(window, mshape))
+        stride = tuple(max(1, k // 2) if m > 1 and image else max(1, k) for k, m in zip(window, mshape))
     else:
         stride = _per_dim(stride, len(window), "stride")
         if len(stride) == len(window) - 1 and mshape[0] == 1:
@@ -101,41 +90,76 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
         if s > k and k < m:
             raise ValueError(f"stride {stride} is larger than the window {window}: some elements would never be "
                              "occluded; use stride <= window")
-    per_dim = windows(mshape, window, stride)
     boxes = [[]]
-    for extents in per_dim:
+    for extents in windows(mshape, window, stride):
         boxes = [b + [e] for b in boxes for e in extents]
+    return mshape, tuple(window), tuple(stride), boxes
+
+
+@register("occlusion", family="game", gradients=False, layer="optional", players=False, baseline=True,
+          summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
+          reference="Zeiler & Fergus 2014")
+def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
+              head_only: bool | None = None) -> Result:
+    """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
+    non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
+
+    Defaults: a quarter of each spatial size with half-window strides for images/series (overlapping windows);
+    one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
+    """
+    game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
+    base = game.base
+    layout = problem.layout if not game.at_layer else None
+    if layout is None:
+        segments = [(0, tuple(base.shape[1:])) + _geometry(tuple(base.shape[1:]), window, stride)]
+    else:           # several inputs: windows slide over each input in its own shape, one input at a time
+        wins = [None] * len(layout) if window is None else layout.as_list(window, "window")
+        strides = [None] * len(layout) if stride is None else layout.as_list(stride, "stride")
+        segments = [(o, shape) + _geometry(shape, w, st)
+                    for o, shape, w, st in zip(layout.offsets, layout.shapes, wins, strides)]
     n, K = game.n, game.n_values
     rows_all = torch.arange(n)
     v_full = game.full(rows_all)
     dev = base.device
-    acc = torch.zeros(n, K, math.prod(mshape), dtype=torch.float64)
-    count = torch.zeros(math.prod(mshape), dtype=torch.float64)
-    drops = []
-    for s0 in range(0, len(boxes), WINDOW_BLOCK):
-        block = boxes[s0:s0 + WINDOW_BLOCK]
-        occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
-        for j, box in enumerate(block):
-            occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
-        w = len(block)
-        keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
-        rows = rows_all.repeat_interleave(w)
-        v = game.evaluate_masks(keep.to(dev), rows).view(n, w, K)
-        drop = v_full.unsqueeze(1) - v                                # [n, w, K]
-        of = occ.reshape(w, -1).to(torch.float64)
-        acc += torch.einsum("nwk,wp->nkp", drop, of)
-        count += of.sum(0)
-        drops.append(drop)
-    attr = acc / count.clamp_min(1)
+    full = tuple(base.shape[1:])
+    drops, parts = [], []
+    for offset, shape, mshape, window, stride, boxes in segments:
+        acc = torch.zeros(n, K, math.prod(mshape), dtype=torch.float64)
+        count = torch.zeros(math.prod(mshape), dtype=torch.float64)
+        for s0 in range(0, len(boxes), WINDOW_BLOCK):
+            block = boxes[s0:s0 + WINDOW_BLOCK]
+            occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
+            for j, box in enumerate(block):
+                occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
+            w = len(block)
+            if layout is None:
+                keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
+            else:
+                keep = torch.ones(w, layout.width, dtype=torch.bool)
+                keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
+                keep = keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
+            rows = rows_all.repeat_interleave(w)
+            v = game.evaluate_masks(keep.to(dev), rows).view(n, w, K)
+            drop = v_full.unsqueeze(1) - v                                # [n, w, K]
+            of = occ.reshape(w, -1).to(torch.float64)
+            acc += torch.einsum("nwk,wp->nkp", drop, of)
+            count += of.sum(0)
+            drops.append(drop)
+        attr = (acc / count.clamp_min(1)).view((n, K) + mshape)
+        parts.append(attr.expand((n, K) + shape).reshape(n, K, -1))
+    attr = torch.cat(parts, 2)
     col = game.target_column()
-    attr_t = attr[torch.arange(n), col].view((n,) + mshape)
-    values = attr_t.to(dev).expand((n,) + full).to(value_dtype(base, getattr(game.problem.outputs, 'dtype', None)))
+    values = attr[torch.arange(n), col].to(dev).view((n,) + full).to(value_dtype(base, getattr(game.problem.outputs, 'dtype', None)))
     drop = torch.cat(drops, 1)
-    info = {"window_values": drop[torch.arange(n), :, col], "n_windows": len(boxes), "window": tuple(window),
+    windows_, strides_ = [sg[3] for sg in segments], [sg[4] for sg in segments]
+    window = windows_[0] if layout is None else tuple(windows_)
+    stride = strides_[0] if layout is None else tuple(strides_)
+    info = {"window_values": drop[torch.arange(n), :, col], "n_windows": sum(len(sg[5]) for sg in segments),
+            "window": tuple(window),
             "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
             "masker": game.masker.name}
     if game.all_classes:
-        info["values_all"] = attr.view((n, K) + mshape)
+        info["values_all"] = attr.view((n, K) + full)
     if game.at_layer:
         info["head_only"] = bool(game.head_only)
     info["n_evals"] = game.n_evals

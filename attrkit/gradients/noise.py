@@ -37,6 +37,9 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
     x = problem.inputs
     n, s = problem.n, n_samples
     if perturbations is not None:
+        if problem.layout is not None and isinstance(perturbations, (tuple, list, dict)):   # one per input
+            parts = problem.layout.as_list(perturbations, "perturbations")
+            perturbations = torch.cat([torch.as_tensor(p).reshape(n * s, -1) for p in parts], 1)
         eps = perturbations.to(device=x.device, dtype=x.dtype)
         if eps.shape == (n, s) + tuple(x.shape[1:]):
             eps = eps.reshape((n * s,) + tuple(x.shape[1:]))
@@ -45,16 +48,14 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
                              f"{(n, s) + tuple(x.shape[1:])}, got {tuple(perturbations.shape)}")
         sigma = None
     else:
-        if noise_std is not None:
-            sigma = torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
-        else:
-            if not noise_level >= 0:
-                raise ValueError(f"noise_level must be >= 0, got {noise_level!r}")
-            flat = x.reshape(n, -1)
-            sigma = noise_level * (flat.max(1).values - flat.min(1).values)
+        sigma = _sigma(problem, noise_std, noise_level)            # [n] or, for several inputs, [n, inputs]
         g = torch.Generator().manual_seed(0 if problem.seed is None else int(problem.seed))
         eps = torch.randn((n * s,) + tuple(x.shape[1:]), generator=g).to(x.device, x.dtype)
-        eps = eps * sigma.repeat_interleave(s).view((-1,) + (1,) * (x.dim() - 1))
+        if sigma.dim() == 2:     # several inputs: each input's noise scaled by its own range (Captum: stdevs per input)
+            sizes = torch.tensor(problem.layout.sizes, device=x.device)
+            eps = eps * sigma.repeat_interleave(s, 0).repeat_interleave(sizes, 1)
+        else:
+            eps = eps * sigma.repeat_interleave(s).view((-1,) + (1,) * (x.dim() - 1))
     noisy = x.repeat_interleave(s, dim=0) + eps
     for key, val in list(base_options.items()):   # per-sample tensors follow their sample
         if isinstance(val, torch.Tensor) and key == "baseline" and val.dim() == x.dim() and val.shape[0] == n \
@@ -89,6 +90,25 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
         elif not isinstance(val, torch.Tensor):
             info[key] = val
     return Result(values.to(x.dtype), info)
+
+
+def _sigma(problem: Problem, noise_std, noise_level) -> torch.Tensor:
+    """The noise's standard deviation per sample (``[N]``), or per sample and input (``[N, K]``) for several
+    inputs: ``noise_std`` (a number, or one per input), else ``noise_level`` times the value range."""
+    x, n, layout = problem.inputs, problem.n, problem.layout
+    if noise_std is not None:
+        if layout is not None:
+            stds = layout.as_list(noise_std, "noise_std") if isinstance(noise_std, (tuple, list, dict)) \
+                else [noise_std] * len(layout)
+            return torch.tensor([[float(v) for v in stds]] * n, dtype=x.dtype, device=x.device)
+        return torch.full((n,), float(noise_std), dtype=x.dtype, device=x.device)
+    if not noise_level >= 0:
+        raise ValueError(f"noise_level must be >= 0, got {noise_level!r}")
+    if layout is not None:
+        return torch.stack([noise_level * (p.reshape(n, -1).max(1).values - p.reshape(n, -1).min(1).values)
+                            for p in layout.unpack(x)], 1)
+    flat = x.reshape(n, -1)
+    return noise_level * (flat.max(1).values - flat.min(1).values)
 
 
 @torch.no_grad()

@@ -31,6 +31,15 @@ from .sanity import (RandomisationResult, cascading_randomisation, independent_r
                      parametrised_layers, randomise_layer)
 from .specificity import class_specificity, pair_masks
 from ._cli import add_parser, cli_main
+from ..core.call import several_inputs as _several_inputs
+
+# several inputs (tuple/dict x), constant forward arguments and structured outputs for every (model, x, ...) metric
+(completeness, sensitivity, dummy, symmetry, find_dummies, find_symmetric_pairs, perturbation_curve, deletion,
+ insertion, morf_lerf, faithfulness_correlation, infidelity, max_sensitivity, model_randomisation,
+ cascading_randomisation, independent_randomisation) = map(_several_inputs, (
+    completeness, sensitivity, dummy, symmetry, find_dummies, find_symmetric_pairs, perturbation_curve, deletion,
+    insertion, morf_lerf, faithfulness_correlation, infidelity, max_sensitivity, model_randomisation,
+    cascading_randomisation, independent_randomisation))
 
 __all__ = [
     "MetricResult", "RandomisationResult",

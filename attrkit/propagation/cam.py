@@ -182,15 +182,31 @@ def guided_grad_cam(problem: Problem, interpolate: str = "bilinear") -> Result:
         raise ValueError(f"interpolate must be 'bilinear' or 'nearest', got {interpolate!r}")
     x = problem.inputs
     cam = gradient_cam(problem, grad_cam_map, relu=True)
-    spatial = tuple(x.shape[2:])
-    if x.dim() != cam.values.dim() or not spatial:
+    layout = problem.layout
+    shapes = [tuple(x.shape)] if layout is None else [(x.shape[0],) + s for s in layout.shapes]
+    fits = [len(sh) == cam.values.dim() and len(sh) > 2 for sh in shapes]
+    if not any(fits):
         raise ValueError("guided_grad_cam needs inputs with the same number of spatial dimensions as the layer")
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)] if interpolate == "bilinear" else "nearest"
-    up = F.interpolate(cam.values, size=spatial, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+
+    def up(spatial):
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)] if interpolate == "bilinear" else "nearest"
+        return F.interpolate(cam.values, size=spatial, mode=mode,
+                             **({} if mode == "nearest" else {"align_corners": False}))
+
     grad, info = relu_rule_gradient(replace(problem, layer=None, layer_name=None), GuidedReLU(), "guided_grad_cam")
     info["n_evals"] += cam.info["n_evals"]
     info["grad_cam"] = cam.values
-    return Result(grad * up, info)
+    if layout is None:
+        return Result(grad * up(tuple(x.shape[2:])), info)
+    # several inputs: the map multiplies the inputs of the layer's geometry; the others get no map (zeros, as
+    # Captum returns None for them), and info says which
+    parts = [g * up(tuple(g.shape[2:])) if ok else torch.zeros_like(g) for g, ok in zip(layout.unpack(grad), fits)]
+    info["inputs_without_map"] = [nm for nm, ok in zip(layout.names, fits) if not ok]
+    if info["inputs_without_map"]:
+        import warnings
+        warnings.warn(f"guided_grad_cam: inputs {info['inputs_without_map']} do not have the layer's spatial "
+                      "dimensions, so no Grad-CAM map can be laid over them; their values are zeros", stacklevel=3)
+    return Result(layout.pack(parts), info)
 
 
 guided_grad_cam.default_layer = last_conv

@@ -38,23 +38,38 @@ def _upsample(maps: torch.Tensor, size: tuple) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode=mode, align_corners=True)
 
 
+def _masked(problem: Problem, xr: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Inputs times each map, upsampled to the input and min-max normalised; with several inputs every input
+    with the layer's number of spatial dimensions is masked (the others, e.g. a table, are kept as they are)."""
+    def mask(part):
+        if part.dim() != maps.dim():
+            return part
+        m = _upsample(maps, tuple(part.shape[2:]))
+        lo = m.flatten(1).amin(1).view((-1,) + (1,) * (m.dim() - 1))
+        hi = m.flatten(1).amax(1).view((-1,) + (1,) * (m.dim() - 1))
+        return part * ((m - lo) / (hi - lo + 1e-8))
+    if problem.layout is None:
+        return mask(xr)
+    return problem.layout.pack([mask(p) for p in problem.layout.unpack(xr)])
+
+
 @register("score_cam", family="cam", summary="channel weights from the scores of inputs masked by each channel",
           layer="required", gradients=False, reference="Wang et al. 2020")
 def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Result:
     """Score-CAM at the layer; batched masked forward passes (see module docstring)."""
     x = problem.inputs
-    if x.dim() < 3:
+    shapes = [x.shape] if problem.layout is None else [(x.shape[0],) + s for s in problem.layout.shapes]
+    if all(len(sh) < 3 for sh in shapes):
         raise ValueError("score_cam masks the input with upsampled layer maps; it needs inputs [N, C, *spatial]")
     acts = layer_activations(problem)
     n, k = acts.shape[:2]
-    if acts.dim() != x.dim():
+    if not any(len(sh) == acts.dim() for sh in shapes):
         raise ValueError(f"score_cam needs a layer with as many spatial dimensions as the input; layer gives "
-                         f"{tuple(acts.shape)} for inputs {tuple(x.shape)}")
+                         f"{tuple(acts.shape)} for inputs {', '.join(str(tuple(sh)) for sh in shapes)}")
     flat = acts.reshape(n, k, -1)
     live = flat.amax(2) > flat.amin(2)                     # constant maps normalise to an all-zero mask
     pairs = live.nonzero()
     scores = torch.empty(n, k, dtype=torch.float64, device=x.device)
-    size = tuple(x.shape[2:])
     step = problem.chunk(grad=False)
     need_zero = (~live).any(1) | torch.tensor(not softmax, device=live.device).expand(n)
     zero_rows = need_zero.nonzero().flatten()
@@ -68,11 +83,8 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Resu
         scores[:] = zero_score.unsqueeze(1)
         for s in range(0, len(pairs), step):
             rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
-            m = _upsample(acts[rows, ch].unsqueeze(1), size)
-            lo = m.flatten(1).amin(1).view((-1,) + (1,) * (m.dim() - 1))
-            hi = m.flatten(1).amax(1).view((-1,) + (1,) * (m.dim() - 1))
-            m = (m - lo) / (hi - lo + 1e-8)
-            scores[rows, ch] = problem.target(problem.forward(_layout(x[rows] * m), rows), rows.cpu()).double()
+            masked = _masked(problem, x[rows], acts[rows, ch].unsqueeze(1))
+            scores[rows, ch] = problem.target(problem.forward(_layout(masked), rows), rows.cpu()).double()
             bar.update(len(rows))
     bar.close()
     w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)

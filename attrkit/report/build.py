@@ -116,6 +116,12 @@ def _entries(items, class_names, feature_names) -> list[dict]:
         e.setdefault("class_names", class_names)
         e.setdefault("feature_names", feature_names)
         e.setdefault("sample_names", None)
+        a = e["attribution"]
+        if a.input_names:            # several inputs: one entry per input
+            for name in a.input_names:
+                label = e["label"] or a.method
+                out.append(dict(e, attribution=a.part(name), label=f"{label} [input {name}]"))
+            continue
         out.append(e)
     return out
 

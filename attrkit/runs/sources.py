@@ -100,6 +100,63 @@ class TensorSource(Source):
         return {"kind": self.kind, "n": len(self), "shape": list(self.x.shape[1:]), "dtype": self.x.dtype.str}
 
 
+class InputsSource(Source):
+    """Samples of a model with several inputs, held in memory: ``inputs`` a tuple (positional) or dict (keyword)
+    of arrays ``[N, ...]`` and optional labels ``y`` [N]. Batches hold the inputs in the same structure; integer
+    inputs (token ids) stay integers."""
+    kind = "inputs"
+
+    def __init__(self, inputs, y=None, ids: Sequence[str] | None = None, classes: Sequence[str] | None = None):
+        if isinstance(inputs, dict):
+            if not inputs or any(not isinstance(k, str) for k in inputs):
+                raise ValueError("a dict of inputs needs string keys (they are the model's keyword arguments)")
+            self.names, arrays = list(inputs), list(inputs.values())
+        else:
+            self.names, arrays = None, list(inputs)
+        if not arrays:
+            raise ValueError("the data set has no inputs")
+        self.arrays = []
+        for i, a in enumerate(arrays):
+            a = _as_numpy(a, f"input {i}")
+            if a.ndim < 1 or a.shape[0] == 0:
+                raise ValueError(f"input {i} must be a batch [N, ...] with N >= 1 samples, got {tuple(a.shape)}")
+            self.arrays.append(np.ascontiguousarray(a))
+        n = {a.shape[0] for a in self.arrays}
+        if len(n) != 1:
+            raise ValueError(f"the inputs have different numbers of samples {sorted(n)}; each needs the same N")
+        n = n.pop()
+        self.y = None if y is None else _as_numpy(y, "y")
+        if self.y is not None and self.y.shape[0] != n:
+            raise ValueError(f"the data set has {n} inputs but {self.y.shape[0]} labels")
+        self.ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        if len(self.ids) != n:
+            raise ValueError(f"ids has {len(self.ids)} entries for {n} samples")
+        self.classes = list(classes) if classes is not None else None
+        self._fp = None
+
+    def load(self, start: int, stop: int) -> Batch:
+        parts = [torch.from_numpy(np.array(a[start:stop])) for a in self.arrays]
+        x = dict(zip(self.names, parts)) if self.names is not None else tuple(parts)
+        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop]))
+        return Batch(x, np.arange(start, stop), self.ids[start:stop], y)
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(repr(self.names).encode())
+            for a in self.arrays:
+                _hash_array(h, a)
+            if self.y is not None:
+                _hash_array(h, self.y)
+            h.update("\0".join(self.ids).encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n": len(self), "names": self.names,
+                "shapes": [list(a.shape[1:]) for a in self.arrays], "dtypes": [a.dtype.str for a in self.arrays]}
+
+
 def _as_numpy(t, what: str) -> np.ndarray:
     if isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
@@ -422,7 +479,8 @@ def as_source(dataset, *, size=None, mean=None, std=None, mode: str = "RGB", col
               id_column=None) -> Source:
     """Turn what the user passed into a :class:`Source`.
 
-    Accepted: a ``Source``; a tensor / NumPy array ``[N, ...]``; a tuple ``(x, y)``; an attrkit ``Dataset``;
+    Accepted: a ``Source``; a tensor / NumPy array ``[N, ...]``; a tuple ``(x, y)``; several inputs as
+    ``((x1, x2), y)``, ``({"input_ids": ..., ...}, y)`` or a dict of arrays (:class:`InputsSource`); an attrkit ``Dataset``;
     a ``torch.utils.data.TensorDataset``; a path to a folder of images, a ``.csv`` / ``.parquet`` table or a
     ``.npz`` (arrays ``x`` and optionally ``y``) / ``.npy`` file; or an importable ``"module:function"``
     string naming a zero-argument function that returns one of these (e.g. ``"attrkit.data:digits"``).
@@ -431,6 +489,10 @@ def as_source(dataset, *, size=None, mean=None, std=None, mode: str = "RGB", col
         return dataset
     if isinstance(dataset, (torch.Tensor, np.ndarray)):
         return TensorSource(dataset)
+    if isinstance(dataset, tuple) and len(dataset) == 2 and isinstance(dataset[0], (tuple, list, dict)):
+        return InputsSource(dataset[0], dataset[1])          # (several inputs, labels)
+    if isinstance(dataset, dict) and dataset and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in dataset.values()):
+        return InputsSource(dataset)                         # keyword inputs, no labels
     if isinstance(dataset, tuple) and len(dataset) == 2:
         return TensorSource(dataset[0], dataset[1])
     if hasattr(dataset, "x") and hasattr(dataset, "y") and isinstance(getattr(dataset, "x"), torch.Tensor):

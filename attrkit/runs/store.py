@@ -249,8 +249,18 @@ class Shard:
         return int(self.record["n"])
 
     @property
-    def values(self) -> torch.Tensor:
-        return torch.from_numpy(np.load(self._npy, mmap_mode="r", allow_pickle=False).copy())
+    def values(self):
+        """``[k, ...]`` values; for a model with several inputs a tuple/dict of ``[k, *shape]`` per input."""
+        v = torch.from_numpy(np.load(self._npy, mmap_mode="r", allow_pickle=False).copy())
+        lay = self.record.get("layout")
+        if lay is None or v.dim() != 2:
+            return v
+        parts, o = [], 0
+        for shape in lay["shapes"]:
+            size = int(np.prod(shape)) if shape else 1
+            parts.append(v[:, o:o + size].reshape([v.shape[0]] + list(shape)))
+            o += size
+        return dict(zip(lay["names"], parts)) if lay["kind"] == "dict" else tuple(parts)
 
     def __getattr__(self, name: str) -> Any:
         rec = self.__dict__.get("record", {})
@@ -322,6 +332,10 @@ class Run:
         parts = list(self.iter_values())
         if not parts:
             raise ValueError(f"{self.out} holds no attributions yet")
+        if isinstance(parts[0], dict):
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
         return torch.cat(parts)
 
     def _gather(self, key: str) -> list:

@@ -76,9 +76,19 @@ class ShardWorker:
             a = explain(self.model, batch.x, method=p.method, target=target, layer=p.layer, noise=p.noise,
                         batch_size=p.batch_size, max_memory=p.max_memory, seed=p.shard_seed(k), progress=False,
                         **p.options)
-            values = a.values.detach().cpu().numpy().astype(np.float32, copy=False)
+            if a.multi:      # several inputs: one flat row per sample, the layout in the record
+                parts = list(a.values.values()) if isinstance(a.values, dict) else list(a.values)
+                values = np.concatenate([v.detach().cpu().reshape(v.shape[0], -1).numpy().astype(np.float32)
+                                         for v in parts], 1)
+                record["layout"] = {"kind": "dict" if isinstance(a.values, dict) else "tuple",
+                                    "names": a.input_names, "shapes": [list(v.shape[1:]) for v in parts]}
+                info = {k: v for k, v in a.info.items() if not isinstance(v, (tuple, dict)) or
+                        not all(hasattr(u, "shape") for u in (v.values() if isinstance(v, dict) else v))}
+            else:
+                values = a.values.detach().cpu().numpy().astype(np.float32, copy=False)
+                info = a.info
             record.update(targets=jsonable(a.target), outputs=jsonable(a.outputs),
-                          info=jsonable(a.info), shape=list(values.shape[1:]))
+                          info=jsonable(info), shape=list(values.shape[1:]))
         else:
             values = np.zeros((0,), dtype=np.float32)
             record.update(targets=[], outputs=[], info={}, shape=None)

@@ -87,6 +87,7 @@ def check_index(a: Attribution, index: int) -> int:
 def view(a: Attribution, index: int = 0, class_names=None) -> SampleView:
     """The :class:`SampleView` of sample ``index`` of ``a``."""
     index = check_index(a, index)
+    a.require_single("a plot")
     v = a.values.detach()
     inputs = a.inputs.detach().cpu() if a.inputs is not None else None
     # a map computed at a layer but returned at the input's shape (e.g. Guided Grad-CAM) is a pixel map

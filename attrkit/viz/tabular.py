@@ -64,6 +64,7 @@ def plot_beeswarm(attribution, features=None, names: Sequence[str] | None = None
     ``attribution``: an ``Attribution`` of a table ``[N, F]`` (its inputs colour the dots) or an array
     ``[N, F]`` with ``features`` given."""
     if isinstance(attribution, Attribution):
+        attribution.require_single("a beeswarm plot")
         vals = _np(attribution.values)
         feats = _np(attribution.inputs) if features is None and attribution.inputs is not None else features
     else:
@@ -136,6 +137,7 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
     they explain (a method without completeness), the gap is drawn as its own grey bar ("not explained"), so
     the picture never pretends to an additivity it does not have."""
     index = check_index(attribution, index)
+    attribution.require_single("a waterfall plot")
     vals = _np(attribution.values[index]).reshape(-1)
     names = _feature_names(names, vals.size)
     cls = sample_target(attribution, index)
