@@ -96,12 +96,7 @@ def test_product_game_with_zero_baseline():
 
 
 # ------------------------------------------------------------------------------- trained CNN, axioms
-@pytest.fixture(scope="module")
-def shapes_cnn():
-    """The zoo's CNN trained on the built-in shapes images (cached; other tests share it) and held-out images."""
-    from attrkit import zoo
-    model = zoo.pretrained("shapes_cnn", progress=False).eval()
-    return model, zoo.dataset("shapes_cnn").x[:4]
+# shapes_cnn: the zoo's CNN and 8 held-out images (conftest.py)
 
 
 def test_axioms_on_trained_cnn(shapes_cnn):
