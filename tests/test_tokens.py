@@ -72,6 +72,8 @@ def test_ig_default_reference_is_token_zero_and_layer_override(setup):
     assert "token id 0" in a.info["reference"] and "automatic" in a.info["layer_chosen"]
     b = ak.explain(model, ids, "integrated_gradients", target=t, steps=16, layer="tok")
     assert torch.equal(a.values, b.values)
+    c = ak.explain(model, ids.int(), "integrated_gradients", target=t, steps=16)      # int32 ids: not cast either
+    assert c.inputs.dtype == torch.int32 and torch.equal(c.values, a.values)
     # the completeness gap is that of the per-token scores: |sum - (f(x) - f(all token 0))|
     ref = model(torch.zeros_like(ids)).detach()[torch.arange(3), t]
     gap = (a.values.sum(1) - (a.outputs[torch.arange(3), t] - ref)).abs()

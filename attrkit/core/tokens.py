@@ -19,8 +19,9 @@ Integer inputs are never cast to the model's float dtype. What each family does 
   reference token id; the default players are tokens (one per position), a label tensor ``[N, L]`` groups
   positions into spans (words). Named float references (mean, blur, noise) are refused.
 
-Padding positions are players like any other unless ``players=`` groups them; with a model that honours its
-attention mask their values are exactly 0 (masking a pad token changes nothing).
+Padding positions are no players by default (label ``-1`` in the players, see ``games.players``: kept as they are,
+attribution 0): those with ``attention_mask == 0`` in ``forward_kwargs``, else those holding the pad id
+(``pad_id=``, ``model.config.pad_token_id`` or a ``model.pad_id`` attribute). Give ``players=`` to choose yourself.
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def find_embedding(model, x: torch.Tensor, forward=None) -> tuple[str, nn.Module
             h.remove()
     same = [(n, m) for n, m, t in seen if t is row]
     if not same:
-        same = [(n, m) for n, m, t in seen if t.shape == row.shape and torch.equal(t.to(row.device), row)]
+        same = [(n, m) for n, m, t in seen if t.shape == row.shape and not t.is_floating_point()
+                and torch.equal(t.to(row.device, row.dtype), row)]
     uniq = list(dict((id(m), (n, m)) for n, m in same).values())
     if not uniq:
         called = sorted({n for n, _, _ in seen})
