@@ -103,7 +103,9 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
     params = inspect.signature(spec.fn).parameters
     out = dict(options)
     for name in ("baseline", "masker"):
-        if name in out:
+        if name in out and getattr(out[name], "parts", None) is not None:     # ak.Background of several inputs
+            out[name] = out[name].packed(layout)
+        elif name in out:
             out[name] = pack_reference(out[name], layout, flat, seed, name)
         elif name in params and params[name].default is not inspect.Parameter.empty:
             default = params[name].default
