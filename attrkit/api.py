@@ -47,7 +47,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     _check_options(spec, options, noise)
     start = time.perf_counter()
     with eval_mode(model):
-        prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+        with torch.no_grad():
+            prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
         if spec.layer == "required" and layer is None:

@@ -421,3 +421,18 @@ def test_background_of_several_inputs():
         fb = torch.stack([model(bg_img, bg_tab, scale[i].expand(4, 1))[:, int(T[i])].mean() for i in range(3)])
     total = a.values[0].sum((1, 2, 3)) + a.values[1].sum(1)
     assert torch.allclose(total, fx - fb, atol=1e-5)
+
+
+def test_docs_example_runs():
+    """docs/inputs.md's example runs as written and gives what it says."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "inputs.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    scope: dict = {}
+    exec(compile(code, "docs/inputs.md", "exec"), scope)
+    a, s, d = scope["a"], scope["s"], scope["d"]
+    assert a.values[0].shape == (4, 3, 16, 16) and a.values[1].shape == (4, 5)
+    assert a.heatmap(input=0).shape == (4, 16, 16)
+    assert int(s.info["n_players"][0]) == 4 + 3                      # 4 cells + columns 4, 5, 6 (0 is shared)
+    assert isinstance(d.values, dict) and list(d.values) == ["img", "tab"]
