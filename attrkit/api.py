@@ -49,7 +49,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     start = time.perf_counter()
     with eval_mode(model):
         try:
-            prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+            with torch.no_grad():
+                prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
         except RuntimeError as e:
             raise tokens.forward_error(e, x) from e
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
@@ -118,7 +119,9 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
     params = inspect.signature(spec.fn).parameters
     out = dict(options)
     for name in ("baseline", "masker"):
-        if name in out:
+        if name in out and getattr(out[name], "parts", None) is not None:     # ak.Background of several inputs
+            out[name] = out[name].packed(layout)
+        elif name in out:
             out[name] = pack_reference(out[name], layout, flat, seed, name)
         elif name in params and params[name].default is not inspect.Parameter.empty:
             default = params[name].default

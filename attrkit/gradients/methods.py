@@ -190,7 +190,7 @@ def gradient_shap(problem: Problem, baseline="zeros", n_samples: int = 20, stdev
         xi = x[rows] if noise is None else x[rows] + noise[rows, ks]
         a = _bcast(alpha[rows, ks].to(x.device, x.dtype), x.dim())
         if at_layer:
-            ax = act_x[rows] if noise is None else problem.activation(xi)
+            ax = act_x[rows] if noise is None else problem.activation(xi, rows)
             mult = ax - act_bg[pick[rows, ks].to(bg.device)]
         else:
             mult = xi - r
