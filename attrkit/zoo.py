@@ -293,11 +293,11 @@ def pretrained(name: str, *, retrain: bool = False, directory: str | os.PathLike
     return model
 
 
-def retrain_all(directory: str | os.PathLike | None = None, names_: list[str] | None = None, *,
+def retrain_all(directory: str | os.PathLike | None = None, only: list[str] | None = None, *,
                 threads: int | None = 1, seed: int | None = None, progress: bool = False) -> dict[str, dict]:
-    """Retrain every recipe (or `names_`) into `directory`; ``{name: held-out scores}``."""
+    """Retrain every recipe (or those in `only`) into `directory`; ``{name: held-out scores}``."""
     out = {}
-    for name in names_ or names():
+    for name in only or names():
         m = pretrained(name, retrain=True, directory=directory, threads=threads, seed=seed,
                        progress=progress)
         out[name] = {k: v for k, v in m.meta.items() if k in ("test_accuracy", "test_r2", "test_mse")}

@@ -68,12 +68,15 @@ def test_dummy_feature_gets_exactly_zero(trained_mlp):
 @pytest.mark.parametrize("which", ["trained_mlp", "trained_cnn"])
 def test_gauss_legendre_beats_trapezoid_and_tolerance_is_met(which, request):
     model, x = request.getfixturevalue(which)
+    gl = ak.explain(model, x[:64], "integrated_gradients", steps=16, rule="gauss_legendre")
+    tr = ak.explain(model, x[:64], "integrated_gradients", steps=16, rule="riemann_trapezoid")
+    ratio = gl.info["completeness_gap"].abs().clamp_min(1e-12) / tr.info["completeness_gap"].abs().clamp_min(1e-12)
+    geo = float(ratio.log().mean().exp())          # geometric mean over 64 samples of the gap ratio GL / trapezoid
+    # ReLU kinks blunt Gauss-Legendre's order, least on the tanh MLP. Spread (conftest.py: fixture seeds 0-2, 1 and 2
+    # threads, mkldnn off): trained_mlp SPREAD_GL_MLP, trained_cnn SPREAD_GL_CNN. The former test (GL better on > 50 %
+    # of 24 samples) measured 0.58..0.71: too close to its bar.
+    assert record(f"gl_over_trapezoid_{which}", geo) < (0.85 if which == "trained_mlp" else 1.0), geo
     x = x[:24]
-    gl = ak.explain(model, x, "integrated_gradients", steps=16, rule="gauss_legendre")
-    tr = ak.explain(model, x, "integrated_gradients", steps=16, rule="riemann_trapezoid")
-    better = (gl.info["completeness_gap"] < tr.info["completeness_gap"]).float().mean()
-    # SPREAD_GL
-    assert record(f"gl_better_{which}", float(better)) > 0.5, f"gauss-legendre better on only {better:.0%} of samples"
     tol = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-3, max_steps=4096)
     assert tol.info["rule"] == "adaptive" and tol.info["tolerance_met"]
     assert (tol.info["relative_gap"] <= 1e-3).all()
