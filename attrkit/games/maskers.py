@@ -63,6 +63,13 @@ class Background(Masker):
     (``v(S) = mean_r f(x_S, b_r)``, Lundberg & Lee 2017). ``max_rows`` draws a seeded subsample."""
 
     def __init__(self, data, max_rows: int | None = None):
+        self.parts = None
+        if isinstance(data, (tuple, list, dict)) and all(
+                isinstance(d, torch.Tensor) or type(d).__name__ == "ndarray"
+                for d in (data.values() if isinstance(data, dict) else data)):
+            self.parts = data            # one background batch per input: ak.explain packs them (packed())
+            data = torch.cat([torch.as_tensor(d).reshape(len(d), -1).float()
+                              for d in (data.values() if isinstance(data, dict) else data)], 1)
         if not isinstance(data, torch.Tensor):
             data = torch.as_tensor(data)
         if not data.is_floating_point():
@@ -78,6 +85,15 @@ class Background(Masker):
     @property
     def name(self) -> str:
         return f"background({self.data.shape[0]} rows)"
+
+    def packed(self, layout) -> "Background":
+        """This background of several inputs (one ``[R, *shape_k]`` batch per input) as flat rows ``[R, D]``."""
+        parts = layout.as_list(self.parts, "background")
+        for p, shape, name in zip(parts, layout.shapes, layout.names):
+            if tuple(p.shape[1:]) != tuple(shape):
+                raise ValueError(f"background[{name!r}] has rows of shape {tuple(p.shape[1:])}, the input "
+                                 f"{tuple(shape)}")
+        return Background(layout.pack([torch.as_tensor(p) for p in parts]), self.max_rows)
 
     def references(self, x: torch.Tensor, players: Players, seed: int | None = None) -> torch.Tensor:
         data = self.data.to(device=x.device, dtype=x.dtype)
