@@ -317,6 +317,14 @@ def test_contract_two_inputs(name):
                              **opts)
             for u, v in zip(_values(one), _values(a)):
                 assert _close(u[0], v[i]), f"{name}: sample {i} differs alone"
+    if spec.layer == "optional":     # at a layer of the image branch: batch sizes and hooks again
+        if spec.players:
+            opts["players"] = "channels"          # 4 players (the conv's channels)
+        layer_runs = [ak.explain(model, (img, tab), name, target=targets, batch_size=b, layer="conv",
+                                 forward_args=(scale,), **opts) for b in (1, 3)]
+        assert count_hooks(model) == hooks, f"{name} at a layer: hooks left behind"
+        assert _close(layer_runs[0].values, layer_runs[1].values), f"{name} at a layer: batch size changes it"
+        assert layer_runs[0].values.shape == (3, 4, 6, 6) and torch.isfinite(layer_runs[0].values).all()
 
 
 def test_noise_is_scaled_per_input():
