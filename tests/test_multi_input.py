@@ -146,7 +146,7 @@ class AllCoalitionsKernelShap(captum_attr.KernelShap):
 def test_kernel_shap_with_a_mask_spanning_inputs_matches_captum():
     model, (img, tab, scale) = TwoInputs().eval(), data()
     mask = spanning_mask()
-    for i in range(2):
+    for i in range(2):               # (Captum's first KernelShap call costs seconds: its lazy imports)
         xi = (img[i:i + 1], tab[i:i + 1])
         ours = ak.explain(model, xi, "kernel_shap", target=int(T[i]), players=mask, n_samples=62, spread="paint",
                           baseline=(0.0, 0.0), forward_args=(scale[i:i + 1],))
