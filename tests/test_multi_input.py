@@ -444,3 +444,16 @@ def test_docs_example_runs():
     assert a.heatmap(input=0).shape == (4, 16, 16)
     assert int(s.info["n_players"][0]) == 4 + 3                      # 4 cells + columns 4, 5, 6 (0 is shared)
     assert isinstance(d.values, dict) and list(d.values) == ["img", "tab"]
+
+
+def test_a_game_built_directly_on_several_inputs():
+    """ak.Game(model, (img, tab), players=(...)) packs like explain: v(all) - v(none) = f(x) - f(reference)."""
+    model, (img, tab, _) = TwoInputs().eval(), data()
+    baked = lambda a, b: model(a, b, 2.0)
+    g = ak.Game(baked, (img, tab), players=spanning_mask(), masker=(0.5, "mean"), target=1)
+    assert g.max_players == 6
+    rows = torch.arange(3)
+    with torch.no_grad():
+        fx = baked(img, tab)[:, 1]
+        fr = baked(torch.full_like(img, 0.5), tab.mean(0, keepdim=True).expand_as(tab))[:, 1]
+    assert torch.allclose((g.full(rows) - g.empty(rows))[:, 0].float(), fx - fr, atol=1e-5)
