@@ -150,7 +150,7 @@ def _flat_attribution(a, prep: Prepared):
     values = layout.pack(a.values) if a.multi else a.values
     players = a.players
     if isinstance(players, (tuple, list, dict)):
-        from ..games.players import pack_players
+        from ..games.packing import pack_players
         players = pack_players(players, layout, prep.inputs)
     info = {k: layout.pack(v) if isinstance(v, (tuple, dict)) and all(isinstance(u, torch.Tensor) for u in
             (v.values() if isinstance(v, dict) else v)) and len(v) == len(layout) else v for k, v in a.info.items()}

@@ -334,7 +334,7 @@ def _per_input(problem: Problem, players, masker, baseline):
     """Players and masker of several inputs (tuples, per-input names, ``Background`` of several inputs) in the
     packed form of ``problem.inputs`` (already packed ones pass through)."""
     from ..core.inputs import pack_reference
-    from .players import pack_players
+    from .packing import pack_players
     layout, flat = problem.layout, problem.inputs
     if not isinstance(players, str):
         players = pack_players(players, layout, flat)
