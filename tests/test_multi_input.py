@@ -457,3 +457,10 @@ def test_a_game_built_directly_on_several_inputs():
         fx = baked(img, tab)[:, 1]
         fr = baked(torch.full_like(img, 0.5), tab.mean(0, keepdim=True).expand_as(tab))[:, 1]
     assert torch.allclose((g.full(rows) - g.empty(rows))[:, 0].float(), fx - fr, atol=1e-5)
+
+
+def test_a_list_with_one_item_per_sample_is_flagged():
+    model, (img, tab, scale) = TwoInputs().eval(), data()
+    with pytest.warns(UserWarning, match="only tensors|Only tensors"):
+        ak.explain(lambda a, b, weights: model(a, b, 2.0), (img, tab), "saliency", target=1,
+                   forward_args=([1.0, 2.0, 3.0],))
