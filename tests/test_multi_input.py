@@ -464,3 +464,9 @@ def test_a_list_with_one_item_per_sample_is_flagged():
     with pytest.warns(UserWarning, match="only tensors|Only tensors"):
         ak.explain(lambda a, b, weights: model(a, b, 2.0), (img, tab), "saliency", target=1,
                    forward_args=([1.0, 2.0, 3.0],))
+
+
+def test_run_refuses_forward_args_with_the_way_out(tmp_path):
+    img, tab, scale = data()
+    with pytest.raises(ValueError, match="forward_args/forward_kwargs"):
+        ak.run(lambda: TwoInputs().eval(), ((img, tab), None), "saliency", out=tmp_path / "r", forward_args=(scale,))
