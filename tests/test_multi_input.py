@@ -470,3 +470,17 @@ def test_run_refuses_forward_args_with_the_way_out(tmp_path):
     img, tab, scale = data()
     with pytest.raises(ValueError, match="forward_args/forward_kwargs"):
         ak.run(lambda: TwoInputs().eval(), ((img, tab), None), "saliency", out=tmp_path / "r", forward_args=(scale,))
+
+
+def test_torchscript_model_with_several_inputs():
+    """A scripted two-input model: input-level methods work (equal to the eager model), hook methods refuse."""
+    import warnings
+    model, (img, tab, scale) = TwoInputs().eval(), data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(model)
+    a = ak.explain(scripted, (img, tab), "saliency", target=1, forward_args=(scale,))
+    b = ak.explain(model, (img, tab), "saliency", target=1, forward_args=(scale,))
+    both_close(a.values, b.values, 1e-6)
+    with pytest.raises(TypeError, match="TorchScript"):
+        ak.explain(scripted, (img, tab), "lrp", target=1, forward_args=(scale,))
