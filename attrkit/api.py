@@ -140,7 +140,7 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
             if packed is not default:          # a geometry-dependent default ("mean", "blur"): made per input
                 out[name] = packed
     if "players" in params and not at_layer:
-        from .games.players import pack_players
+        from .games.packing import pack_players
         given = out.get("players")
         if given is None or not isinstance(given, str):
             out["players"] = pack_players(given, layout, flat)

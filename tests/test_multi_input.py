@@ -146,7 +146,7 @@ class AllCoalitionsKernelShap(captum_attr.KernelShap):
 def test_kernel_shap_with_a_mask_spanning_inputs_matches_captum():
     model, (img, tab, scale) = TwoInputs().eval(), data()
     mask = spanning_mask()
-    for i in range(2):
+    for i in range(2):               # (Captum's first KernelShap call costs seconds: its lazy imports)
         xi = (img[i:i + 1], tab[i:i + 1])
         ours = ak.explain(model, xi, "kernel_shap", target=int(T[i]), players=mask, n_samples=62, spread="paint",
                           baseline=(0.0, 0.0), forward_args=(scale[i:i + 1],))
@@ -317,6 +317,14 @@ def test_contract_two_inputs(name):
                              **opts)
             for u, v in zip(_values(one), _values(a)):
                 assert _close(u[0], v[i]), f"{name}: sample {i} differs alone"
+    if spec.layer == "optional":     # at a layer of the image branch: batch sizes and hooks again
+        if spec.players:
+            opts["players"] = "channels"          # 4 players (the conv's channels)
+        layer_runs = [ak.explain(model, (img, tab), name, target=targets, batch_size=b, layer="conv",
+                                 forward_args=(scale,), **opts) for b in (1, 3)]
+        assert count_hooks(model) == hooks, f"{name} at a layer: hooks left behind"
+        assert _close(layer_runs[0].values, layer_runs[1].values), f"{name} at a layer: batch size changes it"
+        assert layer_runs[0].values.shape == (3, 4, 6, 6) and torch.isfinite(layer_runs[0].values).all()
 
 
 def test_noise_is_scaled_per_input():
@@ -436,3 +444,43 @@ def test_docs_example_runs():
     assert a.heatmap(input=0).shape == (4, 16, 16)
     assert int(s.info["n_players"][0]) == 4 + 3                      # 4 cells + columns 4, 5, 6 (0 is shared)
     assert isinstance(d.values, dict) and list(d.values) == ["img", "tab"]
+
+
+def test_a_game_built_directly_on_several_inputs():
+    """ak.Game(model, (img, tab), players=(...)) packs like explain: v(all) - v(none) = f(x) - f(reference)."""
+    model, (img, tab, _) = TwoInputs().eval(), data()
+    baked = lambda a, b: model(a, b, 2.0)
+    g = ak.Game(baked, (img, tab), players=spanning_mask(), masker=(0.5, "mean"), target=1)
+    assert g.max_players == 6
+    rows = torch.arange(3)
+    with torch.no_grad():
+        fx = baked(img, tab)[:, 1]
+        fr = baked(torch.full_like(img, 0.5), tab.mean(0, keepdim=True).expand_as(tab))[:, 1]
+    assert torch.allclose((g.full(rows) - g.empty(rows))[:, 0].float(), fx - fr, atol=1e-5)
+
+
+def test_a_list_with_one_item_per_sample_is_flagged():
+    model, (img, tab, scale) = TwoInputs().eval(), data()
+    with pytest.warns(UserWarning, match="only tensors|Only tensors"):
+        ak.explain(lambda a, b, weights: model(a, b, 2.0), (img, tab), "saliency", target=1,
+                   forward_args=([1.0, 2.0, 3.0],))
+
+
+def test_run_refuses_forward_args_with_the_way_out(tmp_path):
+    img, tab, scale = data()
+    with pytest.raises(ValueError, match="forward_args/forward_kwargs"):
+        ak.run(lambda: TwoInputs().eval(), ((img, tab), None), "saliency", out=tmp_path / "r", forward_args=(scale,))
+
+
+def test_torchscript_model_with_several_inputs():
+    """A scripted two-input model: input-level methods work (equal to the eager model), hook methods refuse."""
+    import warnings
+    model, (img, tab, scale) = TwoInputs().eval(), data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(model)
+    a = ak.explain(scripted, (img, tab), "saliency", target=1, forward_args=(scale,))
+    b = ak.explain(model, (img, tab), "saliency", target=1, forward_args=(scale,))
+    both_close(a.values, b.values, 1e-6)
+    with pytest.raises(TypeError, match="TorchScript"):
+        ak.explain(scripted, (img, tab), "lrp", target=1, forward_args=(scale,))

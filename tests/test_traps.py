@@ -465,3 +465,23 @@ def test_random_references_do_not_depend_on_batch_position(method, kw):
     for i in (1, 2):
         alone = ak.explain(small_mlp(), x[i:i + 1], method, target=0, seed=3, **kw).values
         assert torch.allclose(batch[i:i + 1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_superpixels_of_several_inputs_stay_per_sample():
+    pytest.importorskip("skimage")
+    img = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))          # N == C
+    tab = torch.rand(3, 2, generator=torch.Generator().manual_seed(1))
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Linear(192, 1), nn.Linear(2, 1)
+
+        def forward(self, i, t):
+            return self.a(i.flatten(1)) + self.b(t)
+
+    sp = ak.superpixels(img, n=4)                  # one input's superpixels, given in the tuple of players
+    a = ak.explain(Two(), (img, tab), "feature_ablation", players=(sp, torch.tensor([100, 101])))
+    b = ak.explain(Two(), (img, tab), "feature_ablation", players=(sp.clone().unsqueeze(1), torch.tensor([100, 101])))
+    assert torch.equal(a.values[0], b.values[0])

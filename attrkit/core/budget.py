@@ -31,7 +31,7 @@ def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
             if isinstance(out, torch.Tensor):
                 total[0] += out.numel() * out.element_size()
         for m in model.modules():
-            if len(list(m.children())) == 0:
+            if len(list(m.children())) == 0 and not isinstance(m, torch.jit.ScriptModule):
                 handles.append(m.register_forward_hook(hook))
     from .adapter import rows_of
     try:

@@ -47,6 +47,7 @@ def prepare(model, x, target=None, forward_args=None, forward_kwargs=None, batch
         layout, flat = None, inputs_for(model, x)
         structured = flat
     n = int(flat.shape[0])
+    _warn_unchunked(fargs, fkwargs, n)
     if device is not None:
         fargs = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in fargs)
         fkwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fkwargs.items()}
@@ -83,6 +84,18 @@ def prepare(model, x, target=None, forward_args=None, forward_kwargs=None, batch
     elif select is not None:
         tgt.label = f"{select.key!r}: {tgt.label}"
     return Prepared(engine, flat, outputs, tgt, layout, structured, rest)
+
+
+def _warn_unchunked(fargs: tuple, fkwargs: dict, n: int) -> None:
+    """Only tensors travel with their samples; a list/tuple/array of N items is passed whole to every call."""
+    import warnings
+    named = [(f"forward_args[{i}]", a) for i, a in enumerate(fargs)] + [(f"forward_kwargs[{k!r}]", v)
+                                                                       for k, v in fkwargs.items()]
+    for name, v in named:
+        if n > 1 and (isinstance(v, (list, tuple)) or type(v).__name__ == "ndarray") and len(v) == n:
+            warnings.warn(f"{name} is a {type(v).__name__} of {n} items, one per sample? Only tensors whose first "
+                          "dimension is N are chunked and repeated with their samples; this one is passed whole "
+                          "to every model call. Pass a tensor if it holds one entry per sample", stacklevel=4)
 
 
 def _checked(out, n: int) -> torch.Tensor:
@@ -150,7 +163,7 @@ def _flat_attribution(a, prep: Prepared):
     values = layout.pack(a.values) if a.multi else a.values
     players = a.players
     if isinstance(players, (tuple, list, dict)):
-        from ..games.players import pack_players
+        from ..games.packing import pack_players
         players = pack_players(players, layout, prep.inputs)
     info = {k: layout.pack(v) if isinstance(v, (tuple, dict)) and all(isinstance(u, torch.Tensor) for u in
             (v.values() if isinstance(v, dict) else v)) and len(v) == len(layout) else v for k, v in a.info.items()}

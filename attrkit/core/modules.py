@@ -54,7 +54,10 @@ def eval_mode(model, warn: bool = True) -> Iterator[None]:
 
 
 def is_scripted(model) -> bool:
-    """True for a TorchScript module (``torch.jit.script``/``trace``/``load``): it takes no Python hooks."""
+    """True for a TorchScript module (``torch.jit.script``/``trace``/``load``): it takes no Python hooks.
+    An adapter around one (several inputs, structured outputs) counts as one."""
+    if type(model).__name__ == "ModelAdapter":
+        model = getattr(model, "model", model)
     return isinstance(model, torch.jit.ScriptModule)
 
 

@@ -42,6 +42,14 @@ class Problem:
     def n(self) -> int:
         return int(self.inputs.shape[0])
 
+    @property
+    def model_layer_name(self) -> str | None:
+        """``layer_name`` as a name in ``self.model.named_modules()`` (the adapter holds the user's model as
+        ``model``)."""
+        if self.layer_name and isinstance(self.model, ModelAdapter):
+            return f"model.{self.layer_name}"
+        return self.layer_name
+
     def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The model's outputs for ``x``; ``rows`` says which sample each row belongs to (needed when the
         model takes non-attributed per-sample arguments, e.g. an attention mask; see ``core.adapter``)."""

@@ -83,6 +83,8 @@ class Game:
             self._run = lambda inp, rows: problem.forward(inp, rows)
             self.head_only, self.chunk, self.split_reason = None, game_chunk(problem), ""
             self._cl = self.base.dim() == 4 and _has_conv2d(problem.model)
+        if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
+            players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
         self.masker = as_masker(masker, baseline)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
@@ -339,6 +341,22 @@ class Game:
         if p is not None:
             return bool(p)
         return rows >= PROGRESS_MIN_ROWS and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def _per_input(problem: Problem, players, masker, baseline):
+    """Players and masker of several inputs (tuples, per-input names, ``Background`` of several inputs) in the
+    packed form of ``problem.inputs`` (already packed ones pass through)."""
+    from ..core.inputs import pack_reference
+    from .packing import pack_players
+    layout, flat = problem.layout, problem.inputs
+    if not isinstance(players, str):
+        players = pack_players(players, layout, flat)
+    out = []
+    for spec in (masker, baseline):
+        if getattr(spec, "parts", None) is not None:
+            spec = spec.packed(layout)
+        out.append(pack_reference(spec, layout, flat, problem.seed, "masker"))
+    return players, out[0], out[1]
 
 
 def _has_conv2d(model) -> bool:

@@ -108,7 +108,7 @@ def ablation_cam(problem: Problem, relu: bool = True) -> Result:
     tail = None
     if problem.layer_name:
         with torch.no_grad():
-            tail = tail_after(problem.model, problem.layer_name, acts[:1].clone(), problem.outputs[:1])
+            tail = tail_after(problem.model, problem.model_layer_name, acts[:1].clone(), problem.outputs[:1])
     live = acts.reshape(n, k, -1).ne(0).any(2)              # zeroing an all-zero channel changes nothing
     pairs = live.nonzero()
     ablated = y.unsqueeze(1).repeat(1, k)

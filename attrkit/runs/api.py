@@ -71,6 +71,10 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
         raise ValueError(f"the local backend runs in this process with one model; use backend='ray' for "
                          f"workers={workers}")
     spec = get(method)
+    if "forward_args" in method_args or "forward_kwargs" in method_args:
+        raise ValueError("ak.run does not take forward_args/forward_kwargs yet (a data set's shards would need their "
+                         "own rows of them): put arguments shared by all samples into the model factory, and "
+                         "per-sample ones into the data set as inputs of a small wrapper model")
     _check_options(spec, method_args, noise)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
