@@ -485,3 +485,16 @@ def test_superpixels_of_several_inputs_stay_per_sample():
     a = ak.explain(Two(), (img, tab), "feature_ablation", players=(sp, torch.tensor([100, 101])))
     b = ak.explain(Two(), (img, tab), "feature_ablation", players=(sp.clone().unsqueeze(1), torch.tensor([100, 101])))
     assert torch.equal(a.values[0], b.values[0])
+
+
+def test_wrong_shape_failing_between_layers_says_after_which_layer():
+    class Viewing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 2, 3, padding=1), nn.Linear(2 * 6 * 6, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).view(-1, 2 * 6 * 6))
+
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 5, 5\).*after layer 'conv' \(Conv2d\) had run"):
+        ak.explain(Viewing(), torch.randn(2, 3, 5, 5), "saliency", target=0)

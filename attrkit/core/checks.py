@@ -82,7 +82,7 @@ class first_call:
 
     def __init__(self, model, x: torch.Tensor):
         self.model, self.x = model, x
-        self.entered: list = []
+        self.entered: list = []          # (name, module, finished) of the leaf layers run, in order
         self._handles: list = []
 
     def __enter__(self):
@@ -91,9 +91,13 @@ class first_call:
             for name, mod in m.named_modules():
                 if len(list(mod.children())) == 0:
                     self._handles.append(mod.register_forward_pre_hook(
-                        lambda mod, args, name=name: self.entered.append((name, mod)) if not self.entered or
-                        self.entered[-1][1] is not mod else None))
+                        lambda mod, args, name=name: self.entered.append([name, mod, False])))
+                    self._handles.append(mod.register_forward_hook(self._finished))
         return self
+
+    def _finished(self, mod, args, out):
+        if self.entered and self.entered[-1][1] is mod:
+            self.entered[-1][2] = True
 
     def __exit__(self, kind, err, tb):
         for h in self._handles:
@@ -103,9 +107,10 @@ class first_call:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = ""
         if self.entered:
-            name, mod = self.entered[-1]
+            name, mod, finished = self.entered[-1]
             what = _expects(mod)
-            where = f" at layer {name!r} ({type(mod).__name__}{', which takes ' + what if what else ''})"
+            where = f" at layer {name!r} ({type(mod).__name__}{', which takes ' + what if what else ''})" \
+                if not finished else f" after layer {name!r} ({type(mod).__name__}) had run, in the model's own code"
         elif isinstance(self.model, torch.nn.Module):
             first = next(((n, m) for n, m in self.model.named_modules() if isinstance(m, _SHAPED)), None)
             if first is not None and _expects(first[1]):
