@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 export RAY_AUTH_MODE = disabled
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test bench bench-quick crosscheck clean install
+.PHONY: demo test bench bench-quick crosscheck clean install zoo
 
 $(VENV)/.core:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(VENV)/.demo
 test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) || echo "warning: could not install chromium; browser tests will report it"
 	ATTRKIT_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
+
+# `make zoo`: re-run every zoo recipe (one torch thread) and rewrite the shipped weights in attrkit/zoo_weights/
+# (safetensors + JSON + manifest.json with SHA-256); prints each held-out score and its band.
+zoo: $(VENV)/.demo
+	$(PY) -m attrkit.zoo
 
 # `make bench`: attrkit against Captum, SHAP and LIME side by side (benchmarks/; under 30 min on 2 cores),
 # writes docs/benchmarks.md and docs/benchmarks.json. `make bench-quick`: the same in under 5 minutes.

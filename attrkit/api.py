@@ -10,6 +10,7 @@ from .attribution import Attribution
 from .core.call import prepare
 from .core.modules import eval_mode, resolve_layer
 from .core.problem import Problem
+from .core import tokens
 from .registry import get
 
 
@@ -44,32 +45,29 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     spec = get(method)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
-    _check_options(spec, options, noise)
+    _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
     start = time.perf_counter()
     with eval_mode(model):
-        with torch.no_grad():
-            prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+        try:
+            with torch.no_grad():
+                prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+        except RuntimeError as e:
+            raise tokens.forward_error(e, x) from e
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
         if spec.layer == "required" and layer is None:
             layer_name, layer_mod = _default_layer(spec, model)
+        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
+        layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
         if layout is not None:
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
         problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
                           progress=progress, layout=layout)
-        if noise is not None and noise is not False:
-            from .gradients.noise import with_noise
-            if spec.family != "gradient":
-                raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
-            nopts = _noise_options(noise)
-            result = with_noise(problem, base=spec.name, **nopts, **options)
-            name = f"{nopts.get('kind', 'smoothgrad')}({spec.name})"
-        else:
-            result = spec.fn(problem, **options)
-            name = spec.name
-            if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
-                name = f"{spec.name}({options['base']})"
+        with tok.context():
+            result = _run(spec, problem, options, noise)
+        result = tok.finish(result)
+        name = _name(spec, options, noise)
     info = dict(result.info)
     info.setdefault("n_evals", 0)
     info["n_evals"] = int(info["n_evals"]) + x.shape[0]   # the forward pass on x itself
@@ -80,14 +78,31 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     if layout is not None:
         unpack = lambda t: layout.structure(layout.unpack_like(t)) if isinstance(t, torch.Tensor) and \
             t.dim() == 2 and t.shape[1] == layout.width else t
-        values = unpack(values) if layer_name is None else values
+        values = unpack(values) if layer_name is None or tok.per_token else values
         baseline = unpack(baseline.detach() if isinstance(baseline, torch.Tensor) else baseline)
-        players = unpack(players) if layer_name is None else players
+        players = unpack(players) if layer_name is None or tok.per_token else players
         info = {k: unpack(v) for k, v in info.items()}
     return Attribution(values=values, method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,
                        layer=layer_name, baseline=baseline, inputs=_detach(prep.structured),
                        outputs=outputs.detach(), info=info, players=players)
+
+
+def _run(spec, problem, options, noise):
+    if noise is not None and noise is not False:
+        from .gradients.noise import with_noise
+        if spec.family != "gradient":
+            raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
+        return with_noise(problem, base=spec.name, **_noise_options(noise), **options)
+    return spec.fn(problem, **options)
+
+
+def _name(spec, options, noise) -> str:
+    if noise is not None and noise is not False:
+        return f"{_noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
+    if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        return f"{spec.name}({options['base']})"
+    return spec.name
 
 
 def _detach(x):

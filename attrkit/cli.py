@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"attrkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", parents=[common], help="the main job: train or load the built-in models, explain "
+    d = sub.add_parser("demo", parents=[common], help="the main job: load the built-in models, explain "
                        "held-out samples with every method, evaluate, write the report", description=(
-                           "Train (or load from the cache, $ATTRKIT_CACHE) the built-in models, explain held-out "
+                           "Load the built-in models (the zoo's shipped weights), explain held-out "
                            "samples with every method family at pixel and layer level, run the evaluation "
                            "tables, and write report.html plus PNG figures to --out."))
     d.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
@@ -90,12 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common], help="train a model on built-in data and save it",
                        description="Train a model on a built-in data set with the lecture's loop and save it "
                                    "(attrkit.train.save format, usable by `attrkit explain --model`). "
-                                   "With --zoo, build (or rebuild) a model of the zoo in the cache.")
+                                   "With --zoo, load a model of the zoo (--force: re-run its recipe and rewrite its shipped weights).")
     t.add_argument("--data", default=None, help="digits, shapes, faces, breast_cancer, diabetes, synthetic_tabular")
     t.add_argument("--model", default=None, help="small_cnn, mlp or logistic (default: small_cnn for images, mlp "
                                                   "for tables)")
-    t.add_argument("--zoo", default=None, help="a model name of attrkit.zoo to train and cache instead")
-    t.add_argument("--force", action="store_true", help="with --zoo: retrain even if cached")
+    t.add_argument("--zoo", default=None, help="a model name of attrkit.zoo to load (or rebuild with --force) instead")
+    t.add_argument("--force", action="store_true", help="with --zoo: re-run the recipe and rewrite the shipped weights (as make zoo)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=64)

@@ -1,6 +1,6 @@
 """The main job (``attrkit demo`` / ``make demo``): every method on the built-in models, evaluated, in one report.
 
-1. Train (or load from the cache, ``$ATTRKIT_CACHE``) the zoo's ``shapes_cnn`` (64 px images of five shapes)
+1. Load the zoo's shipped weights (``attrkit/zoo_weights``, checksummed) of ``shapes_cnn`` (64 px images of five shapes)
    and ``breast_cancer_mlp`` (30 tabular features); the default run adds ``digits_cnn``.
 2. Explain held-out images (one object each, plus images holding two objects of different classes, as in the
    thesis' Figure 3.1) with every registered method (``ak.methods()``) at the input pixels and at the last
@@ -90,8 +90,8 @@ def _run(out, fast: bool, seed: int, progress, log) -> dict:
     items: list[dict] = []
 
     from . import zoo
-    say(f"attrkit demo ({'fast' if fast else 'full'}): models from the cache {zoo.cache_dir()} "
-        f"(trained on first use)")
+    say(f"attrkit demo ({'fast' if fast else 'full'}): zoo models from {zoo.weights_dir()} "
+        f"(shipped weights, checked against their SHA-256)")
     t0 = time.perf_counter()
     img_model = zoo.pretrained(IMAGE_MODEL, progress=bool(progress))
     tab_model = zoo.pretrained(TABLE_MODEL, progress=bool(progress))

@@ -70,8 +70,13 @@ class History:
 
 
 # ------------------------------------------------------------------------------- inputs
-def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, bool | None]:
-    """(x, y, is_classification or None when unknown)."""
+def _parts(x: torch.Tensor | tuple) -> tuple[torch.Tensor, ...]:
+    """The model's inputs as a tuple: ``(x,)`` for one tensor, the tuple itself for several."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor | tuple, torch.Tensor, bool | None]:
+    """(x, y, is_classification or None when unknown); x is a tuple for models with several inputs."""
     if isinstance(data, Dataset):
         return data.x, data.y, data.is_classification
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
@@ -120,33 +125,34 @@ def _loss_fn(loss: str | Callable | None, y: torch.Tensor, classification: bool 
     raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES} or a callable(output, target).")
 
 
-def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool,
+def _loader(x: torch.Tensor | tuple, y: torch.Tensor, batch_size: int, shuffle: bool,
             generator: torch.Generator | None) -> DataLoader:
-    """A DataLoader that draws whole index batches (fast on in-memory tensors)."""
-    ds = TensorDataset(x, y)
+    """A DataLoader of ``[*inputs, y]`` index batches (fast on in-memory tensors)."""
+    ds = TensorDataset(*_parts(x), y)
     base = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
     return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
 
 
-def _output_count(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+def _output_count(model: nn.Module, x: torch.Tensor | tuple, device: torch.device) -> int:
     with torch.no_grad():
-        out = model(x[:1].to(device))
+        out = model(*(t[:1].to(device) for t in _parts(x)))
     return 1 if out.ndim == 1 else int(out.shape[-1])
 
 
 # --------------------------------------------------------------------------- evaluation
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Model outputs for `x` in eval mode, batched, on the model's device; returned on the CPU."""
+def predict(model: nn.Module, x: torch.Tensor | tuple, batch_size: int = 256) -> torch.Tensor:
+    """Model outputs for `x` (a tensor, or a tuple for ``model(*x)``) in eval mode, batched, on the
+    model's device; returned on the CPU."""
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
     was_training = model.training
     model.eval()
-    outs = []
+    outs, parts = [], _parts(x)
     with torch.no_grad():
-        for s in range(0, x.shape[0], batch_size):
-            outs.append(model(x[s:s + batch_size].to(device)).cpu())
+        for s in range(0, parts[0].shape[0], batch_size):
+            outs.append(model(*(t[s:s + batch_size].to(device) for t in parts)).cpu())
     model.train(was_training)
     return torch.cat(outs)
 
@@ -171,11 +177,11 @@ def _validate(model, loader, criterion, device, classification: bool) -> tuple[f
     model.eval()
     tot_obs, tot_loss, correct = 0, 0.0, 0
     with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            out = model(x)
-            tot_loss += float(criterion(out, y)) * x.shape[0]
-            tot_obs += x.shape[0]
+        for *x, y in loader:
+            x, y = [t.to(device) for t in x], y.to(device)
+            out = model(*x)
+            tot_loss += float(criterion(out, y)) * y.shape[0]
+            tot_obs += y.shape[0]
             if classification:
                 pred = _predicted_class(out, probabilities)
                 correct += int((pred == y.reshape(-1)).sum())
@@ -203,7 +209,7 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
     `schedule`: ``None`` (constant `lr`), ``"cosine"`` (cosine decay to 0 over all steps) or
     ``"onecycle"`` (Smith & Topin 2019: warm-up to `lr` over 30 % of the steps, then cosine
     decay), stepped after every batch. `augment` maps a training batch x to a transformed
-    batch. `seed` fixes the shuffling and the dropout/augmentation RNG (the global RNG is left
+    batch (one-input models). A data set whose ``x`` is a tuple trains ``model(*x)``. `seed` fixes the shuffling and the dropout/augmentation RNG (the global RNG is left
     untouched): same seed, same weights (on the same machine and thread count).
     The model ends in eval mode on `device`.
     """
@@ -222,6 +228,8 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
     if patience is not None and val is None:
         raise ValueError("early stopping (patience=...) needs validation data: pass val=.")
     x, y, cls = _as_tensors(train, "train")
+    if augment is not None and len(_parts(x)) > 1:
+        raise ValueError("augment= transforms one input tensor; this data set has several inputs.")
     val_t = _as_tensors(val, "val") if val is not None else None
     dev = pick_device(device)
     model.to(dev)
@@ -254,19 +262,19 @@ def fit(model: nn.Module, train: Dataset | tuple, val: Dataset | tuple | None = 
             tot_obs, tot_loss = 0, 0.0
             bar = tqdm(loader, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                        disable=not progress, leave=False)
-            for xb, yb in bar:
-                xb, yb = xb.to(dev), yb.to(dev)
+            for *xb, yb in bar:
+                xb, yb = [t.to(dev) for t in xb], yb.to(dev)
                 if augment is not None:
-                    xb = augment(xb)
+                    xb = [augment(xb[0])]
                 optimiser.zero_grad()
-                out = model(xb)
+                out = model(*xb)
                 batch_loss = criterion(out, yb)
                 batch_loss.backward()
                 optimiser.step()
                 if scheduler is not None:
                     scheduler.step()
-                tot_obs += xb.shape[0]
-                tot_loss += float(batch_loss.detach()) * xb.shape[0]
+                tot_obs += yb.shape[0]
+                tot_loss += float(batch_loss.detach()) * yb.shape[0]
                 bar.set_postfix(loss=f"{tot_loss / tot_obs:.4f}")
             hist.train_loss.append(tot_loss / tot_obs)
             if val_loader is not None:
@@ -328,13 +336,17 @@ def load(path: str | os.PathLike, *, trust: bool = False, weights_only: bool | N
          map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model written by `save`, in eval mode, with ``model.meta`` restored.
 
-    Reads with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+    A ``.safetensors`` file (the zoo's format, with ``<stem>.json`` beside it) is read without pickle.
+    Otherwise reads with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
     crafted pickle cannot run code; such a file raises ValueError. Pass ``trust=True`` (or
     ``weights_only=False``) only for files you trust completely.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no model file at {path}.")
+    if path.suffix == ".safetensors":               # a zoo file: tensors + <stem>.json, no pickle
+        from .zoo import read_model   # imported here: the zoo imports this module
+        return read_model(path)
     safe = not trust if weights_only is None else bool(weights_only)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=safe)

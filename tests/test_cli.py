@@ -34,10 +34,10 @@ def one_line_error(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def zoo_model_file():
-    """The zoo's shapes model, as the file attrkit.train.save wrote to the cache."""
+    """The zoo's shapes model file (shipped safetensors + JSON; attrkit.train.load reads it)."""
     from attrkit import zoo
-    zoo.pretrained("shapes_cnn", progress=False)
-    return zoo.cache_path("shapes_cnn")
+    zoo.pretrained("shapes_cnn")                                   # checks the file's SHA-256
+    return zoo.weights_path("shapes_cnn")
 
 
 @pytest.fixture(scope="module")

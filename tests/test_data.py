@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from attrkit.data import (SHAPE_CLASSES, Dataset, breast_cancer, diabetes, digits, faces, photos,
-                          shape_mask, shapes, shapes_pairs, synthetic_tabular)
+from attrkit.data import (SHAPE_CLASSES, TEXT_EVIDENCE, TEXT_VOCAB, Dataset, breast_cancer, diabetes,
+                          digits, faces, image_table, photos, shape_mask, shapes, shapes_pairs,
+                          synthetic_tabular, text_evidence)
+from attrkit.data.text import FILLER, PAD_ID, decode
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +214,61 @@ def test_dataset_validates_its_fields():
         Dataset(torch.zeros(3, 2), torch.zeros(4))
     with pytest.raises(TypeError):
         Dataset(np.zeros((3, 2)), torch.zeros(3))
+    with pytest.raises(TypeError, match="tuple of tensors"):
+        Dataset((torch.zeros(3, 2), np.zeros(3)), torch.zeros(3))
+    with pytest.raises(ValueError, match="attention_mask has 2 rows"):
+        Dataset(torch.zeros(3, 2), torch.zeros(3), attention_mask=torch.ones(2, 2))
+
+
+# ------------------------------------------------------------------------- text with planted evidence
+def test_text_rationale_marks_exactly_the_evidence_of_the_label():
+    d = text_evidence(300, seed=5)
+    ids, mask, r = d.x, d.attention_mask, d.rationale
+    assert ids.dtype == torch.long and ids.shape == (300, 16) and r is d.masks and r.shape == ids.shape
+    assert torch.equal(mask, ids != PAD_ID) and d.meta["vocab"] == list(TEXT_VOCAB)
+    assert bool((~mask[:, :6]).sum() == 0)                         # at least min_len real tokens
+    pads = ~mask                                                   # padding only at the end
+    assert torch.equal(pads, pads.int().cummax(1).values.bool())
+    evidence = {c: {TEXT_VOCAB.index(w) for w in ws} for c, ws in enumerate(TEXT_EVIDENCE.values())}
+    fillers = {TEXT_VOCAB.index(w) for w in FILLER}
+    for i in range(len(d)):
+        label = int(d.y[i])
+        assert {int(t) for t in ids[i][r[i]]} <= evidence[label]  # the rationale: the label's evidence
+        assert {int(t) for t in ids[i][mask[i] & ~r[i]]} <= fillers   # the rest: neutral fillers
+        assert 1 <= int(r[i].sum()) <= 3 and not bool((r[i] & ~mask[i]).any())
+    assert abs(float(d.y.float().mean()) - 0.5) <= 1 / 300
+    assert len(decode(ids[0])) == int(mask[0].sum())
+    # fillers carry no label: each appears about as often in both classes
+    counts = torch.stack([torch.bincount(ids[d.y == c][mask[d.y == c]], minlength=len(TEXT_VOCAB))
+                          for c in (0, 1)]).float()
+    f = sorted(fillers)
+    share = counts[0, f] / (counts[0, f] + counts[1, f])
+    assert float((share - 0.5).abs().max()) < 0.2                # 300 sentences: ~60 draws of each filler
+
+
+def test_text_and_image_table_are_deterministic_under_their_seed():
+    a, b, c = text_evidence(50, seed=1), text_evidence(50, seed=1), text_evidence(50, seed=2)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.rationale, b.rationale)
+    assert not torch.equal(a.x, c.x)
+    p, q, o = image_table(40, seed=1), image_table(40, seed=1), image_table(40, seed=2)
+    assert all(torch.equal(s, t) for s, t in zip(p.x, q.x)) and torch.equal(p.y, q.y)
+    assert not torch.equal(p.x[1], o.x[1])
+    with pytest.raises(ValueError, match="evidence"):
+        text_evidence(10, evidence=(2, 9))
+
+
+def test_image_table_label_is_square_xor_key():
+    d = image_table(400, seed=3)
+    img, tab = d.x
+    assert img.shape == (400, 1, 16, 16) and tab.shape == (400, 4) and d.feature_names[0] == "key"
+    present = d.masks.flatten(1).any(1)
+    assert torch.equal(present, d.meta["present"]) and abs(float(present.float().mean()) - 0.5) <= 1 / 400
+    assert torch.equal(d.y.bool(), present ^ (tab[:, 0] > 0))
+    inside = img[d.masks]                                          # the square is 0.5 brighter
+    outside = img[~d.masks]
+    assert float(inside.min()) >= 0.65 - 1e-6 and float(outside.max()) <= 0.35 + 1e-6
+    for k in (0, 1):                                               # each input alone is at chance
+        assert abs(float(d.y[present == bool(k)].float().mean()) - 0.5) < 0.1
+    train, test = d.split(0.25, seed=0)                            # tuple inputs split row by row
+    assert torch.equal(test.x[1], tab[test.indices]) and torch.equal(test.masks, d.masks[test.indices])
+    assert len(train) + len(test) == 400

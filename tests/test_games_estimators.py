@@ -7,7 +7,7 @@ from torch import nn
 import attrkit as ak
 from attrkit.games import Game, exact_from_values, grid
 from attrkit.games.common import all_coalitions
-from conftest import TinyCNN
+from conftest import record, TinyCNN
 
 L = 12
 ONE = torch.ones(1, L, dtype=torch.float64)
@@ -47,7 +47,8 @@ def test_convergence_to_exact_values(image_game, method):
         mean_err[n] = sum(errs) / len(errs)
         for a in runs:      # the budget is model evaluations (+ the full and empty coalitions, + the forward on x)
             assert a.info["n_evals"] <= n + 3
-    assert mean_err[2000] < 0.05, mean_err
+    # SPREAD_CONV
+    assert record(f"{method}_mean_err_2000", mean_err[2000]) < 0.05, mean_err
     assert mean_err[2000] < mean_err[500] < mean_err[200], mean_err
 
 
@@ -61,8 +62,9 @@ def test_standard_errors_cover_the_true_error(image_game, method):
         inside += (err.abs() <= 1.96 * se).tolist()
         ratio.append(float((err ** 2).sum() / (se ** 2).sum()))
     cover = sum(inside) / len(inside)
-    assert 0.8 <= cover <= 1.0, cover                      # nominal 95 %
-    assert 0.4 < sum(ratio) / len(ratio) < 2.5, ratio       # squared error ~ reported variance
+    # SPREAD_COVER
+    assert 0.8 <= record(f"{method}_se_cover", cover) <= 1.0, cover                  # nominal 95 %
+    assert 0.4 < record(f"{method}_err_to_se", sum(ratio) / len(ratio)) < 2.5, ratio  # squared error ~ variance
 
 
 @pytest.mark.parametrize("method", ["kernel_shap", "shapley_sampling"])
@@ -70,8 +72,9 @@ def test_tolerance_stops_when_converged(image_game, method):
     lookup, _ = image_game
     a = ak.explain(lookup, ONE, method, n_samples=4000, tolerance=0.05, seed=0)
     phi, se = a.info["player_values"][0], a.info["std_err"][0]
-    assert a.info["n_evals"] < 3000
-    assert float(se.max()) < 0.05 * float(phi.max() - phi.min())
+    # SPREAD_TOL
+    assert record(f"{method}_tol_evals", a.info["n_evals"]) < 3000
+    assert record(f"{method}_tol_se_share", float(se.max()) / float(phi.max() - phi.min())) < 0.05
     with pytest.raises(ValueError, match="tolerance"):
         ak.explain(lookup, ONE, method, tolerance=-1)
 

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import attrkit as ak
+from conftest import record
 from attrkit.gradients.quadrature import RULES, nodes
 
 RULE_NAMES = list(RULES)
@@ -67,23 +68,28 @@ def test_dummy_feature_gets_exactly_zero(trained_mlp):
 @pytest.mark.parametrize("which", ["trained_mlp", "trained_cnn"])
 def test_gauss_legendre_beats_trapezoid_and_tolerance_is_met(which, request):
     model, x = request.getfixturevalue(which)
+    gl = ak.explain(model, x[:64], "integrated_gradients", steps=16, rule="gauss_legendre")
+    tr = ak.explain(model, x[:64], "integrated_gradients", steps=16, rule="riemann_trapezoid")
+    ratio = gl.info["completeness_gap"].abs().clamp_min(1e-12) / tr.info["completeness_gap"].abs().clamp_min(1e-12)
+    geo = float(ratio.log().mean().exp())          # geometric mean over 64 samples of the gap ratio GL / trapezoid
+    # ReLU kinks blunt Gauss-Legendre's order, least on the tanh MLP. Spread (conftest.py: fixture seeds 0-2, 1 and 2
+    # threads, mkldnn off): trained_mlp SPREAD_GL_MLP, trained_cnn SPREAD_GL_CNN. The former test (GL better on > 50 %
+    # of 24 samples) measured 0.58..0.71: too close to its bar.
+    assert record(f"gl_over_trapezoid_{which}", geo) < (0.85 if which == "trained_mlp" else 1.0), geo
     x = x[:24]
-    gl = ak.explain(model, x, "integrated_gradients", steps=16, rule="gauss_legendre")
-    tr = ak.explain(model, x, "integrated_gradients", steps=16, rule="riemann_trapezoid")
-    better = (gl.info["completeness_gap"] < tr.info["completeness_gap"]).float().mean()
-    assert better > 0.5, f"gauss-legendre better on only {better:.0%} of samples"
     tol = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-3, max_steps=4096)
     assert tol.info["rule"] == "adaptive" and tol.info["tolerance_met"]
     assert (tol.info["relative_gap"] <= 1e-3).all()
     assert tol.info["steps"].min() >= 8
     # pieces are refined only where their own gap is large: far below "all samples at the max steps"
-    assert tol.info["n_evals"] < len(x) * int(tol.info["steps"].max())
+    # SPREAD_GL_EVALS
+    assert record(f"adaptive_evals_share_{which}", tol.info["n_evals"] / (len(x) * int(tol.info["steps"].max()))) < 1
     # the doubling scheme with a fixed rule meets a (looser) bar too, and costs more than the adaptive rule
     dbl = ak.explain(model, x, "integrated_gradients", steps=8, rule="gauss_legendre", tolerance=1e-2)
     ada = ak.explain(model, x, "integrated_gradients", steps=8, tolerance=1e-2)
     assert dbl.info["tolerance_met"] and ada.info["tolerance_met"]
     assert set(dbl.info["steps"].tolist()) <= {8, 16, 32, 64, 128, 256, 512, 1024}
-    assert ada.info["n_evals"] < dbl.info["n_evals"]
+    assert record(f"adaptive_vs_doubling_{which}", ada.info["n_evals"] / dbl.info["n_evals"]) < 1   # SPREAD_ADA
 
 
 def test_adaptive_rule_is_exact_where_simpson_is_and_bounded_by_the_budget(trained_cnn):
@@ -110,7 +116,9 @@ def test_adaptive_rule_is_exact_where_simpson_is_and_bounded_by_the_budget(train
     ref = ak.explain(model, xs, "integrated_gradients", steps=1024)
     true = (big.values - ref.values).flatten(1).norm(dim=1) / ref.values.flatten(1).norm(dim=1)
     est = big.info["feature_error_estimate"]
-    assert (est >= true).float().mean() >= 0.8 and (est < 10 * true + 1e-3).all()
+    # SPREAD_EST
+    assert record("estimate_conservative_share", float((est >= true).float().mean())) >= 0.8
+    assert record("estimate_over_true_max", float((est / (10 * true + 1e-3)).max())) < 1
     # feature_tolerance drives that estimate: met, and the true error falls below it
     fine = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, feature_tolerance=0.02)
     assert fine.info["tolerance_met"] and (fine.info["feature_error_estimate"] <= 0.02).all()

@@ -9,6 +9,7 @@ import attrkit as ak
 from attrkit import metrics as M
 from attrkit.data import synthetic_function, synthetic_tabular
 from attrkit.metrics import _stats
+from conftest import record
 
 
 class Formula(nn.Module):
@@ -120,28 +121,32 @@ def test_implementation_invariance_on_a_rescaled_copy():
 
 
 # ------------------------------------------------------------------------------------------ faithfulness
-@pytest.fixture(scope="module")
-def shapes_cnn():
-    from attrkit import zoo
-    model = zoo.pretrained("shapes_cnn")
-    from attrkit.data import shapes
-    ds = shapes(n=8, seed=777, progress=False)
-    return model.eval(), ds
-
-
 def test_deletion_and_insertion_tell_ig_from_noise(shapes_cnn):
-    model, ds = shapes_cnn
-    x = ds.x
-    ig = ak.explain(model, x, "integrated_gradients", steps=8)
-    rnd = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
-    d_ig, d_rnd = M.deletion(model, x, ig, steps=10), M.deletion(model, x, rnd, target=ig.target, steps=10)
-    i_ig, i_rnd = M.insertion(model, x, ig, steps=10), M.insertion(model, x, rnd, target=ig.target, steps=10)
-    assert d_ig.score < d_rnd.score - 0.1, (d_ig.score, d_rnd.score)
-    assert i_ig.score > i_rnd.score + 0.05, (i_ig.score, i_rnd.score)
+    """IG (against the blurred copy the curves start from) against K = 8 random maps per held-out image."""
+    from attrkit.metrics.faithfulness import reference
+    model, x = shapes_cnn                                           # 8 held-out images of the zoo's shapes CNN
+    ig = ak.explain(model, x, "integrated_gradients", steps=16, baseline=reference("auto", x))
+    d_ig, i_ig = M.deletion(model, x, ig, steps=10), M.insertion(model, x, ig, steps=10)
+    K = 8
+    rnd = torch.rand((K,) + tuple(x.shape), generator=torch.Generator().manual_seed(0)).flatten(0, 1)
+    xs, ts = x.repeat(K, 1, 1, 1), ig.target.repeat(K)
+    d_rnd = M.deletion(model, xs, rnd, target=ts, steps=10).per_sample.reshape(K, -1).mean(0)
+    i_rnd = M.insertion(model, xs, rnd, target=ts, steps=10).per_sample.reshape(K, -1).mean(0)
+    # spread over the shipped zoo, the zoo retrained with 2 threads and with seeds 1 and 2, 1 and 2 test threads
+    # and mkldnn off (conftest.py): deletion margin 0.53..0.58, insertion margin 0.26..0.33; IG wins on 8/8 images
+    # in every run (the random maps' own spread per image: sd 0.04..0.17)
+    assert record("deletion_margin", float(d_rnd.mean() - d_ig.score)) > 0.25, (d_ig.per_sample, d_rnd)
+    assert record("insertion_margin", float(i_ig.score - i_rnd.mean())) > 0.12, (i_ig.per_sample, i_rnd)
+    assert record("deletion_wins", int((d_ig.per_sample < d_rnd).sum())) >= 7
+    assert record("insertion_wins", int((i_ig.per_sample > i_rnd).sum())) >= 7
     assert d_ig.details["curves"].shape == (8, 11)
-    assert np.allclose(d_ig.details["curves"][:, 0], d_rnd.details["curves"][:, 0])   # same starting point
+    with torch.no_grad():                                           # both curves start at the model's p(target | x)
+        p_x = torch.softmax(model(x), 1).gather(1, ig.target[:, None])[:, 0].numpy()
+    assert np.allclose(d_ig.details["curves"][:, 0], p_x, atol=1e-5)
+    assert np.allclose(M.deletion(model, x, rnd[:8], target=ig.target, steps=10).details["curves"][:, 0], p_x,
+                       atol=1e-5)
     ml = M.morf_lerf(model, x, ig, steps=5)
-    assert ml.score > 0
+    assert record("morf_lerf", ml.score) > 0.1                      # spread (as above): 0.69..0.76
     assert np.allclose(ml.per_sample, ml.details["lerf_auc"] - ml.details["morf_auc"])
     # inserting the most relevant 1 - f from the masker = deleting the least relevant f: same images
     assert np.allclose(ml.details["lerf_auc"], M.insertion(model, x, ig, steps=5).per_sample, atol=1e-6)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from attrkit.models import (MLP, VGG_CONFIGS, LogisticModel, SimpleMLP, SmallCNN, bench_cnn,
-                            bench_mlp, build, vgg, vgg16_quarter)
+from attrkit.models import (MLP, VGG_CONFIGS, ImageTableNet, LogisticModel, SimpleMLP, SmallCNN,
+                            TextTransformer, bench_cnn, bench_mlp, build, vgg, vgg16_quarter)
 from attrkit.summary import summary
 
 
@@ -106,6 +106,7 @@ FACTORIES = [
     lambda s: MLP(6, [8, 5], "tanh", 3, seed=s), lambda s: SmallCNN(1, 10, 16, seed=s),
     lambda s: bench_cnn(seed=s), lambda s: bench_mlp(seed=s),
     lambda s: vgg("vgg11", 4, 32, 1 / 16, 16, seed=s),
+    lambda s: TextTransformer(20, 3, 8, 16, 2, 2, 32, seed=s), lambda s: ImageTableNet(3, 5, 4, seed=s),
 ]
 
 
@@ -150,3 +151,40 @@ def test_model_arguments_are_checked():
         build({"name": "resnet"})
     with pytest.raises(TypeError, match="seed"):
         MLP(3, seed=1.5)
+
+
+# ----------------------------------------------------------------------- token ids and two inputs
+def test_text_transformer_reads_token_ids_and_its_attention_mask():
+    m = TextTransformer(20, 3, max_len=8, d_model=16, heads=2, layers=2, ff=32)
+    assert sum(isinstance(x, nn.Embedding) for x in m.modules()) == 1     # the one embedding to attribute at
+    ids = torch.randint(3, 20, (4, 8))
+    ids[0, 5:] = 0                                                # padding at the end of row 0
+    out = m(ids)
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+    assert torch.allclose(m(ids, attention_mask=ids != 0), out, atol=1e-6)   # the mask defaults to ids != pad
+    other = ids.clone()
+    other[0, 5:] = 7                                              # what sits under the padding is ignored
+    assert torch.allclose(m(other, (ids != 0).long())[0], out[0], atol=1e-5)
+    assert not torch.allclose(m(other)[0], out[0], atol=1e-4)     # ... unless it is attended to
+    assert torch.allclose(m(ids[:, :5])[0], out[0], atol=1e-5)    # trailing padding changes nothing
+    empty = m(torch.zeros(2, 8, dtype=torch.long))                # every token masked (an empty coalition)
+    assert torch.isfinite(empty).all()
+    with pytest.raises(ValueError, match="max_len"):
+        m(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="input_ids"):
+        m(torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match="divisible"):
+        TextTransformer(20, d_model=10, heads=4)
+
+
+def test_image_table_net_takes_two_inputs_and_uses_both():
+    m = ImageTableNet(1, 4, 2)
+    img, tab = torch.rand(3, 1, 16, 16), torch.randn(3, 4)
+    out = m(img, tab)
+    assert out.shape == (3, 2)
+    assert not torch.allclose(m(img, tab + 1), out) and not torch.allclose(m(img + 0.5, tab), out)
+    assert isinstance(dict(m.named_modules())[m.last_conv], nn.Conv2d)
+    relus = [x for x in m.modules() if isinstance(x, nn.ReLU)]
+    assert len(relus) == 4 and not any(r.inplace for r in relus)
+    with pytest.raises(ValueError, match="n_features"):
+        ImageTableNet(n_features=0)

@@ -1,4 +1,4 @@
-"""The README's Python tour runs as written (on the cached zoo model) and its CLI lines name real commands."""
+"""The README's Python tour runs as written (on the shipped zoo model) and its CLI lines name real commands."""
 import re
 import subprocess
 import sys

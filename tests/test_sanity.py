@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import attrkit as ak
+from conftest import record
 from attrkit import metrics as M
 
 
@@ -33,7 +34,8 @@ def test_cascading_randomisation_destroys_grad_cam_and_restores_weights(trained)
     assert r.stages[0] == [layers[-1]]                           # the top layer goes first
     half = math.ceil(len(layers) / 2)
     rho = r.rows()[half - 1]["spearman_abs"]
-    assert rho < 0.5, r.rows()
+    # SPREAD_SANITY
+    assert record("sanity_cascading_rho_half", rho) < 0.5, r.rows()
     assert r.similarity["spearman_abs"].shape == (len(layers), x.shape[0])
     assert r.randomised_maps.shape == (len(layers), x.shape[0]) + tuple(x.shape[2:])
     assert r.maps.shape == (x.shape[0],) + tuple(x.shape[2:])

@@ -1,12 +1,10 @@
-"""Training loop, safe model files and the zoo (accuracies on held-out data, cache)."""
+"""Training loop and safe model files (the zoo: tests/test_zoo.py)."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from attrkit import zoo
 from attrkit.data import breast_cancer, synthetic_tabular
 from attrkit.models import MLP, LogisticModel, SmallCNN
 from attrkit.train import evaluate, fit, load, pick_device, save
@@ -133,45 +131,4 @@ def test_load_rejects_files_that_are_not_models(tmp_path):
         load(tmp_path / "missing.pt")
 
 
-# --------------------------------------------------------------------------- zoo
-THRESHOLDS = {"shapes_cnn": 0.95, "digits_cnn": 0.95, "faces_cnn": 0.85, "breast_cancer_mlp": 0.94}
-
-
-@pytest.fixture(scope="module")
-def zoo_models():
-    """Trained on first use (cold cache: tens of seconds), then read from ATTRKIT_CACHE."""
-    return {name: zoo.pretrained(name, progress=False) for name in zoo.names()}
-
-
-@pytest.mark.parametrize("name", sorted(THRESHOLDS))
-def test_zoo_models_reach_their_accuracy_on_held_out_data(zoo_models, name):
-    model = zoo_models[name]
-    test = zoo.dataset(name)
-    acc = evaluate(model, test)["accuracy"]                 # recomputed, not read from meta
-    assert acc >= THRESHOLDS[name]
-    assert abs(acc - model.meta["test_accuracy"]) < 1e-6
-    assert model.meta["test_indices"] == test.indices
-    assert set(model.meta["train_indices"]).isdisjoint(test.indices)
-    assert model.meta["classes"] == test.classes and not model.training
-
-
-def test_zoo_regression_reports_r2(zoo_models):
-    model = zoo_models["diabetes_mlp"]
-    r2 = evaluate(model, zoo.dataset("diabetes_mlp"))["r2"]
-    assert abs(r2 - model.meta["test_r2"]) < 1e-6
-    assert r2 > 0.3                                      # sklearn's linear model gets ~0.45
-
-
-def test_zoo_caches_weights_in_attrkit_cache(zoo_models, monkeypatch, tmp_path):
-    path = zoo.cache_path("breast_cancer_mlp")
-    assert path.is_file() and path.parent == zoo.cache_dir()
-    again = zoo.pretrained("breast_cancer_mlp", progress=False)        # read from the file
-    ref = zoo_models["breast_cancer_mlp"]
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ref.state_dict().values()))
-    monkeypatch.setenv("ATTRKIT_CACHE", str(tmp_path / "c"))
-    assert zoo.cache_dir() == Path(tmp_path / "c")
-    assert zoo.cache_path("faces_cnn").parent == tmp_path / "c"
-    with pytest.raises(ValueError, match="unknown zoo model"):
-        zoo.pretrained("resnet50")
-    with pytest.raises(ValueError, match="split"):
-        zoo.dataset("faces_cnn", "validation")
+# The zoo (shipped weights, checksums, recipes, held-out bands): tests/test_zoo.py.

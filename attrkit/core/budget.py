@@ -12,6 +12,11 @@ from torch import nn
 DEFAULT_MAX_MEMORY = 1 << 30
 CPU_CAP = 32
 GPU_CAP = 256
+# token ids: a row is a short sequence (tens of KB of activations) and a transformer call has a fixed Python
+# cost of milliseconds, so chunks of 32 rows spend most of their time in overhead; chunks of about 32 MB
+# (hundreds of rows) ran IG at the text zoo model's embedding 1.5-2x faster than chunks of 32 (2 CPU cores)
+TOKEN_CHUNK_BYTES = 32 << 20
+TOKEN_CAP = 1024
 
 
 def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
@@ -49,4 +54,6 @@ def rows_per_chunk(model, x: torch.Tensor, batch_size: int | None = None, max_me
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     per_row = max(1, bytes_per_row(model, x[:1], grad=grad))
     cap = GPU_CAP if x.device.type != "cpu" else CPU_CAP
+    if not x.is_floating_point() and x.dtype != torch.bool:        # integer inputs (token ids), see above
+        cap = max(cap, min(TOKEN_CAP, TOKEN_CHUNK_BYTES // per_row))
     return int(max(1, min(cap, budget // per_row)))

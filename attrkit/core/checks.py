@@ -5,7 +5,7 @@ import torch
 
 
 def as_batch(x, name: str = "x") -> torch.Tensor:
-    """Check that ``x`` is a floating-point batch ``[N, ...]`` with finite values."""
+    """Check that ``x`` is a batch ``[N, ...]`` with finite values (floating point, or integer ids/codes)."""
     if not isinstance(x, torch.Tensor):
         try:
             import numpy as np
@@ -20,8 +20,8 @@ def as_batch(x, name: str = "x") -> torch.Tensor:
                          f"{tuple(x.shape)}; add one with {name}.unsqueeze(0)")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (N = 0)")
-    if not x.is_floating_point():
-        x = x.float()
+    if x.dtype == torch.bool or x.is_complex():
+        x = x.float()      # integer inputs (token ids, codes) stay integer: see core.tokens
     check_finite(x, name)
     return x
 

@@ -28,8 +28,8 @@ def inputs_for(model, x) -> torch.Tensor:
         raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
     x = as_batch(x, "x")
     device, dtype = model_device_dtype(model)
-    if device is not None:
-        x = x.to(device=device, dtype=dtype or x.dtype)
+    if device is not None:   # integer inputs (token ids, category codes) keep their dtype: never cast
+        x = x.to(device=device, dtype=(dtype or x.dtype) if x.is_floating_point() else x.dtype)
     return x
 
 

@@ -46,7 +46,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def make_reference(spec, x: torch.Tensor, *, seed: int | None = None, blur_sigma: float | None = None,
                    name: str = "baseline") -> torch.Tensor:
-    """A reference tensor shaped like ``x`` for ``spec`` (a name above, a number, or a tensor)."""
+    """A reference tensor shaped like ``x`` for ``spec`` (a name above, a number, or a tensor).
+    Integer inputs get token-id references (:func:`attrkit.core.tokens.token_reference`)."""
+    if not x.is_floating_point() and x.dtype != torch.bool:
+        from .tokens import token_reference
+        return token_reference(spec, x, name=name, seed=seed)
     if spec is None or (isinstance(spec, str) and spec == "zeros"):
         return torch.zeros_like(x)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):

@@ -15,14 +15,18 @@ __all__ = ["Dataset"]
 class Dataset:
     """Inputs, targets and what they mean.
 
-    x:             inputs ``[N, ...]`` (tables ``[N, F]``, images ``[N, C, H, W]``), float32.
+    x:             inputs ``[N, ...]`` (tables ``[N, F]``, images ``[N, C, H, W]``), float32; token ids
+                   ``[N, L]`` long (text); or a tuple of such tensors, one per input of a model with
+                   several inputs (``model(*x)``, e.g. ``(images, tables)``).
     y:             targets, ``[N]`` long class labels (classification), ``[N]`` float
                    (regression) or ``[N, 2]`` long (two-object images: the two classes).
     classes:       class names (``None`` for regression).
     feature_names: column names of tabular data (``None`` for images).
-    masks:         optional ground-truth object masks, bool ``[N, 1, H, W]`` (one object) or
-                   ``[N, len(classes), H, W]`` (one mask per class).
+    masks:         optional ground-truth masks: bool ``[N, 1, H, W]`` (one object),
+                   ``[N, len(classes), H, W]`` (one mask per class), or ``[N, L]`` for text (the
+                   rationale: the tokens that fix the label; also readable as ``.rationale``).
     meta:          anything else (source, scaler statistics, formula, original indices).
+    attention_mask: optional ``[N, L]`` bool, True on real tokens and False on padding (text).
     """
 
     x: torch.Tensor
@@ -31,31 +35,42 @@ class Dataset:
     feature_names: list[str] | None = None
     masks: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    attention_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
-            raise TypeError("Dataset.x and Dataset.y must be torch tensors.")
-        if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(
-                f"Dataset.x has {self.x.shape[0]} rows but Dataset.y has {self.y.shape[0]}; "
-                "they must describe the same samples."
-            )
-        if self.masks is not None and self.masks.shape[0] != self.x.shape[0]:
-            raise ValueError(
-                f"Dataset.masks has {self.masks.shape[0]} rows but x has {self.x.shape[0]}."
-            )
-        self.meta.setdefault("indices", list(range(self.x.shape[0])))
+        if isinstance(self.x, list):
+            self.x = tuple(self.x)
+        parts = self.x if isinstance(self.x, tuple) else (self.x,)
+        if (not parts or not all(isinstance(t, torch.Tensor) for t in parts)
+                or not isinstance(self.y, torch.Tensor)):
+            raise TypeError("Dataset.x must be a torch tensor or a tuple of tensors, and Dataset.y "
+                            "a torch tensor.")
+        for name, t in [("x", p) for p in parts] + [("masks", self.masks),
+                                                   ("attention_mask", self.attention_mask)]:
+            if t is not None and t.shape[0] != self.y.shape[0]:
+                raise ValueError(
+                    f"Dataset.{name} has {t.shape[0]} rows but Dataset.y has {self.y.shape[0]}; "
+                    "they must describe the same samples."
+                )
+        self.meta.setdefault("indices", list(range(self.y.shape[0])))
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.y.shape[0])
 
     def __repr__(self) -> str:
         kind = "classification" if self.is_classification else "regression"
         extra = f", masks={tuple(self.masks.shape)}" if self.masks is not None else ""
         name = self.meta.get("name", "Dataset")
-        return (f"Dataset({name!s}: x={tuple(self.x.shape)}, y={tuple(self.y.shape)}, "
+        shape = (tuple(tuple(t.shape) for t in self.x) if isinstance(self.x, tuple)
+                 else tuple(self.x.shape))
+        return (f"Dataset({name!s}: x={shape}, y={tuple(self.y.shape)}, "
                 f"{kind}, classes={self.classes}{extra})")
+
+    @property
+    def rationale(self) -> torch.Tensor | None:
+        """The ground-truth mask under its text name (``masks``): True on the evidence tokens."""
+        return self.masks
 
     @property
     def is_classification(self) -> bool:
@@ -84,9 +99,10 @@ class Dataset:
         meta["indices"] = [int(own[i]) for i in idx.tolist()]
         return replace(
             self,
-            x=self.x[idx],
+            x=tuple(t[idx] for t in self.x) if isinstance(self.x, tuple) else self.x[idx],
             y=self.y[idx],
             masks=None if self.masks is None else self.masks[idx],
+            attention_mask=None if self.attention_mask is None else self.attention_mask[idx],
             meta=meta,
         )
 

@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
+from ..core.tokens import value_dtype
 from ..registry import register
 from .common import check_spread, finish, make_game, pad
 
@@ -148,7 +149,8 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
         parts.append(attr.expand((n, K) + shape).reshape(n, K, -1))
     attr = torch.cat(parts, 2)
     col = game.target_column()
-    values = attr[torch.arange(n), col].to(dev).view((n,) + full).to(base.dtype)
+    dtype = value_dtype(base, getattr(game.problem.outputs, "dtype", None))     # integer (token) inputs: float
+    values = attr[torch.arange(n), col].to(dev).view((n,) + full).to(dtype)
     drop = torch.cat(drops, 1)
     windows_, strides_ = [sg[3] for sg in segments], [sg[4] for sg in segments]
     window = windows_[0] if layout is None else tuple(windows_)

@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
+from ..core.tokens import value_dtype
 from .game import Game
 
 SPREADS = ("share", "paint")
@@ -78,7 +79,8 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
     col = game.target_column()
     phi_t = phi[torch.arange(n), :, col]                                     # [N, L]
     base = game.base
-    values = game.players.spread(phi_t.to(base.device), tuple(base.shape[1:]), share=share).to(base.dtype)
+    dtype = value_dtype(base, getattr(game.problem.outputs, 'dtype', None))      # integer (token) inputs: float
+    values = game.players.spread(phi_t.to(base.device), tuple(base.shape[1:]), share=share).to(dtype)
     out = {"player_values": phi_t, "n_players": game.n_players.clone(), "masker": game.masker.name,
            "spread": "share" if share else "paint"}
     if v_full is not None:

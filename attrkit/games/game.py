@@ -114,7 +114,8 @@ class Game:
 
     @property
     def max_players(self) -> int:
-        return self.players.max_players
+        """Coalition columns (the most players of any sample, plus one for positions that are no player)."""
+        return self.players.columns
 
     @property
     def n_values(self) -> int:

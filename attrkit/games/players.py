@@ -247,16 +247,26 @@ class Players:
     ``labels`` ``[N, *lshape]`` has ``x.dim()`` dims, each equal to x's or 1 (broadcast, e.g. one label per
     pixel shared by the channels); values ``0..n[i]-1`` per sample. ``ids[i, j]`` is the user's label of
     player ``j`` of sample ``i`` (``-1`` padding), ``relabelled`` says whether they differ from ``0..l-1``.
+    Positions the user labelled ``-1`` (e.g. padding tokens) are no player: they carry label ``n[i]``, a
+    coalition column past the sample's players that games always treat as present, so they keep their input
+    values and get attribution 0. ``width`` counts the coalition columns (``max_players``, plus one if some
+    sample has such fixed positions).
     """
     labels: torch.Tensor
     n: torch.Tensor
     ids: torch.Tensor
     relabelled: bool
     given_shape: tuple
+    width: int | None = None
 
     @property
     def max_players(self) -> int:
         return int(self.n.max())
+
+    @property
+    def columns(self) -> int:
+        """Coalition columns: ``max_players`` plus the always-present column of fixed (``-1``) positions."""
+        return self.width if self.width is not None else self.max_players
 
     def masks(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``z [b, L]`` boolean coalitions of samples ``rows`` -> ``[b, *lshape]`` keep-masks (``z[h(i,j)]``)."""
@@ -268,7 +278,7 @@ class Players:
         """Elements per player ``[N, L]`` in a sample of ``shape`` (labels broadcast over size-1 dims)."""
         per = math.prod(shape) // math.prod(self.labels.shape[1:])
         flat = self.labels.reshape(self.labels.shape[0], -1)
-        c = torch.zeros(flat.shape[0], self.max_players, dtype=torch.float64, device=flat.device)
+        c = torch.zeros(flat.shape[0], self.columns, dtype=torch.float64, device=flat.device)
         c.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
         return c * per
 
@@ -285,6 +295,9 @@ class Players:
     def display(self) -> torch.Tensor:
         """The labels as users gave them: ``[N, H, W]`` for pixel players of images, else ``[N, *lshape]``."""
         lab = self.labels
+        if self.width is not None:                     # fixed positions shown as the user gave them: -1
+            n = self.n.to(lab.device).view((-1,) + (1,) * (lab.dim() - 1))
+            lab = torch.where(lab == n, torch.full_like(lab, -1), lab)
         if lab.dim() >= 3 and lab.shape[1] == 1 and len(self.given_shape) < lab.dim():
             return lab[:, 0]
         return lab
@@ -318,9 +331,15 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
         raise ValueError("players is an empty mask; give one integer label per feature / pixel")
     given = tuple(players.shape)
     lab = _broadcast_labels(players.long().to(x.device), x)
-    if (lab < 0).any():
-        raise ValueError(f"players has negative labels (e.g. {int(lab.min())}); labels must be >= 0")
+    if (lab < -1).any():
+        raise ValueError(f"players has negative labels (e.g. {int(lab.min())}); labels must be >= 0, or -1 for "
+                         "positions that are no player (kept as they are, e.g. padding tokens)")
     flat = lab.reshape(n, -1)
+    fixed = flat < 0
+    if bool(fixed.all(1).any()):
+        raise ValueError("every label of a sample is negative (-1 = no player); give at least one player >= 0")
+    if bool(fixed.any()):
+        return _with_fixed(flat, fixed, lab.shape, given, x.device)
     if bool((flat == flat[:1]).all()):        # same labels for every sample: relabel once
         ids0, inv = torch.unique(flat[0], return_inverse=True)
         new = inv.unsqueeze(0).expand_as(flat)
@@ -339,6 +358,24 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
             ids[i, :u.numel()] = u
     relabelled = any(not torch.equal(ids[i, :int(counts[i])].cpu(), torch.arange(int(counts[i]))) for i in range(n))
     return Players(new.reshape(lab.shape).contiguous(), counts, ids, relabelled, given)
+
+
+def _with_fixed(flat, fixed, shape, given, device) -> Players:
+    """Relabel each sample's players to ``0..l-1``; its ``-1`` positions get label ``l`` (always present)."""
+    parts, idl = [], []
+    for row, f in zip(flat, fixed):
+        u, inv = torch.unique(row[~f], return_inverse=True)
+        new = torch.full_like(row, u.numel())
+        new[~f] = inv
+        parts.append(new)
+        idl.append(u)
+    counts = torch.tensor([u.numel() for u in idl], dtype=torch.long)
+    ids = torch.full((flat.shape[0], int(counts.max())), -1, dtype=torch.long, device=device)
+    for i, u in enumerate(idl):
+        ids[i, :u.numel()] = u
+    relabelled = any(not torch.equal(u.cpu(), torch.arange(u.numel())) for u in idl)
+    width = int((counts + fixed.any(1).long().cpu()).max())
+    return Players(torch.stack(parts).reshape(shape).contiguous(), counts, ids, relabelled, given, width)
 
 
 def _broadcast_labels(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ def shapley(problem: Problem, players=None, masker=None, baseline=None, max_play
     check_int("max_players", max_players)
     share = check_spread(spread)
     game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only, local=local)
-    refuse_exact(game.max_players, max_players, game.reps)
+    refuse_exact(int(game.n_players.max()), max_players, game.reps)
     n, L, K = game.n, game.max_players, game.n_values
     zs, rows = [], []
     for i in range(n):

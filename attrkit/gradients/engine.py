@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.problem import Problem
+from ..core.tokens import value_dtype
 
 Plan = Callable[[torch.Tensor, torch.Tensor], tuple]
 
@@ -36,8 +37,13 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     if where not in ("input", "layer") or grad_at not in ("input", "layer"):
         raise ValueError("where/grad_at must be 'input' or 'layer'")
     x = problem.inputs
+    if not x.is_floating_point() and where == "input" and grad_at == "input":
+        raise ValueError(f"the input holds integer token ids / codes ({x.dtype}), which have no gradient; attribute "
+                         "at the embedding (methods of the gradient and propagation families do that by default, "
+                         "or pass layer=) or use a perturbation method")
+    dtype = value_dtype(x, problem.outputs.dtype if problem.outputs is not None else None)   # token ids: float
     acc = torch.zeros((len(samples),) + tuple(value_shape), device=x.device,
-                      dtype=torch.float64 if x.dtype == torch.float32 else x.dtype)
+                      dtype=torch.float64 if dtype == torch.float32 else dtype)
     total = len(samples) * n_points
     step = problem.chunk(grad=True)
     use_tap = where == "layer" or grad_at == "layer"
@@ -55,7 +61,9 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
             if tap_ctx is not None:
                 tap_ctx.reset()   # a plan may run forward passes of its own (DeepLIFT's references)
             points, weights, mult = plan(rows, ks, local) if entries else plan(rows, ks)
-            points = points.detach().requires_grad_(True)
+            points = points.detach()
+            if points.is_floating_point():          # (integer inputs: gradients at the layer only)
+                points.requires_grad_(True)
             with torch.enable_grad():
                 if where == "layer":
                     tap_ctx.reset()
@@ -88,4 +96,4 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
         bar.close()
         if tap_ctx is not None:
             tap_ctx.__exit__(None, None, None)
-    return acc.to(x.dtype), total
+    return acc.to(dtype), total

@@ -124,7 +124,7 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
                                                                 steps or 9, feature_tolerance)
         n_evals += n
         gap, rel = gaps(values, all_rows)
-        info["feature_error_estimate"] = feature_error.to(x.dtype)
+        info["feature_error_estimate"] = feature_error.to(values.dtype)
     else:
         values, n = _path_integral(problem, start, end, all_rows, steps, rule, where)
         n_evals += n
@@ -147,8 +147,9 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
             met &= info["feature_error_estimate"].to(torch.float64) <= feature_tolerance
         info["tolerance_met"] = bool(met.all())
         info["steps"] = used
-    info.update({"n_evals": n_evals, "completeness_gap": gap.to(x.dtype), "relative_gap": rel.to(x.dtype),
-                 "rule": rule, "steps_requested": steps, "f_x": f_x.to(x.dtype), "f_baseline": f_r.to(x.dtype)})
+    vt = values.dtype
+    info.update({"n_evals": n_evals, "completeness_gap": gap.to(vt), "relative_gap": rel.to(vt),
+                 "rule": rule, "steps_requested": steps, "f_x": f_x.to(vt), "f_baseline": f_r.to(vt)})
     return Result(values, info, baseline=ref)
 
 

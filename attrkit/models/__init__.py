@@ -11,10 +11,12 @@
 from ._base import DEFAULT_SEED, build, registered
 from .cnn import BenchCNN, SmallCNN, bench_cnn
 from .mlp import ACTIVATIONS, MLP, LogisticModel, SimpleMLP, bench_mlp
+from .multimodal import ImageTableNet
+from .text import TextTransformer
 from .vgg import VGG, VGG_CONFIGS, vgg, vgg16_quarter
 
 __all__ = [
     "LogisticModel", "SimpleMLP", "MLP", "SmallCNN", "VGG", "vgg", "vgg16_quarter",
     "bench_cnn", "BenchCNN", "bench_mlp", "build", "registered", "ACTIVATIONS", "VGG_CONFIGS",
-    "DEFAULT_SEED",
+    "DEFAULT_SEED", "TextTransformer", "ImageTableNet",
 ]

@@ -16,6 +16,7 @@ WORKLOADS = {
     "W8": ("w8_cams", "Score-CAM and Ablation-CAM, 32 images"),
     "W9": ("w9_runs", "Data-set run, 2,000 images"),
     "W10": ("w10_multi_input", "Integrated Gradients on two inputs with a per-sample forward argument"),
+    "W11": ("w11_text_ig", "IG at a text model's embedding vs Captum LayerIntegratedGradients"),
 }
 
 
