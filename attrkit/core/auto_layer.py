@@ -148,7 +148,7 @@ def choose_layer(model, x: torch.Tensor, forward=None, what: str = "a CAM method
     why = (f"{name!r}: the output of the last stage — the last module whose output is the final {grid} "
            f"{'token grid' if view.layout == 'tokens' else 'feature map'} before pooling/head")
     if name != last.name:
-        why += f" (the same tensor as {last.name!r}, widened to the module that produces it)"
+        why += f" (the same tensor as {last.name!r})"
     dead_after = [c.name for (c, _), dead in zip(cands, skipped) if dead and c.order > last.order]
     if dead_after:
         why += (f"; later layer(s) {', '.join(repr(d) for d in dead_after[-2:])} skipped: their grid does not reach "
@@ -186,7 +186,8 @@ def _widen(last: _Call, calls, counts, stack=None) -> tuple[str, nn.Module]:
     """Of the modules producing the last candidate's tensor, the outermost whose recorded outputs all lie on the
     same grid (the stage; for token layers: an element of the stack of blocks, not the stack); the innermost
     producer when none does."""
-    producers = [c for c in calls if c.out is last.out and counts[c.name] == 1 and (stack is None or c.name in stack)]
+    producers = [c for c in calls if c.out is last.out and counts[c.name] == 1 and not c.is_view
+                 and (stack is None or c.name in stack)]
     best = (producers[0].name, producers[0].module) if producers else (last.name, last.module)
     for c in producers:
         inside = [d for d in calls if d.name.startswith(c.name + ".")]
