@@ -16,6 +16,7 @@ METHOD_MODULES = (
     "attrkit.propagation.cam",
     "attrkit.propagation.cam_perturb",
     "attrkit.games.estimators",
+    "attrkit.transformers.methods",
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}
@@ -31,7 +32,7 @@ class MethodSpec:
     """
     name: str
     fn: Callable
-    family: str                    # "gradient" | "propagation" | "cam" | "game"
+    family: str                    # "gradient" | "propagation" | "cam" | "game" | "attention"
     summary: str
     gradients: bool = True
     layer: str = "optional"

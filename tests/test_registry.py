@@ -14,7 +14,7 @@ def test_docs_method_table_is_generated_from_registry():
 
 def test_every_method_states_its_needs():
     for name, spec in ak.methods().items():
-        assert spec.family in {"gradient", "propagation", "cam", "game"}, name
+        assert spec.family in {"gradient", "propagation", "cam", "game", "attention"}, name
         assert spec.layer in {"optional", "required", "never"}, name
         assert spec.summary and spec.fn.__doc__, f"{name} needs a summary and a docstring"
 
