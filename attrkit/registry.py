@@ -17,6 +17,7 @@ METHOD_MODULES = (
     "attrkit.propagation.cam_perturb",
     "attrkit.games.estimators",
     "attrkit.transformers.methods",
+    "attrkit.transformers.attnlrp",
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}
