@@ -82,6 +82,46 @@ def test_gradient_cams_closed_form_on_gap_network(gap):
     assert rel(expected["xgrad_cam"], expected["grad_cam"]) < 1e-5       # XGrad-CAM = Grad-CAM here (CAM)
 
 
+class FlatNet(GapNet):
+    """The GAP network with a linear head on the flattened activations: the gradient at relu2 varies over
+    positions (G[k, i, j] = W[c, k, i, j]), so Grad-CAM, HiResCAM, XGrad-CAM, LayerCAM and Grad-CAM++ differ."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = nn.Linear(5 * 6 * 6, 3)
+        self.eval()
+
+    def head(self, a):
+        return self.fc(a.flatten(1))
+
+
+def test_gradient_cams_closed_form_where_they_differ():
+    model = FlatNet()
+    x = torch.rand(4, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0, 2, 1, 2])
+    with torch.no_grad():
+        acts = model.features(x)
+    g = model.fc.weight.detach()[t].view(acts.shape)                     # the gradient at relu2, [N, K, 6, 6]
+    s = acts.sum((2, 3), keepdim=True)
+    aij = torch.where(g != 0, g ** 2 / (2 * g ** 2 + s * g ** 3 + 1e-6), torch.zeros(()))
+    cam = lambda w: (w * acts).sum(1, keepdim=True)
+    expected = {
+        "grad_cam": cam(g.mean((2, 3), keepdim=True)),
+        "hires_cam": cam(g),
+        "xgrad_cam": cam((g * acts).sum((2, 3), keepdim=True) / (s + 1e-7)),
+        "layer_cam": cam(g.clamp(min=0)),
+        "grad_cam_pp": cam((g.clamp(min=0) * aij).sum((2, 3), keepdim=True)),
+    }
+    for name, want in expected.items():
+        a = ak.explain(model, x, name, target=t, layer="relu2", relu=False)
+        assert rel(a.values, want) < 1e-5, name
+    names = list(expected)
+    for i, m in enumerate(names):        # the closed forms are five different maps here
+        for other in names[i + 1:]:
+            assert rel(expected[m], expected[other]) > 0.1, (m, other)
+
+
 def test_relu_option_keeps_signed_map_in_info(gap):
     model, x, t = gap
     signed = ak.explain(model, x, "grad_cam", target=t, relu=False)
