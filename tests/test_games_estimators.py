@@ -28,7 +28,7 @@ def image_game():
     keep = grid(x, (3, 4))[0] != 5                          # spot check: the table is the model's output
     with torch.no_grad():
         direct = model(torch.where(keep, x, torch.zeros(()))).gather(1, game.problem.target.classes.view(-1, 1))
-    assert abs(float(table[(1 << L) - 1 - (1 << 5)]) - float(direct)) < 1e-5
+    assert abs(float(table[(1 << L) - 1 - (1 << 5)]) - float(direct)) < 1e-6 * abs(float(direct)) + 1e-6  # float32
     exact = exact_from_values(table.view(-1, 1), L)[:, 0]
     return lookup, exact
 

@@ -105,9 +105,12 @@ def test_adaptive_rule_is_exact_where_simpson_is_and_bounded_by_the_budget(train
     model, xs = trained_cnn
     xs = xs[:6]
     big = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2)
-    small = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, max_memory=200_000)  # one sample a group
-    assert torch.allclose(big.values, small.values, atol=1e-6)
-    assert big.info["n_evals"] == small.info["n_evals"]
+    # the memory budget's sample groups (all 6 / one a group) do not change the result; the same rows per model
+    # call in both (batch_size=1): otherwise rounding differences of 1e-7 between batch sizes (convolutions
+    # without mkldnn) can flip a refinement decision near the tolerance or a max-pool tie on these digits
+    one = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, batch_size=1)
+    small = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, max_memory=200_000, batch_size=1)
+    assert torch.equal(one.values, small.values) and one.info["n_evals"] == small.info["n_evals"]
     capped = ak.explain(model, xs, "integrated_gradients", tolerance=1e-9, max_steps=21)
     assert capped.info["steps"].max() <= 21 and not capped.info["tolerance_met"]
     at_layer = ak.explain(model, xs, "integrated_gradients", tolerance=1e-2, layer="3")
