@@ -9,6 +9,7 @@ activation space, as in layer Integrated Gradients).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -18,6 +19,8 @@ from ..core.problem import Problem
 from ..core.tokens import value_dtype
 
 Plan = Callable[[torch.Tensor, torch.Tensor], tuple]
+_NOT_DIFFERENTIABLE = re.compile(r"does not require grad|grad_fn|derivative for .* is not implemented|"
+                                 r"not differentiable|not have been used in the graph")
 
 
 def _no_grad_error(detail: str = "") -> ValueError:
@@ -83,7 +86,9 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     raise _no_grad_error()
                 try:
                     (grad,) = torch.autograd.grad(score.sum(), wrt, allow_unused=True)
-                except RuntimeError as e:
+                except RuntimeError as e:    # autograd's "not differentiable" messages; the model's own errors pass
+                    if not _NOT_DIFFERENTIABLE.search(str(e)):
+                        raise
                     raise _no_grad_error(f" ({e})") from None
             if grad is None:
                 raise _no_grad_error()

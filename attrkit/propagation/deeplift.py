@@ -100,7 +100,7 @@ class MaxPoolRescale(_ReferenceRule):
         return surrogate(output, g)
 
 
-@register("deeplift", family="propagation", baseline=True,
+@register("deeplift", family="propagation", baseline=True, error="completeness_gap",
           summary="DeepLIFT rescale rule: (x - r) * multipliers; summation-to-delta gap reported",
           reference="Shrikumar, Greenside & Kundaje 2017")
 def deeplift(problem: Problem, baseline="zeros") -> Result:
