@@ -63,8 +63,10 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
                 raise tokens.forward_error(e, x) from e
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        choice = None
         if spec.layer == "required" and layer is None:
-            layer_name, layer_mod = _default_layer(spec, model)
+            choice = _default_layer(spec, model, prep)
+            layer_name, layer_mod = choice.name, choice.module
         tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
         if layout is not None:
@@ -82,6 +84,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
     info["seed"] = seed
+    if choice is not None:
+        info["layer_choice"] = choice.why
     if compiled_note:
         info["compiled"] = compiled_note
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
@@ -147,11 +151,17 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
     return out
 
 
-def _default_layer(spec, model):
+def _default_layer(spec, model, prep):
+    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``."""
+    from .core.adapter import rows_of
     finder = getattr(spec.fn, "default_layer", None)
     if finder is None:
         raise ValueError(f"method {spec.name!r} needs layer=")
-    return finder(model)
+
+    def forward(row):
+        with rows_of(prep.model, torch.arange(row.shape[0])):
+            return prep.model(row)
+    return finder(model, prep.inputs, forward, prep.layout)
 
 
 def _noise_options(noise) -> dict:

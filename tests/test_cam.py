@@ -129,7 +129,8 @@ def test_relu_option_keeps_signed_map_in_info(gap):
     rect = ak.explain(model, x, "grad_cam", target=t)
     assert torch.equal(rect.info["raw"], signed.values)
     assert torch.equal(rect.values, signed.values.clamp(min=0))
-    assert rect.layer == "conv2"          # default: the last convolution
+    assert rect.layer == "relu2"          # default: the last stage's output (the rectified last conv maps)
+    assert "'relu2'" in rect.info["layer_choice"] and "last stage" in rect.info["layer_choice"]
     assert rect.heatmap().shape == (4, 6, 6)
 
 
@@ -137,7 +138,7 @@ def test_eigen_cam_is_the_first_principal_component(gap):
     model, x, _ = gap
     with torch.no_grad():
         acts = model.conv2(model.relu1(model.conv1(x))).double().numpy()
-    a = ak.explain(model, x, "eigen_cam", relu=False).values[:, 0].double().numpy()
+    a = ak.explain(model, x, "eigen_cam", relu=False, layer="conv2").values[:, 0].double().numpy()
     for i in range(len(x)):
         m = acts[i].reshape(acts.shape[1], -1).T
         m = m - m.mean(0)
