@@ -87,6 +87,7 @@ def grid(x: torch.Tensor, cells=4) -> torch.Tensor:
 
     Images ``[N, C, H, W]`` give ``[N, H, W]`` labels (all channels of a cell are one player); series
     ``[N, C, L]`` give ``[N, L]``; tables ``[N, F]`` give ``[N, F]`` with ``cells`` contiguous blocks.
+    At a layer, ``players="grid:K"`` (or ``grid(activation, K)``) groups the layer's cells into K x K blocks.
 
     >>> grid(torch.zeros(1, 3, 4, 4), cells=2)[0].tolist()
     [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
