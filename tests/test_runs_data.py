@@ -74,3 +74,12 @@ def test_image_fingerprint_follows_content_and_is_cached(tmp_path, monkeypatch):
     os.utime(target, ns=(mtime + 1_000_000, mtime + 1_000_000))
     assert runs.ImageFolderSource(root).fingerprint() != first
     assert [os.path.basename(p) for p in calls] == ["1.png"]                      # only the changed file re-read
+
+
+def test_report_renders_nan_outputs(tmp_path):
+    """A model that outputs NaN for a sample (e.g. a row the run kept) still gets its report page."""
+    net = NET()
+    a = ak.explain(net, torch.from_numpy(_data(3)), method="saliency")
+    a.outputs[1] = float("nan")
+    page = ak.report(a, tmp_path / "r.html").read_text()
+    assert '"nan"' in page and "NaN" not in page.split("<script")[1].split("</script>")[0]
