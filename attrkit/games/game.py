@@ -86,7 +86,7 @@ class Game:
         if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
-        self.masker = as_masker(masker, baseline)
+        self.masker = as_masker(masker, baseline, self.base)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
         self.reps = int(self.references.shape[1])
         if all_classes and (problem.target.is_callable or problem.outputs is None or problem.outputs.dim() != 2):
