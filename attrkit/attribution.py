@@ -59,7 +59,8 @@ class Attribution:
 
     # ----------------------------------------------------------------- views
     def heatmap(self, size: tuple[int, ...] | None = None, input=None) -> torch.Tensor:
-        """Per-position map: the channel sum, ``[N, H, W]`` for images (``[N, L]`` series, ``[N, D, H, W]``
+        """Per-position map: the channel sum (the channel mean when ``info["channels"] == "same"``: values that
+        repeat a player's or an occlusion window's value on every channel), ``[N, H, W]`` for images (``[N, L]`` series, ``[N, D, H, W]``
         volumes). A layer map is resized (bilinear) to the input's spatial size, or ``size``.
         Tabular values ``[N, F]`` are returned as they are. With several inputs ``input=`` (a position or a
         dict key) says which input's map (and, for a layer map, which input's size) to give."""
@@ -80,7 +81,8 @@ class Attribution:
         v = v.detach()
         if v.dim() <= 2:
             return v.clone()
-        m = v.sum(dim=1)
+        # values painted alike on every channel (occlusion windows, game players over all channels): show once
+        m = v.mean(dim=1) if self.info.get("channels") == "same" and not self.multi else v.sum(dim=1)
         spatial = size
         if spatial is None and inputs is not None and inputs.dim() == v.dim():
             spatial = tuple(inputs.shape[2:])

@@ -176,7 +176,8 @@ def _map(a: Attribution, i: int, sample: int, label, class_names) -> dict:
     if v.kind == "series":
         m = m.reshape(1, -1)
     d: dict[str, Any] = {"sample": sample, "method": label or a.method, "target": v.target_label,
-                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(v.at_layer), "kind": "table" if v.kind == "table"
+                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(v.at_layer),
+                         "over_grey": bool(v.over_grey), "kind": "table" if v.kind == "table"
                          else "image", "output": _num(v.output), "prob": _num(v.probability),
                          "edges": None, "raw": None, "lw": None, "lh": None}
     if v.kind == "table":

@@ -1,7 +1,8 @@
 """Heatmaps in the thesis' colours: ``plot`` for one attribution, ``plot_grid`` for Figure 3.1's layout.
 
-Pixel-level maps are drawn on their own (over white); maps computed at a hidden layer are resized to the
-image and laid translucently over the image shown in grey (thesis section 3.1). Red = the region raised the
+Pixel-level gradient maps are drawn on their own (over white); maps computed at a hidden layer are resized to
+the image and laid translucently over the image shown in grey (thesis section 3.1), and so are the maps of
+coalition games and occlusion (players and windows are regions of the image: the image shows which). Red = the region raised the
 target's score, blue = it lowered it, transparent = no effect.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ def render(v: SampleView, scale: Scale, overlay: bool | None = None, opacity: fl
         raise ValueError(f"render draws image maps; this view is a {v.kind}")
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    overlay = v.at_layer if overlay is None else overlay
+    overlay = (v.at_layer or v.over_grey) if overlay is None else overlay
     rgba = to_rgba(v.map, scale)
     if overlay and v.image is not None:
         rgb = composite(rgba, grey(v.image), opacity)
@@ -101,7 +102,7 @@ def plot(attribution: Attribution, index: int = 0, *, mode: str = "signed", clip
 
     Images: the input (left) and the map (right) with a colour bar; ``mode`` is signed | positive |
     negative | absolute; the colour scale is symmetric ``[-s, s]``, ``s`` = the ``clip``-th percentile of
-    ``|map|``. Layer-level maps are laid over the grey image (``overlay``, ``opacity``); superpixel
+    ``|map|``. Layer-level, game and occlusion maps are laid over the grey image (``overlay``, ``opacity``); superpixel
     boundaries are drawn when the attribution has ``players`` (``edges``). Tables: a bar per feature (the
     ``top`` largest). ``ax``: draw the map into an existing axes. ``path``: also save the figure.
     """

@@ -37,6 +37,7 @@ class SampleView:
     predicted: int | None = None         # the arg-max class (multi-output models)
     probability: float | None = None     # softmax probability of the target (multi-output models)
     note: str = ""
+    over_grey: bool = False             # draw over the grey image by default (layer maps, game/occlusion maps)
 
 
 def class_label(cls, class_names=None) -> str:
@@ -95,7 +96,7 @@ def view(a: Attribution, index: int = 0, class_names=None) -> SampleView:
     rank = inputs.dim() if inputs is not None else v.dim()
     cls = sample_target(a, index)
     common = dict(method=a.method, layer=a.layer, target=cls, target_label=target_label(a, index, class_names),
-                  at_layer=at_layer)
+                  at_layer=at_layer, over_grey=bool(at_layer or a.players is not None or "window_values" in a.info))
     common.update(_prediction(a, index, cls))
     if rank == 2 and v.dim() == 2:
         row = inputs[index].numpy().astype(np.float64) if inputs is not None else None
