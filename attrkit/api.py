@@ -13,6 +13,7 @@ from .core.checks import first_call, resolve_seed
 from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
 from .core.problem import Problem
 from .core import tokens
+from .progress import call_bar
 from .registry import get
 
 
@@ -35,7 +36,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         ``n_samples``, ``noise_level``, ``kind`` ("smoothgrad" | "smoothgrad_sq" | "vargrad").
     batch_size / max_memory: rows per model call, or the memory budget they are derived from.
     seed: makes sampled methods (and random references) reproducible; None draws a fresh seed, recorded in
-        ``info["seed"]`` (pass it back to repeat the run). progress: show a progress bar (None: only on a terminal).
+        ``info["seed"]`` (pass it back to repeat the run). progress: one progress bar for the whole call (True:
+        always; False: never; None: only on a terminal, once the call has run for 2 s).
     options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``; with several
         inputs ``baseline=``/``masker=``/``players=`` may be tuples (dicts) with one entry per input.
 
@@ -72,7 +74,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
                           progress=progress, layout=layout)
-        with tok.context():
+        with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
         name = _name(spec, options, noise)
