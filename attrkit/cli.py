@@ -23,6 +23,7 @@ DELEGATED = {
                  "or run the thesis' experiments"),
     "run": ("attrkit.runs", "cli_main", "explain a whole data set into a resumable store (local or Ray)"),
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
+    "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
 
 

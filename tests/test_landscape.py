@@ -114,3 +114,21 @@ def test_plots_and_errors(tmp_path):
         ak.loss_landscape(lambda t: t, (x, y))
     with pytest.raises(TypeError, match="data must be"):
         ak.loss_landscape(model, x)
+
+
+def test_cli_landscape(tmp_path, capsys):
+    import json
+
+    from attrkit.cli import main
+    code = main(["landscape", "--model", "breast_cancer_mlp", "--limit", "60", "--steps", "3", "--directions", "1",
+                 "--out", str(tmp_path), "--json"])
+    assert code == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ok"] and got["shape"] == [3] and (tmp_path / "landscape.png").is_file()
+    saved = json.loads((tmp_path / "landscape.json").read_text())
+    assert abs(saved["values"][1] - got["center"]) < 1e-6                  # the middle point: the trained weights
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.int64))
+    assert main(["landscape", "--model", "breast_cancer_mlp", "--data", str(tmp_path / "d.npz"), "--out",
+                 str(tmp_path)]) == 1                                      # 3 columns for a 30-feature model
+    assert "landscape: error" in capsys.readouterr().err
+    assert main(["landscape", "--model", "breast_cancer_mlp", "--directions", "3"]) == 2
