@@ -148,6 +148,12 @@ def _run(out, fast: bool, seed: int, progress, log) -> dict:
         _experiments(tables, figures, out, notes, progress)
         say(f"  layer-level Shapley experiment in {time.perf_counter() - t0:.1f} s")
 
+    # ------------------------------------------------------------------ loss landscapes (the lecture's last figure)
+    t0 = time.perf_counter()
+    from .demo_landscape import landscape_figures
+    figures.update(landscape_figures(out, fast, seed, notes, tables, progress=progress))
+    say(f"  loss landscapes in {time.perf_counter() - t0:.1f} s")
+
     # ------------------------------------------------------------------ report
     from .report import report
     seconds = time.perf_counter() - start
@@ -530,6 +536,9 @@ def _experiments(tables, figures, out: Path, notes, progress):
 
 
 def _caption(p: Path) -> str:
+    from .demo_landscape import caption
+    if caption(p.stem):
+        return caption(p.stem)
     return {"figure_3_1_classes_x_layers": "The thesis' Figure 3.1 layout: each method's map for each object's "
             "class, at the pixels (top rows) and at the last convolutional layer (bottom rows). The thesis found "
             "that pixel-level gradient maps light up both objects whatever the class; compare the rows here, and "

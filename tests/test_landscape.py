@@ -132,3 +132,14 @@ def test_cli_landscape(tmp_path, capsys):
                  str(tmp_path)]) == 1                                      # 3 columns for a 30-feature model
     assert "landscape: error" in capsys.readouterr().err
     assert main(["landscape", "--model", "breast_cancer_mlp", "--directions", "3"]) == 2
+
+
+def test_demo_landscape_figure_and_table(tmp_path):
+    from attrkit.demo_landscape import caption, landscape_figures
+    notes, tables = [], {}
+    figs = landscape_figures(tmp_path, True, 0, notes, tables, progress=False, models=["breast_cancer_mlp"])
+    assert notes == [] and (tmp_path / "landscape_breast_cancer_mlp.png").is_file()
+    (row,) = next(iter(tables.values()))
+    assert row["model"] == "breast_cancer_mlp" and row["grid min"] <= row["at the weights"] <= row["grid max"]
+    assert "breast_cancer_mlp" in caption("landscape_breast_cancer_mlp") and caption("deletion_curves") is None
+    assert list(figs) == ["landscape_breast_cancer_mlp"]
