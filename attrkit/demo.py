@@ -222,7 +222,7 @@ def _table_batch(zoo, model, S: Settings) -> dict:
     classes = list(test.classes or ["0", "1"])
     return {"x": d.x, "y": d.y, "classes": classes, "features": list(test.feature_names or []),
             "names": [f"patient {i + 1} ({classes[int(c)]})" for i, c in enumerate(d.y)],
-            "background": zoo.dataset(TABLE_MODEL, "train").x}
+            "background": zoo.dataset(TABLE_MODEL, "train").x, "meta": test.meta}
 
 
 # ============================================================================================ explain
@@ -513,7 +513,9 @@ def table_figures(model, tab, attrs, out: Path, tables: dict) -> dict:
     plot_beeswarm(swarm, names=names, top=12, title=f"{swarm.method}: each dot is a patient", path=p)
     figs["beeswarm"] = p
     p = out / "table_waterfall.png"
-    plot_waterfall(main, 0, names, top=8, model=model, class_names=tab["classes"], path=p)
+    meta = tab.get("meta") or {}
+    unscale = (lambda z: z * meta["std"] + meta["mean"]) if "mean" in meta and "std" in meta else None  # raw units
+    plot_waterfall(main, 0, names, top=8, model=model, class_names=tab["classes"], raw=unscale, path=p)
     figs["waterfall"] = p
     return figs
 

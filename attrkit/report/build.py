@@ -117,6 +117,10 @@ def _entries(items, class_names, feature_names) -> list[dict]:
         e.setdefault("feature_names", feature_names)
         e.setdefault("sample_names", None)
         a = e["attribution"]
+        if e["class_names"] is None:             # the attribution's own (model.meta["classes"])
+            e["class_names"] = a.class_names
+        if e["feature_names"] is None:
+            e["feature_names"] = a.feature_names
         if a.input_names:            # several inputs: one entry per input
             for name in a.input_names:
                 label = e["label"] or a.method

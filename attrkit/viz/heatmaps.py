@@ -56,6 +56,7 @@ def _title(v: SampleView, extra: str = "") -> str:
 
 
 def _input_title(v: SampleView, class_names) -> str:
+    class_names = class_names if class_names is not None else v.class_names
     if v.predicted is None:
         return "input" + (f"\noutput {v.output:.3g}" if v.output is not None else "")
     from .maps import class_label
@@ -97,19 +98,24 @@ def add_colorbar(fig, ax, scale: Scale, label: str | None = None, shrink: float 
 def plot(attribution: Attribution, index: int = 0, *, mode: str = "signed", clip: float = 99.5,
          overlay: bool | None = None, opacity: float = 0.8, show_input: bool = True, edges: bool = True,
          colorbar: bool = True, class_names=None, feature_names: Sequence[str] | None = None,
-         top: int = 20, title: str | None = None, ax=None, path=None, figsize=None):
+         top: int = 20, title: str | None = None, ax=None, path=None, figsize=None, raw=None):
     """Draw sample ``index`` of ``attribution``; return the matplotlib ``Figure``.
 
     Images: the input (left) and the map (right) with a colour bar; ``mode`` is signed | positive |
     negative | absolute; the colour scale is symmetric ``[-s, s]``, ``s`` = the ``clip``-th percentile of
     ``|map|``. Layer-level, game and occlusion maps are laid over the grey image (``overlay``, ``opacity``); superpixel
     boundaries are drawn when the attribution has ``players`` (``edges``). Tables: a bar per feature (the
-    ``top`` largest). ``ax``: draw the map into an existing axes. ``path``: also save the figure.
+    ``top`` largest), labelled ``name = value``; ``raw`` (rows ``[N, F]`` or a function of the model's inputs)
+    shows the values in raw units when the model reads standardised ones. ``ax``: draw the map into an existing
+    axes. ``path``: also save the figure. Class and feature names default to the attribution's.
     """
     check_mode(mode)
     v = view(attribution, index, class_names)
     if v.kind == "table":
-        return _plot_table(v, feature_names, top, title, ax, path, figsize)
+        names = feature_names if feature_names is not None else attribution.feature_names
+        if raw is not None:
+            v.image = raw_row(attribution, index, raw)
+        return _plot_table(v, names, top, title, ax, path, figsize)
     if v.kind == "series":
         return _plot_series(v, mode, clip, title, ax, path, figsize)
     scale = scale_for(v.map, mode, clip)
@@ -151,7 +157,7 @@ def _plot_table(v: SampleView, names, top, title, ax, path, figsize):
     for i in order:
         lab = names[i]
         if v.image is not None:
-            lab += f" = {v.image[i]:.3g}"
+            lab += f" = {v.image[i]:.4g}"
         labels.append(lab)
     ax.set_yticks(range(len(order)), labels, fontsize=8)
     ax.axvline(0, color="0.3", lw=0.8)
@@ -179,6 +185,27 @@ def _plot_series(v: SampleView, mode, clip, title, ax, path, figsize):
     ax.set_title(title or _title(v).replace("\n", " "), fontsize=9)
     add_colorbar(fig, ax, scale)
     return finish(fig, path)
+
+
+def raw_row(a: Attribution, index: int, raw) -> np.ndarray:
+    """Sample ``index``'s feature values in raw units: ``raw`` is an array ``[N, F]`` (or ``[F]`` for this one
+    sample) of raw values, or a function mapping the model's inputs ``[N, F]`` to raw values (an unscaler)."""
+    import torch
+    n_f = int(a.values[index].numel())
+    if callable(raw):
+        if a.inputs is None:
+            raise ValueError("raw= as a function needs the attribution's inputs, and this attribution has none")
+        row = raw(a.inputs[index:index + 1])
+    else:
+        row = raw
+    row = np.asarray(row.detach().cpu() if isinstance(row, torch.Tensor) else row, dtype=np.float64)
+    if row.ndim == 2 and row.shape[0] == len(a) and not callable(raw):
+        row = row[index]
+    row = row.reshape(-1)
+    if row.size != n_f:
+        raise ValueError(f"raw values have {row.size} entries for this sample but it has {n_f} features; give raw= "
+                         f"as rows [N, F] matching the explained batch, or a function of the model's inputs")
+    return row
 
 
 def _bar_colour(value: float):
