@@ -13,7 +13,8 @@ Every function returns a ``matplotlib.figure.Figure`` (pyplot is never imported)
 """
 from .colors import MODES, Scale, scale_for, to_rgba
 from .curves import plot_cascade, plot_curves
-from .heatmaps import plot, plot_grid
+from .grid import plot_grid
+from .heatmaps import plot
 from .landscape import plot_landscape
 from .maps import SampleView, view
 from .tabular import plot_beeswarm, plot_importance, plot_waterfall
