@@ -24,6 +24,7 @@ from .cli_args import (EXIT_CODES, FAILED, INTERRUPTED, OK, USAGE, epilog, image
 # delegated commands: name -> (module, function taking argv, one-line help)
 DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
+    "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
 # subcommands added by other modules: name -> module with add_parser(subparsers, parents) (sets func=...)
 EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")

@@ -159,14 +159,36 @@ def test_bad_options():
         ak.explain(model, x, "shapley", players=grid(x, 2), masker="mean", baseline="zeros")
 
 
-def test_spread_paint_and_share():
+def test_spread_value_by_default_and_share():
     torch.manual_seed(0)
     model = TinyCNN(size=8).eval()
     x = torch.rand(1, 3, 8, 8)
     players = grid(x, 2)
-    share = ak.explain(model, x, "shapley", players=players)
-    paint = ak.explain(model, x, "shapley", players=players, spread="paint")
+    value = ak.explain(model, x, "shapley", players=players)                 # default: the player's value
+    share = ak.explain(model, x, "shapley", players=players, spread="share")
+    paint = ak.explain(model, x, "shapley", players=players, spread="paint")  # older name of "value"
     phi = share.info["player_values"][0]
-    assert torch.allclose(paint.values[0, :, 0, 0], phi[0].float().expand(3))
+    assert value.info["spread"] == "value" and share.info["spread"] == "share"
+    assert torch.equal(paint.values, value.values)
+    assert torch.allclose(value.values[0, :, 0, 0], phi[0].float().expand(3))
     assert torch.allclose(share.values[0, :, 0, 0] * 3 * 16, phi[0].float().expand(3), atol=1e-6)
     assert abs(float(share.values.sum()) - float(phi.sum())) < 1e-5
+    # the map shows each player's value once (not x 3 channels): its extremes are the extreme player values
+    hm = value.heatmap()[0]
+    assert abs(float(hm.max()) - float(phi.max())) < 1e-6 and abs(float(hm.min()) - float(phi.min())) < 1e-6
+    assert torch.allclose(share.heatmap()[0, 0, 0] * 16, phi[0].float(), atol=1e-6)   # share: value / pixels
+
+
+def test_occlusion_map_shows_the_window_drop_once():
+    torch.manual_seed(0)
+    model = TinyCNN(size=8).eval()
+    x = torch.rand(1, 3, 8, 8)
+    a = ak.explain(model, x, "occlusion", window=4, stride=4, target=0)     # 4 windows, no overlap
+    drops = a.info["window_values"][0]
+    assert a.info["channels"] == "same"
+    hm = a.heatmap()[0]
+    corners = torch.stack([hm[0, 0], hm[0, 4], hm[4, 0], hm[4, 4]]).double()
+    assert torch.allclose(corners, drops, atol=1e-6)                      # the drop itself, not 3 x the drop
+    from attrkit.viz.maps import view
+    assert view(a, 0).over_grey and view(ak.explain(model, x, "shapley", players=grid(x, 2)), 0).over_grey
+    assert not view(ak.explain(model, x, "saliency"), 0).over_grey

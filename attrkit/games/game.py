@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
 from ..core.checks import first_call
 from ..core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
@@ -298,7 +298,7 @@ class Game:
         R, K = self.reps, self.n_values
         out = torch.empty(total, K, dtype=torch.float64)
         bad = 0
-        bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
+        bar = progress_bar(total * R, "coalitions", self.problem.progress, show=self._show(total * R))
         try:
             with torch.inference_mode(), self._model_mode():
                 for s in range(0, total, per_call):

@@ -13,8 +13,8 @@ import re
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from ..core.problem import Problem
 from ..core.tokens import value_dtype
 
@@ -51,8 +51,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     step = problem.chunk(grad=True)
     use_tap = where == "layer" or grad_at == "layer"
     tap_ctx = problem.tap() if use_tap else None
-    bar = tqdm(total=total, desc=desc, unit="pt", disable=(not problem.progress) if problem.progress is not None
-               else True, leave=False)
+    bar = progress_bar(total, desc, problem.progress)
     bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
     try:
         if tap_ctx is not None:
