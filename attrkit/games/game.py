@@ -265,12 +265,15 @@ class Game:
         return {r: int(counts[r]) for r in counts.nonzero().flatten().tolist()}
 
     def local_info(self) -> dict:
-        """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample."""
+        """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample, and per sample
+        decided ``local_choice``: the plan or the whole network, the multiply-add estimates and why."""
         built = [] if self._planner is None else self._planner.built
-        if not built:
-            return {}
-        return {"local": {"cut": built[0][0], "family_rows": [m for _, m in built],
-                          "prefix_evals": sum(m for _, m in built)}}
+        out = {"local_choice": list(self._planner.choices.values())} if self._planner and self._planner.choices \
+            else {}
+        if built:
+            out["local"] = {"cut": built[0][0], "family_rows": [m for _, m in built],
+                            "prefix_evals": sum(m for _, m in built)}
+        return out
 
     def _run_masks(self, mask_fn, rows: torch.Tensor, total: int) -> torch.Tensor:
         R = self.reps
