@@ -53,6 +53,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     tap_ctx = problem.tap() if use_tap else None
     bar = progress_bar(total, desc, problem.progress)
     bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
+    found = None if scores is None else torch.empty(total, dtype=scores.dtype, device=x.device)   # one copy at the end
     try:
         if tap_ctx is not None:
             tap_ctx.__enter__()
@@ -79,8 +80,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     out = problem.forward(points, rows)
                     wrt = points if grad_at == "input" else tap_ctx.output
                 score = problem.target(out, rows)
-                if scores is not None:
-                    scores[flat.to(scores.device)] = score.detach().to(scores.dtype)
+                if found is not None:
+                    found[start:start + len(flat)] = score.detach().reshape(-1).to(found.dtype)
                 if not score.requires_grad or wrt is None:
                     raise _no_grad_error()
                 try:
@@ -102,6 +103,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
         bar.close()
         if tap_ctx is not None:
             tap_ctx.__exit__(None, None, None)
+    if found is not None:
+        scores.copy_(found)
     if int(bad):
         raise non_finite_error(int(bad), total, "points where gradients were taken (path points between the baseline "
                                "and the input, noisy copies, or the input itself)")
