@@ -13,7 +13,7 @@ from .core.checks import first_call, resolve_seed
 from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
 from .core.problem import Problem
 from .core import tokens
-from .registry import get
+from .registry import MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
@@ -45,7 +45,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     >>> torch.allclose(a.values, model.weight[1:2].detach(), atol=1e-6)
     True
     """
-    spec = get(method)
+    spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     model, compiled_note = unwrap_compiled(model)
     layer = strip_compiled_prefix(layer) if compiled_note else layer
     batch_size, max_memory = check_budget(batch_size, max_memory)
