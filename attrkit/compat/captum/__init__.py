@@ -6,5 +6,7 @@ docstring says where attrkit computes a different number on purpose. Captum is n
 """
 from ._base import Attribution
 from ._gradients import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from ._propagation import LRP, Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 
-__all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency"]
+__all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency",
+           "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam"]

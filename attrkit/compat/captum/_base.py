@@ -156,7 +156,7 @@ def check_target(target, a) -> None:
 
 
 def run(model, inputs, method, *, target=None, additional_forward_args=None, show_progress=False,
-        batch_size=None, layer=None, seed=None, check=True, **options):
+        batch_size=None, layer=None, seed=None, check=True, input_shaped=False, **options):
     """Call ``ak.explain`` with Captum's arguments; return ``(attribution, values in Captum's structure)``."""
     xs, single = as_tuple(inputs)
     xs = tuple(x.detach() for x in xs)
@@ -168,10 +168,7 @@ def run(model, inputs, method, *, target=None, additional_forward_args=None, sho
                 forward_args=fargs, **options)
     if check:
         check_target(target, a)
-    values = a.values
-    if layer is None and len(xs) == 1 and not single:
-        values = (values,)
-    return a, formatted(values, single) if layer is None else values
+    return a, formatted(a.values, single) if layer is None or input_shaped else a.values
 
 
 def spec(name: str, fn, family: str = "gradient", layer: str = "optional") -> MethodSpec:
