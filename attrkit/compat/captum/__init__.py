@@ -6,7 +6,10 @@ docstring says where attrkit computes a different number on purpose. Captum is n
 """
 from ._base import Attribution
 from ._gradients import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from ._perturbation import (FeatureAblation, FeaturePermutation, KernelShap, Occlusion, ShapleyValues,
+                            ShapleyValueSampling)
 from ._propagation import LRP, Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 
 __all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency",
-           "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam"]
+           "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam",
+           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling"]

@@ -78,23 +78,19 @@ def baselines_for(baselines, xs: tuple):
     return out[0] if len(xs) == 1 else tuple(out)
 
 
-def feature_players(feature_mask, xs: tuple, separate: bool):
-    """Captum ``feature_mask`` -> attrkit ``players=``.
-
-    ``None``: every scalar of every input is its own feature (numbered on across inputs). ``separate=True``
-    (FeatureAblation, Occlusion, FeaturePermutation): each input's labels are its own features, as Captum
-    ablates one input at a time; otherwise (Shapley, KernelShap, Lime) a label used in two inputs is one feature.
-    """
+def feature_players(feature_mask, xs: tuple):
+    """Captum ``feature_mask`` -> attrkit ``players=``: ``None`` makes every scalar of every input its own
+    feature (numbered on across inputs); given labels are kept, so a label used in two inputs is one feature
+    (Captum 0.9's convention for every perturbation method)."""
     masks = per_input(feature_mask, len(xs), "feature_mask") if feature_mask is not None else [None] * len(xs)
     out, offset = [], 0
     for m, x in zip(masks, xs):
         if m is None:
             lab = torch.arange(math.prod(x.shape[1:])).view((1,) + tuple(x.shape[1:])) + offset
         else:
-            lab = torch.as_tensor(m).long().to(x.device) + (offset if separate else 0)
+            lab = torch.as_tensor(m).long().to(x.device)
         out.append(lab)
-        if m is None or separate:
-            offset = int(lab.max()) + 1
+        offset = max(offset, int(lab.max()) + 1)
     return out[0] if len(xs) == 1 else tuple(out)
 
 
