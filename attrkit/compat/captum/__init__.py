@@ -6,10 +6,11 @@ docstring says where attrkit computes a different number on purpose. Captum is n
 """
 from ._base import Attribution
 from ._gradients import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from ._lime import Lime
 from ._perturbation import (FeatureAblation, FeaturePermutation, KernelShap, Occlusion, ShapleyValues,
                             ShapleyValueSampling)
 from ._propagation import LRP, Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 
 __all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency",
            "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam",
-           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling"]
+           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling", "Lime"]

@@ -153,14 +153,16 @@ def check_target(target, a) -> None:
 
 def run(model, inputs, method, *, target=None, additional_forward_args=None, show_progress=False,
         batch_size=None, layer=None, seed=None, check=True, input_shaped=False, **options):
-    """Call ``ak.explain`` with Captum's arguments; return ``(attribution, values in Captum's structure)``."""
+    """Call ``ak.explain`` with Captum's arguments; return ``(attribution, values in Captum's structure)``.
+    ``seed``: attrkit's seed for sampled methods (callers pass :func:`torch_seed`); deterministic ones leave
+    torch's generator untouched, as Captum does."""
     xs, single = as_tuple(inputs)
     xs = tuple(x.detach() for x in xs)
     fargs = forward_args(additional_forward_args)
     model, tgt = resolve_target(model, target, xs, fargs)
     x = xs[0] if len(xs) == 1 else xs
     a = explain(model, x, method, target=tgt, layer=layer, batch_size=batch_size,
-                progress=bool(show_progress), seed=torch_seed() if seed is None else seed,
+                progress=bool(show_progress), seed=0 if seed is None else seed,
                 forward_args=fargs, **options)
     if check:
         check_target(target, a)

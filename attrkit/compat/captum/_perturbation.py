@@ -6,7 +6,7 @@ import torch
 
 from ...core.problem import Result
 from ._base import (Attribution, as_tuple, baselines_for, feature_players, formatted, per_input, rows_per_call, run,
-                    spec)
+                    spec, torch_seed)
 
 
 def _n_features(players) -> int:
@@ -148,7 +148,7 @@ class ShapleyValueSampling(Attribution):
         return run(self.forward_func, inputs, "shapley_sampling", target=target,
                    additional_forward_args=additional_forward_args, show_progress=show_progress,
                    batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]), players=players,
-                   baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint")[1]
+                   baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint", seed=torch_seed())[1]
 
 
 class ShapleyValues(Attribution):
@@ -179,7 +179,8 @@ class KernelShap(Attribution):
                         additional_forward_args=additional_forward_args, show_progress=show_progress,
                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
                         players=feature_players(feature_mask, xs),
-                        baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint")
+                        baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint",
+                        seed=torch_seed())
         if return_input_shape:
             return values
         pv = a.info["player_values"]
