@@ -6,6 +6,8 @@ docstring says where attrkit computes a different number on purpose. Captum is n
 """
 from ._base import Attribution
 from ._gradients import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from ._layer import (LayerActivation, LayerConductance, LayerDeepLift, LayerFeatureAblation, LayerGradCam,
+                     LayerGradientXActivation, LayerIntegratedGradients, NeuronGradient, NeuronIntegratedGradients)
 from ._lime import Lime
 from ._perturbation import (FeatureAblation, FeaturePermutation, KernelShap, Occlusion, ShapleyValues,
                             ShapleyValueSampling)
@@ -13,4 +15,6 @@ from ._propagation import LRP, Deconvolution, DeepLift, DeepLiftShap, GuidedBack
 
 __all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency",
            "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam",
-           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling", "Lime"]
+           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling", "Lime",
+           "LayerActivation", "LayerConductance", "LayerDeepLift", "LayerFeatureAblation", "LayerGradCam",
+           "LayerGradientXActivation", "LayerIntegratedGradients", "NeuronGradient", "NeuronIntegratedGradients"]
