@@ -14,7 +14,7 @@ from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwra
 from .core.problem import Problem
 from .core import tokens
 from .progress import call_bar
-from .registry import get
+from .registry import MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
@@ -50,7 +50,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     >>> torch.allclose(a.values, model.weight[1:2].detach(), atol=1e-6)
     True
     """
-    spec = get(method)
+    spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     class_names, feature_names = _names(model, class_names, feature_names)
     model, compiled_note = unwrap_compiled(model)
     layer = strip_compiled_prefix(layer) if compiled_note else layer
