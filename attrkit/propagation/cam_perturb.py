@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..core.problem import Problem, Result
 from ..registry import register
@@ -24,8 +23,8 @@ from .split import tail_after
 
 
 def _bar(problem: Problem, total: int, desc: str):
-    show = bool(problem.progress) if problem.progress is not None else False
-    return tqdm(total=total, desc=desc, unit="row", disable=not show, leave=False)
+    from ..progress import bar
+    return bar(total, desc, problem.progress)
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
