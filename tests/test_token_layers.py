@@ -148,3 +148,46 @@ def test_hugging_face_vit_and_text_transformer_token_layers():
     t = ak.explain(tt, data.x, "grad_cam", target=1, forward_kwargs={"attention_mask": data.attention_mask})
     assert t.layer == "encoder.layers.0" and t.values.shape == (4, 1, data.x.shape[1])
     assert "token position" in t.info["layer_grid"]
+
+
+# ------------------------------------------------------------------------------ layer games on patch tokens
+def test_patch_token_shapley_after_block_k(images):
+    """Players = 2 x 2 blocks of patch tokens after block 0 (class/register tokens kept); the game runs only the
+    part after the block; values equal exact Shapley values computed by hand with absent tokens set to zero."""
+    import itertools
+    from math import factorial
+    model = TinyViT(registers=1)
+    x, t = images[:2], torch.tensor([1, 2])
+    a = ak.explain(model, x, "shapley", target=t, layer="blocks.0", players="grid:2", masker="zeros")
+    assert a.info["head_only"] and a.info["token_grid"]["prefix"] == 2 and a.info["token_grid"]["grid"] == (4, 4)
+    acts = {}
+    h = model.blocks[0].register_forward_hook(lambda m, i, o: acts.update(a=o.detach()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    block = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]).flatten()
+
+    def v(s, keep):
+        act = acts["a"][s:s + 1].clone()
+        for p in range(4):
+            if p not in keep:
+                act[:, 2:][:, block == p] = 0
+        with torch.no_grad():
+            return float(model.head(model.norm(model.blocks[1](act))[:, 0])[0, t[s]])
+    for s in range(2):
+        phi = []
+        for p in range(4):
+            others = [q for q in range(4) if q != p]
+            total = 0.0
+            for r in range(4):
+                for c in itertools.combinations(others, r):
+                    w = factorial(r) * factorial(3 - r) / factorial(4)
+                    total += w * (v(s, set(c) | {p}) - v(s, set(c)))
+            phi.append(total)
+        got = a.info["player_values"][s, :4]
+        assert rel(got, torch.tensor(phi)) < 1e-5
+    assert a.heatmap().shape == (2, 16, 16)
+    # default players at a token layer: one per patch token; the map is drawn on the patch grid
+    fa = ak.explain(model, x, "feature_ablation", target=t, layer="blocks.0")
+    assert fa.info["token_grid"]["grid"] == (4, 4) and int(fa.info["n_players"][0]) == 16
+    assert fa.values[:, :2].abs().max() == 0                    # class/register tokens are no players

@@ -35,9 +35,10 @@ def run_attention(problem: Problem, rows: torch.Tensor, gradients: bool, mode=No
     with Capture(_user_model(problem), mode) as cap, torch.enable_grad():
         out = problem.forward(x[rows.to(x.device)], rows)
         if not cap.records:
-            raise ValueError("no attention weights were seen in the forward pass: attention methods read "
-                             "nn.MultiheadAttention, Hugging Face and timm attention modules (with parameters "
-                             "that require gradients, so PyTorch's fused encoder path is not taken)")
+            raise ValueError("no attention weights over tokens were seen in the forward pass: attention methods "
+                             "read nn.MultiheadAttention, Hugging Face and timm attention modules (with parameters "
+                             "that require gradients, so PyTorch's fused encoder path is not taken); for a model "
+                             "without attention use a gradient, CAM or game method")
         names = [n for n, _ in cap.records]
         weights = [a for _, a in cap.records]
         grads = None
@@ -169,8 +170,8 @@ def default_attention_layer(model, x, forward=None, input_layout=None) -> LayerC
     """The last attention module in ``named_modules()``."""
     sites = attention_sites(model)
     if not sites:
-        raise ValueError("attention_probe needs an attention module (nn.MultiheadAttention, a Hugging Face or timm "
-                         "attention); the model has none attrkit recognises — pass layer=")
+        raise ValueError("attention_probe needs an attention module over tokens (nn.MultiheadAttention, a Hugging "
+                         "Face or timm attention); the model has none attrkit recognises — pass layer=")
     name = sites[-1]
     return LayerChoice(name, model.get_submodule(name), f"{name!r}: the last attention module of the model")
 
