@@ -6,6 +6,13 @@ from torch import nn
 import attrkit as ak
 from nets_transformer import DenseLike, ResNetLike, SwinLike, TinyViT
 
+def maybe_scale(h, scale):
+    """A call the fx tracer keeps as one node; it reads a forward argument left at its default (None)."""
+    return h if scale is None else h * scale
+
+
+torch.fx.wrap("maybe_scale")
+
 CAMS = ["grad_cam", "grad_cam_pp", "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "score_cam",
         "ablation_cam"]
 
@@ -191,3 +198,17 @@ def test_patch_token_shapley_after_block_k(images):
     fa = ak.explain(model, x, "feature_ablation", target=t, layer="blocks.0")
     assert fa.info["token_grid"]["grid"] == (4, 4) and int(fa.info["n_players"][0]) == 16
     assert fa.values[:, :2].abs().max() == 0                    # class/register tokens are no players
+
+
+def test_layer_split_with_a_default_forward_argument(images):
+    """timm's ViT passes attn_mask=None on to every block: the split head reads a non-tensor constant."""
+    class WithMask(TinyViT):
+        def forward(self, x, attn_mask=None):
+            t = self.patch(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1) + self.pos
+            t = self.blocks[1](maybe_scale(self.blocks[0](t), attn_mask))
+            return self.head(self.norm(t)[:, 0])
+    model = WithMask()
+    a = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0")
+    b = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0", head_only=False)
+    assert a.info["head_only"] and rel(a.values, b.values) < 1e-6
