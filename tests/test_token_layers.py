@@ -212,3 +212,12 @@ def test_layer_split_with_a_default_forward_argument(images):
     a = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0")
     b = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0", head_only=False)
     assert a.info["head_only"] and rel(a.values, b.values) < 1e-6
+
+
+def test_gradient_values_at_a_token_layer_draw_on_the_patch_grid(images):
+    model = TinyViT(registers=1, pool="mean")
+    a = ak.explain(model, images, "input_x_gradient", target=0, layer="blocks.0")
+    assert a.values.shape == (3, 18, 16) and a.info["token_grid"]["prefix"] == 2
+    per_token = a.values[:, 2:].sum(-1).reshape(3, 1, 4, 4)
+    want = torch.nn.functional.interpolate(per_token, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    assert rel(a.heatmap(), want) < 1e-6
