@@ -29,31 +29,43 @@ class ViTBlock(nn.Module):
 class SmallViT(nn.Module):
     """``patch`` (Conv2d, kernel = stride = `patch`), a class token and learned positions, ``blocks`` (`depth`
     pre-norm blocks of width `dim`), ``norm`` and ``head`` on the class token. ``in_size / patch`` patches per side.
+    ``stem > 0``: a 3x3 convolution with `stem` channels and a ReLU before the patch embedding, at full resolution
+    (an early convolution, Xiao et al. 2021: small ViTs train far better with one). ``pool="mean"``: no class
+    token; the head reads the mean of the patch tokens after ``norm``.
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 5, in_size: int = 64, patch: int = 8,
-                 dim: int = 48, depth: int = 4, heads: int = 4, mlp: int = 96, *,
+                 dim: int = 48, depth: int = 4, heads: int = 4, mlp: int = 96, stem: int = 0, pool: str = "cls", *,
                  seed: int | None = DEFAULT_SEED) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("num_classes", num_classes), ("in_size", in_size),
                         ("patch", patch), ("dim", dim), ("depth", depth), ("heads", heads), ("mlp", mlp)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+        if not isinstance(stem, int) or isinstance(stem, bool) or stem < 0:
+            raise ValueError(f"stem must be an integer >= 0, got {stem!r}.")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}.")
         if in_size % patch or dim % heads:
             raise ValueError(f"in_size ({in_size}) must be a multiple of patch ({patch}) and dim ({dim}) of heads "
                              f"({heads}).")
-        tokens = (in_size // patch) ** 2
+        tokens = (in_size // patch) ** 2 + (pool == "cls")
+        self.pool = pool
         with seeded(seed):
-            self.patch = nn.Conv2d(in_channels, dim, patch, stride=patch)
-            self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-            self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU()) if stem else \
+                nn.Identity()
+            self.patch = nn.Conv2d(stem or in_channels, dim, patch, stride=patch)
+            self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+            self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
             self.blocks = nn.Sequential(*[ViTBlock(dim, heads, mlp) for _ in range(depth)])
             self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
         finish(self, {"name": "small_vit", "in_channels": in_channels, "num_classes": num_classes,
                       "in_size": in_size, "patch": patch, "dim": dim, "depth": depth, "heads": heads, "mlp": mlp,
-                      "seed": seed})
+                      "stem": stem, "pool": pool, "seed": seed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1) + self.pos
-        return self.head(self.norm(self.blocks(t))[:, 0])
+        t = self.patch(self.stem(x)).flatten(2).transpose(1, 2)
+        if self.cls is not None:
+            t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1)
+        t = self.norm(self.blocks(t + self.pos))
+        return self.head(t[:, 0] if self.cls is not None else t.mean(1))
