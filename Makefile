@@ -57,17 +57,20 @@ bench: $(VENV)/.bench
 bench-quick: $(VENV)/.bench
 	$(PY) -m benchmarks --quick
 
-# `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py). Both
+# `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py), the
+# automatic layer and token-layer CAMs on torchvision/timm nets (layers.py), AttnLRP against lxt. All
 # need torchvision, which only imports beside torch 2.14.1, so they run in .venv-crosscheck (~5.5 GB, built once).
 XVENV := .venv-crosscheck
 $(XVENV)/.ready:
 	$(PYTHON) -m venv $(XVENV)
-	$(XVENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 zennit grad-cam captum==0.9.0 numpy scikit-image scikit-learn tqdm
+	$(XVENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 zennit grad-cam captum==0.9.0 timm lxt numpy scikit-image scikit-learn tqdm
 	$(XVENV)/bin/python -m pip install -q -e "$(CURDIR)" --no-deps
 	touch $@
 
 crosscheck: $(XVENV)/.ready
 	$(XVENV)/bin/python crosscheck/compare.py --json crosscheck/results.json
+	$(XVENV)/bin/python crosscheck/layers.py --json crosscheck/layers_results.json
+	$(XVENV)/bin/python crosscheck/attnlrp_lxt.py --json crosscheck/attnlrp_lxt_results.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
