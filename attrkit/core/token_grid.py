@@ -129,7 +129,8 @@ def _token_grid(model, tokens: int, hw: tuple) -> GridView | None:
         for merge in range(5):                         # hierarchical models: the grid halved per merged stage
             gh, gw = -(-h // 2 ** merge), -(-w // 2 ** merge)
             if 0 <= tokens - gh * gw <= _MAX_PREFIX:
-                extra = f", merged {merge}x" if merge else ""
+                extra = f"; the grid {2 ** merge}x coarser (merged stages, or downsampling before the embedding)" \
+                    if merge else ""
                 return GridView("tokens", (gh, gw), tokens - gh * gw, why + extra)
     return None
 

@@ -29,8 +29,9 @@ class ViTBlock(nn.Module):
 class SmallViT(nn.Module):
     """``patch`` (Conv2d, kernel = stride = `patch`), a class token and learned positions, ``blocks`` (`depth`
     pre-norm blocks of width `dim`), ``norm`` and ``head`` on the class token. ``in_size / patch`` patches per side.
-    ``stem > 0``: a 3x3 convolution with `stem` channels and a ReLU before the patch embedding, at full resolution
-    (an early convolution, Xiao et al. 2021: small ViTs train far better with one). ``pool="mean"``: no class
+    ``stem > 0``: early convolutions before the patch embedding (Xiao et al. 2021: small ViTs train far better with
+    them): conv 3x3 (`stem` channels), ReLU, conv 3x3 (2 `stem`), ReLU, max-pool 2, conv 3x3, ReLU, max-pool 2; the
+    patch embedding then takes ``patch / 4`` pixels of that quarter-resolution map (the same patch grid). ``pool="mean"``: no class
     token; the head reads the mean of the patch tokens after ``norm``.
     """
 
@@ -52,9 +53,14 @@ class SmallViT(nn.Module):
         tokens = (in_size // patch) ** 2 + (pool == "cls")
         self.pool = pool
         with seeded(seed):
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU()) if stem else \
-                nn.Identity()
-            self.patch = nn.Conv2d(stem or in_channels, dim, patch, stride=patch)
+            if stem and patch % 4:
+                raise ValueError(f"with a stem, patch ({patch}) must be a multiple of 4.")
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU(), nn.Conv2d(stem, 2 * stem, 3, padding=1),
+                nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2 * stem, 2 * stem, 3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(2)) if stem else nn.Identity()
+            k = patch // 4 if stem else patch
+            self.patch = nn.Conv2d(2 * stem if stem else in_channels, dim, k, stride=k)
             self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
             self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
             self.blocks = nn.Sequential(*[ViTBlock(dim, heads, mlp) for _ in range(depth)])
