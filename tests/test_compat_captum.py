@@ -282,3 +282,44 @@ explain_GS = attr.GradientShap(model)
 attribs_GS = explain_GS.attribute(inputs=inputs, baselines=baseline)
 attribs_GS = attribs_GS.detach().numpy()
 """
+
+
+# ------------------------------------------------------------------ captum.attr.visualization-style helpers
+def test_visualize_image_attr_methods_and_signs():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from attrkit.compat import visualization as viz
+    attr = np.zeros((4, 4, 3))
+    attr[0, 0] = 1.0                    # raises the score
+    attr[3, 3] = -1.0                   # lowers it
+    image = np.full((4, 4, 3), 0.5)
+    image[1, 1] = 1.0
+    fig, ax = viz.visualize_image_attr(attr, image, method="heat_map", sign="all", outlier_perc=0,
+                                       show_colorbar=True, title="t")
+    shown = np.asarray(ax.images[0].get_array())
+    assert shown[0, 0, 0] > shown[0, 0, 2] and shown[3, 3, 2] > shown[3, 3, 0]       # red vs blue
+    assert np.allclose(shown[1, 2], 1.0) and ax.get_title() == "t"                    # zero: white
+    _, ax = viz.visualize_image_attr(attr, image, method="heat_map", sign="positive", outlier_perc=0)
+    assert np.allclose(np.asarray(ax.images[0].get_array())[3, 3], 1.0)               # negatives hidden
+    _, ax = viz.visualize_image_attr(attr, image, method="masked_image", sign="absolute_value", outlier_perc=0)
+    masked = np.asarray(ax.images[0].get_array())
+    assert masked[0, 0].max() > 0 and np.allclose(masked[1, 1], 0.0)                  # only attributed pixels
+    with pytest.raises(ValueError, match="one-sided sign"):
+        viz.visualize_image_attr(attr, image, method="alpha_scaling", sign="all")
+    with pytest.raises(ValueError, match="method must be one of"):
+        viz.visualize_image_attr(attr, image, method="heatmap")
+
+
+def test_visualize_image_attr_multiple_takes_tensors():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from attrkit.compat import visualization as viz
+    attr = A.IntegratedGradients(CNN).attribute(D["img"], target=0, n_steps=8)
+    fig, axes = viz.visualize_image_attr_multiple(attr[0], D["img"][0], ["original_image", "blended_heat_map",
+                                                                         "alpha_scaling"],
+                                                  ["all", "all", "positive"], titles=["x", "IG", "IG+"],
+                                                  use_pyplot=False, cmap=None)
+    assert len(axes) == 3 and [a.get_title() for a in axes] == ["x", "IG", "IG+"]
+    assert np.asarray(axes[1].images[0].get_array()).shape[:2] == (6, 6)
