@@ -69,6 +69,8 @@ class ModelAdapter(nn.Module):
                 raise TypeError("forward arguments that travel with the samples cannot be traced with torch.fx")
             if batch == self.n:
                 return value
+            if self.n == 1 and not isinstance(batch, torch.fx.Proxy):   # every row belongs to the one sample
+                return value.expand(batch, *value.shape[1:])
             raise RuntimeError(f"attrkit internal error: a model call on {batch} rows did not say which samples "
                                "they belong to, so the per-sample forward arguments cannot be chosen")
         if not isinstance(batch, torch.fx.Proxy) and len(rows) != batch:

@@ -130,10 +130,6 @@ def several_inputs(fn):
         bound.update(kwargs)
         with torch.no_grad():
             prep = prepare(model, x, bound.get("target"), fargs, fkwargs)
-        if isinstance(prep.model, ModelAdapter) and prep.model.per_sample_args:
-            raise ValueError("metrics do not take forward arguments with one row per sample yet (e.g. an attention "
-                             "mask [N, L]); bake them into the model (a small nn.Module holding them) or pass "
-                             "arguments shared by all samples")
         if "target" in bound:
             bound["target"] = prep.class_target
         for key in ("attribution", "method"):
@@ -141,8 +137,74 @@ def several_inputs(fn):
                 bound[key] = _flat_attribution(bound[key], prep)
             elif isinstance(bound.get(key), (tuple, dict)) and prep.layout is not None:
                 bound[key] = prep.layout.pack(bound[key])
+        if isinstance(prep.model, ModelAdapter) and prep.model.per_sample_args and prep.n > 1:
+            return _sample_by_sample(fn, prep, bound)
         return fn(prep.model, prep.inputs, **bound)
     return wrapper
+
+
+# metrics whose score is the worst sample (axiom checks); the others average their samples
+_NOT_PER_SAMPLE = {"model_randomisation", "cascading_randomisation", "independent_randomisation", "find_dummies",
+                   "find_symmetric_pairs"}
+_WORST = {"completeness", "sensitivity", "dummy", "symmetry", "linearity", "implementation_invariance"}
+
+
+def _sample_by_sample(fn, prep: Prepared, bound: dict):
+    """A metric under forward arguments with one row per sample (an attention mask ``[N, L]``): every model call
+    of the metric builds its own perturbed batch, so the metric runs once per sample, on that sample's own
+    arguments, and the per-sample results are joined (scores: the worst sample for axiom checks, else the mean)."""
+    import numpy as np
+
+    from ..attribution import Attribution
+    from ..metrics._common import MetricResult
+    if fn.__name__ in _NOT_PER_SAMPLE:
+        raise ValueError(f"{fn.__name__} does not take forward arguments with one row per sample (e.g. an "
+                         "attention mask [N, L]); bake them into the model (a small nn.Module holding them) or "
+                         "pass arguments shared by all samples")
+    n, results = prep.n, []
+    for i in range(n):
+        one = {}
+        for key, v in bound.items():
+            if isinstance(v, Attribution) and len(v) == n:
+                v = v.select(i)
+            elif isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n:
+                v = v[i:i + 1]
+            elif isinstance(v, (list, tuple)) and key == "target" and len(v) == n:
+                v = [v[i]]
+            one[key] = v
+        r = fn(prep.model.reindexed(torch.tensor([i])), prep.inputs[i:i + 1], **one)
+        if type(r) is not MetricResult:
+            raise TypeError(f"attrkit internal error: {fn.__name__} returned {type(r).__name__}, not a MetricResult")
+        results.append(r)
+    per = np.concatenate([np.asarray(r.per_sample).reshape(-1) for r in results])
+    passed = None if results[0].passed is None else np.concatenate([np.asarray(r.passed).reshape(-1)
+                                                                   for r in results])
+    if results[0].name in _WORST:
+        score = float(np.max(per))
+    else:
+        score = float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
+    details = {}
+    for key, v in results[0].details.items():
+        vs = [r.details.get(key) for r in results]
+        if key == "n_evals":
+            details[key] = int(sum(vs))
+        elif isinstance(v, np.ndarray) and v.ndim > 0 and v.shape[0] == 1 and all(
+                isinstance(u, np.ndarray) and u.shape == v.shape for u in vs):
+            details[key] = np.concatenate(vs)
+        elif all(_same(u, v) for u in vs):
+            details[key] = v
+        else:
+            details[key] = vs
+    details["sample_by_sample"] = True
+    return MetricResult(results[0].name, score, per, passed, details)
+
+
+def _same(a, b) -> bool:
+    try:
+        import numpy as np
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:
+        return a is b
 
 
 def _structured_output(model, x) -> bool:
