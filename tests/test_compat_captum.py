@@ -69,6 +69,19 @@ class MaxPoolNet(BasicModel_ConvNet):
         return self.fc2(self.relu2(self.fc1(self.flat(self.pool(self.relu1(self.conv1(x)))))))
 
 
+class TextModel(nn.Module):
+    """Token ids [N, L] -> embedding -> masked mean -> 2 logits; the mask is an additional forward arg."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.emb = nn.Embedding(20, 6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, ids, mask):
+        return self.fc((self.emb(ids) * mask.unsqueeze(-1)).mean(1))
+
+
 def _data():
     g = torch.Generator().manual_seed(0)
     return {"x": torch.randn(4, 3, generator=g), "x1": torch.randn(4, 3, generator=g),
@@ -79,6 +92,8 @@ def _data():
 
 D = _data()
 ML, MI, CNN = BasicModel_MultiLayer().eval(), BasicModel_MultiInput().eval(), BasicModel_ConvNet().eval()
+TXT = TextModel().eval()
+IDS = torch.randint(1, 20, (3, 5), generator=torch.Generator().manual_seed(1))
 MASK = torch.tensor([[0, 0, 1]])
 MASKS2 = (torch.tensor([[0, 1, 1]]), torch.tensor([[[0, 2], [2, 3]]]))          # label 0 spans both inputs
 T4 = [0, 1, 1, 0]
@@ -103,6 +118,10 @@ CASES = [
      True),
     ("gradshap-multi-delta", "GradientShap", (MI,),
      dict(**MULTI, baselines=(D["bg1"], D["bg2"]), target=0, n_samples=4), True),
+    ("noise-tunnel-ig-sq", "NoiseTunnel", (C.IntegratedGradients(ML),),
+     dict(inputs=D["x"], nt_type="smoothgrad_sq", nt_samples=4, stdevs=0.2, target=1, n_steps=8), True),
+    ("noise-tunnel-deeplift-vargrad", "NoiseTunnel", (C.DeepLift(ML),),
+     dict(inputs=D["x"], nt_type="vargrad", nt_samples=3, stdevs=0.3, target=T4, baselines=0.1), True),
     ("deeplift", "DeepLift", (ML,), dict(inputs=D["x"], baselines=0.1, target=T4), False),
     ("deeplift-cnn-delta", "DeepLift", (CNN,), dict(inputs=D["img"], target=1, return_convergence_delta=True),
      False),
@@ -128,6 +147,9 @@ CASES = [
     ("layer-ig", "LayerIntegratedGradients", (ML, ML.linear1), dict(inputs=D["x"], target=1, n_steps=12), False),
     ("layer-ig-delta", "LayerIntegratedGradients", (CNN, CNN.conv1),
      dict(inputs=D["img"], target=[0, 1, 2], baselines=0.1, return_convergence_delta=True), False),
+    ("layer-ig-embedding", "LayerIntegratedGradients", (TXT, TXT.emb),
+     dict(inputs=IDS, baselines=torch.zeros_like(IDS), target=1, additional_forward_args=(torch.ones(3, 5),),
+          n_steps=20), False),
     ("layer-gradcam", "LayerGradCam", (CNN, CNN.conv1), dict(inputs=D["img"], target=2), False),
     ("layer-gradcam-relu", "LayerGradCam", (CNN, CNN.relu1), dict(inputs=D["img"], target=0,
                                                                    relu_attributions=True), False),
@@ -160,11 +182,13 @@ def _close(ours, theirs, tol=1e-4):
 def test_equals_captum(case):
     name, cls, ctor, kwargs, seeded = case
     theirs_obj = getattr(C, cls)(*ctor)
+    ours_obj = getattr(A, cls)(*ctor) if cls != "NoiseTunnel" else \
+        A.NoiseTunnel(getattr(A, type(ctor[0]).__name__)(ctor[0].forward_func))      # wrap the compat class
     if cls == "Lime":
         from captum._utils.models.linear_model import SkLearnLinearRegression
         theirs_obj = C.Lime(*ctor, interpretable_model=SkLearnLinearRegression())
     results = []
-    for obj in (getattr(A, cls)(*ctor), theirs_obj):
+    for obj in (ours_obj, theirs_obj):
         if seeded:
             torch.manual_seed(7)
             np.random.seed(7)

@@ -192,13 +192,14 @@ _BASES = {Saliency: "saliency", InputXGradient: "input_x_gradient", IntegratedGr
 
 class NoiseTunnel(Attribution):
     """SmoothGrad / SmoothGrad^2 / VarGrad (Smilkov et al. 2017; Hooker et al. 2019; Adebayo et al. 2018) around
-    a compat ``Saliency``, ``InputXGradient`` or ``IntegratedGradients``: ``nt_samples`` noisy copies
-    ``x + N(0, stdevs^2)`` per sample (torch's global generator, Captum's draw order), all copies batched by
-    attrkit's engine (``nt_samples_batch_size`` only bounds rows per call)."""
+    any compat class: ``nt_samples`` noisy copies ``x + N(0, stdevs^2)`` per sample, drawn from torch's global
+    generator in Captum's order. Around ``Saliency``, ``InputXGradient`` and ``IntegratedGradients`` all copies
+    run through attrkit's noise wrapper in one batched call (``nt_samples_batch_size`` only bounds rows per call);
+    around the other classes the wrapped class runs once on all copies."""
 
     def __init__(self, attribution_method):
-        if type(attribution_method) not in _BASES:
-            raise TypeError(f"NoiseTunnel wraps the compat Saliency, InputXGradient or IntegratedGradients, got "
+        if not isinstance(attribution_method, Attribution):
+            raise TypeError(f"NoiseTunnel wraps a compat attribution class (attrkit.compat.captum), got "
                             f"{type(attribution_method).__name__}")
         super().__init__(attribution_method.forward_func)
         self.attribution_method = attribution_method
@@ -209,17 +210,31 @@ class NoiseTunnel(Attribution):
             raise ValueError(f"nt_type must be one of {', '.join(_NT)}, got {nt_type!r}")
         if draw_baseline_from_distrib:
             raise ValueError("draw_baseline_from_distrib=True is GradientShap's sampling: use GradientShap")
+        if kwargs.get("return_convergence_delta"):
+            raise ValueError("return_convergence_delta=True under NoiseTunnel is not supported by the compat layer")
+        kwargs.pop("return_convergence_delta", None)
         xs, single = as_tuple(inputs)
         xs = tuple(x.detach() for x in xs)
         n, s = xs[0].shape[0], int(nt_samples)
         sd = stdevs if isinstance(stdevs, tuple) else (stdevs,) * len(xs)
         noise = [torch.normal(0, torch.tensor(float(v), device=x.device).repeat((n * s,) + tuple(x.shape[1:])))
                  for x, v in zip(xs, sd)]
+        if type(self.attribution_method) in _BASES:
+            return self._batched(inputs, xs, noise, nt_type, s, kwargs)
+        noisy = tuple(x.repeat_interleave(s, 0) + e for x, e in zip(xs, noise))
+        kw = {k: _per_copy(v, n, s) for k, v in kwargs.items()}
+        if "additional_forward_args" in kw:
+            kw["additional_forward_args"] = _repeat_args(kwargs["additional_forward_args"], s, n)
+        out = self.attribution_method.attribute(noisy[0] if single else noisy, **kw)
+        parts = tuple(_reduce(v.reshape((n, s) + tuple(v.shape[1:])).double(), nt_type).to(v.dtype)
+                      for v in (out if isinstance(out, tuple) else (out,)))
+        return formatted(parts[0] if single else parts, single)
+
+    def _batched(self, inputs, xs, noise, nt_type, s, kwargs):
         base = _BASES[type(self.attribution_method)]
         opts = {}
         target = kwargs.pop("target", None)
         fargs = kwargs.pop("additional_forward_args", None)
-        delta = kwargs.pop("return_convergence_delta", False)
         if base == "saliency":
             opts["abs"] = bool(kwargs.pop("abs", True))
         if base == "integrated_gradients":
@@ -229,8 +244,25 @@ class NoiseTunnel(Attribution):
             kwargs.pop("internal_batch_size", None)
         if kwargs:
             raise TypeError(f"unexpected argument(s) for {type(self.attribution_method).__name__}: {sorted(kwargs)}")
-        if delta:
-            raise ValueError("return_convergence_delta=True under NoiseTunnel is not supported by the compat layer")
-        a, values = run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
-                        base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)
-        return values
+        return run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
+                   base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
+
+
+def _per_copy(value, n, s):
+    """A per-sample argument (target list/tensor, baselines [N, ...]) repeated for the ``s`` copies of each."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n and n > 1:
+        return value.repeat_interleave(s, 0)
+    if isinstance(value, list) and len(value) == n:
+        return [v for v in value for _ in range(s)]
+    if isinstance(value, tuple):
+        return tuple(_per_copy(v, n, s) for v in value)
+    return value
+
+
+def _reduce(a: torch.Tensor, kind: str) -> torch.Tensor:
+    mean = a.mean(1)
+    if kind == "smoothgrad":
+        return mean
+    if kind == "smoothgrad_sq":
+        return (a ** 2).mean(1)
+    return (a ** 2).mean(1) - mean ** 2
