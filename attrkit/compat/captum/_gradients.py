@@ -69,7 +69,7 @@ class IntegratedGradients(Attribution):
 
 def _pairs(problem, pair_refs, pair_noise, alphas, samples_per_input: int):
     """Gradient SHAP with given draws: row ``j = i * S + k`` of ``refs``/``noise``/``alphas`` is sample ``i``'s
-    ``k``-th (reference, input noise, path position); returns ``mean_k grad f(r + a (x~ - r)) * (x~ - r)``."""
+    ``k``-th (reference, input noise, path position); returns ``mean_k grad f(a x~ + (1 - a) r) * (x~ - r)``."""
     x, s = problem.inputs, samples_per_input
     refs, noise = pair_refs.to(x.device, x.dtype), pair_noise.to(x.device, x.dtype)
     alphas = alphas.to(x.device, x.dtype)
@@ -97,8 +97,8 @@ class GradientShap(Attribution):
     The draws follow Captum's order and generators (numpy for baselines and positions, torch for the noise), so
     after ``np.random.seed`` / ``torch.manual_seed`` it returns Captum's numbers; the gradients run on attrkit's
     engine. attrkit's native ``method="gradient_shap"`` shares one draw per ``k`` across samples instead (a
-    sample's result then does not depend on the batch). ``return_convergence_delta=True`` returns one delta per
-    sample, ``sum(attr) - (f(x) - mean_k f(r_k))`` (Captum returns one per drawn pair).
+    sample's result then does not depend on the batch). ``return_convergence_delta=True`` also returns Captum's
+    delta per drawn pair, ``sum(attr_k) - (f(x~_k) - f(r_k))`` (``N * n_samples`` values).
     """
 
     def __init__(self, forward_func, multiply_by_inputs: bool = True):
@@ -124,16 +124,21 @@ class GradientShap(Attribution):
                  for x, v in zip(xs, sd)]
         alphas = torch.tensor(np.random.uniform(0.0, 1.0, n * s), dtype=xs[0].dtype)
         pack = lambda parts: parts[0] if len(parts) == 1 else torch.cat([p.reshape(p.shape[0], -1) for p in parts], 1)
-        a, values = run(self.forward_func, inputs, PAIRS, target=target,
-                        additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
-                        alphas=alphas, samples_per_input=s)
-        if return_convergence_delta:
-            f_x = _scores(self.forward_func, xs, target, additional_forward_args)
-            f_r = _scores(self.forward_func, tuple(r for r in refs), _repeat(target, s, n),
-                          _repeat_args(additional_forward_args, s, n)).view(n, s).mean(1)
-            total = sum_per_sample(values)
-            return values, total - (f_x - f_r).to(total.dtype)
-        return values
+        if not return_convergence_delta:
+            return run(self.forward_func, inputs, PAIRS, target=target,
+                       additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
+                       alphas=alphas, samples_per_input=s)[1]
+        # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
+        big = tuple(x.repeat_interleave(s, 0) for x in xs)
+        tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
+        _, pairs = run(self.forward_func, big[0] if single else big, PAIRS, target=tgt, additional_forward_args=fargs,
+                       pair_refs=pack(refs), pair_noise=pack(noise), alphas=alphas, samples_per_input=1)
+        parts = (pairs,) if single else pairs
+        mean = tuple(v.reshape((n, s) + tuple(v.shape[1:])).mean(1) for v in parts)
+        noisy = tuple(b + e for b, e in zip(big, noise))
+        total = sum_per_sample(parts)
+        gap = _scores(self.forward_func, noisy, tgt, fargs) - _scores(self.forward_func, tuple(refs), tgt, fargs)
+        return formatted(mean[0] if single else mean, single), total - gap.to(total.dtype)
 
 
 def per_input_background(baselines, xs):
