@@ -155,6 +155,8 @@ CASES = [
     ("layer-gradcam", "LayerGradCam", (CNN, CNN.conv1), dict(inputs=D["img"], target=2), False),
     ("layer-gradcam-relu", "LayerGradCam", (CNN, CNN.relu1), dict(inputs=D["img"], target=0,
                                                                    relu_attributions=True), False),
+    ("layer-gradcam-per-channel", "LayerGradCam", (CNN, CNN.conv1),
+     dict(inputs=D["img"], target=[2, 0, 1], attr_dim_summation=False), False),
     ("layer-activation", "LayerActivation", (MI, MI.fc), dict(**MULTI), False),
     ("layer-conductance", "LayerConductance", (ML, ML.linear1), dict(inputs=D["x"], target=0, n_steps=10), False),
     ("layer-conductance-delta", "LayerConductance", (CNN, CNN.relu1),

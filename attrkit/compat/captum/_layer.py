@@ -55,15 +55,21 @@ class LayerIntegratedGradients(_LayerAttribution):
 
 class LayerGradCam(_LayerAttribution):
     """Grad-CAM (Selvaraju et al. 2017) at ``layer``: ``sum_k mean(dF/dA_k) A_k``, ``[N, 1, *layer]``, signed
-    unless ``relu_attributions=True`` (Captum's defaults)."""
+    unless ``relu_attributions=True`` (Captum's defaults); ``attr_dim_summation=False`` keeps one map per
+    channel."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input=False,
                   relu_attributions=False, attr_dim_summation=True, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
-        if not attr_dim_summation:
-            raise ValueError("attr_dim_summation=False is not supported by the compat LayerGradCam")
-        return run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
+        if attr_dim_summation:
+            return run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
+                       additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
+        # per channel: mean(dF/dA_k) * A_k, not summed over the channels
+        grads = run(self.forward_func, inputs, "saliency", target=target, layer=self.layer,
+                    additional_forward_args=additional_forward_args, abs=False)[1]
+        acts = LayerActivation(self.forward_func, self.layer).attribute(inputs, additional_forward_args)
+        cam = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True) * acts
+        return cam.clamp_min(0) if relu_attributions else cam
 
 
 def _activation(problem):
