@@ -80,9 +80,8 @@ MUTATIONS = [
              "flat = torch.arange(start, min(total - 1, start + step), device=samples.device)",
              (CONTRACT,), "the gradient engine's chunking drops the last point"),
     Mutation("engine_tap_leaks_on_error", "attrkit/gradients/engine.py",
-             "        if tap_ctx is not None:\n            tap_ctx.__exit__(None, None, None)\n    if int(bad):",
-             f"        if tap_ctx is not None and {ERR}:\n            tap_ctx.__exit__(None, None, None)\n"
-             "    if int(bad):",
+             "        if tap_ctx is not None:\n            tap_ctx.__exit__(None, None, None)",
+             f"        if tap_ctx is not None and {ERR}:\n            tap_ctx.__exit__(None, None, None)",
              (CONTRACT,), "the layer hook stays when the model raises during a gradient method"),
     Mutation("composite_leaks_on_error", "attrkit/propagation/composites.py",
              "    def __exit__(self, *exc) -> None:\n        self._detach()",
