@@ -33,6 +33,7 @@ class Mutation:
     new: str
     tests: tuple       # pytest node ids / files that must catch it
     what: str
+    k: str = ""        # optional pytest -k expression (a slow file: only its tests that concern the mutation)
 
 
 CAM, GRAD, CONTRACT = "tests/test_cam.py", "tests/test_gradients.py", "tests/test_contract.py"
@@ -109,8 +110,8 @@ MUTATIONS = [
              ("tests/test_games_shapley.py",), "exact Shapley with s! (l - s)! / l! weights"),
     Mutation("occlusion_window_short", "attrkit/games/ablation.py",
              "(j * s, min(size, j * s + k))", "(j * s, min(size, j * s + k - 1))",
-             ("tests/test_games_estimators.py::test_occlusion_windows", "tests/test_games_peers.py"),
-             "occlusion windows one element short"),
+             ("tests/test_games_estimators.py", "tests/test_games_peers.py"), "occlusion windows one element short",
+             k="occlusion"),
     Mutation("shuffle_masker_ignores_players", "attrkit/games/maskers.py",
              "u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 0.5",
              "u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 1e6",
@@ -122,8 +123,8 @@ MUTATIONS = [
     Mutation("spread_rule_swapped", "attrkit/games/players.py",
              "        if share:\n            phi = phi / self.counts",
              "        if not share:\n            phi = phi / self.counts",
-             ("tests/test_games_estimators.py::test_spread_paint_and_share", "tests/test_games_shapley.py"),
-             "spread: paint and share swapped"),
+             ("tests/test_games_shapley.py", "tests/test_games_estimators.py"), "spread: value and share swapped",
+             k="spread or test_games_shapley"),
     Mutation("lrp_stabiliser_sign", "attrkit/propagation/rules.py",
              "return z + ((z == 0).to(z) + z.sign()) * eps", "return z + eps",
              ("tests/test_propagation.py",), "the LRP stabiliser ignores the sign of z"),
@@ -161,8 +162,9 @@ def scratch_copy(root: Path) -> Path:
     return dest
 
 
-def run_tests(repo: Path, tests, env) -> tuple[int, str, float]:
+def run_tests(repo: Path, tests, env, k: str = "") -> tuple[int, str, float]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *tests]
+    cmd += ["-k", k] if k else []
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr, time.perf_counter() - t
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
     if args.list:
         for m in muts:
             print(f"{m.id:36s} {m.path:36s} {m.what}\n{'':36s} - {m.old!r}\n{'':36s} + {m.new!r}\n"
-                  f"{'':36s} tests: {' '.join(m.tests)}")
+                  f"{'':36s} tests: {' '.join(m.tests)}{' -k ' + repr(m.k) if m.k else ''}")
         return 0
     problems = check_patterns(ROOT, muts)
     if problems:
@@ -204,7 +206,7 @@ def main(argv=None) -> int:
     status = 0
     try:
         if not args.skip_baseline:
-            files = sorted({t for m in muts for t in m.tests})
+            files = sorted({t.split("::")[0] for m in muts for t in m.tests})
             rc, out, sec = run_tests(repo, files, env)
             print(f"baseline ({len(files)} files, unmutated): {'pass' if rc == 0 else 'FAIL'} in {sec:.0f} s",
                   flush=True)
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
             original = f.read_text()
             f.write_text(original.replace(m.old, m.new))
             try:
-                rc, out, sec = run_tests(repo, m.tests, env)
+                rc, out, sec = run_tests(repo, m.tests, env, m.k)
             finally:
                 f.write_text(original)
             caught = first_failure(out)
