@@ -182,6 +182,6 @@ def test_progress_bar_and_hooks_removed(capsys):
     cnn = TinyCNN(size=8).eval()
     before = count_hooks(cnn)
     ak.explain(cnn, x, "shapley", players=grid(x, 2), progress=True)
-    assert "coalitions" in capsys.readouterr().err
+    assert "attrkit shapley" in capsys.readouterr().err          # one bar per explain call, named after the method
     ak.explain(cnn, x, "kernel_shap", layer="features.4", n_samples=50)
     assert count_hooks(cnn) == before
