@@ -142,6 +142,20 @@ MUTATIONS = [
     Mutation("morf_lerf_sign", "attrkit/metrics/faithfulness.py",
              "diff = le.per_sample - mo.per_sample", "diff = mo.per_sample - le.per_sample",
              ("tests/test_metrics.py",), "a metric's sign: MoRF - LeRF instead of LeRF - MoRF"),
+    Mutation("lime_kernel_without_sqrt", "attrkit/games/lime.py",
+             "return torch.exp(-(d ** 2) / width ** 2).sqrt()", "return torch.exp(-(d ** 2) / width ** 2)",
+             ("tests/test_games_peers.py", "tests/test_games_estimators.py"), "LIME's kernel without lime's sqrt",
+             k="lime"),
+    Mutation("lime_cosine_distance", "attrkit/games/lime.py",
+             "d = 1.0 - torch.sqrt(k / l)", "d = 1.0 - k / l",
+             ("tests/test_games_peers.py", "tests/test_games_estimators.py"), "LIME's cosine distance to the full "
+             "coalition without the square root", k="lime"),
+    Mutation("relevance_mass_abs", "attrkit/metrics/localisation.py",
+             "pos = maps.clamp_min(0).reshape(n, -1)", "pos = maps.abs().reshape(n, -1)",
+             ("tests/test_metrics.py",), "relevance mass counts negative relevance too"),
+    Mutation("infidelity_sign", "attrkit/metrics/faithfulness.py",
+             "raw = ((p - d) ** 2).mean(1)", "raw = ((p + d) ** 2).mean(1)",
+             ("tests/test_metrics.py",), "infidelity compares I.F with the output rise, not the drop"),
 ]
 
 
