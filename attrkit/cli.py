@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import os
@@ -25,7 +26,9 @@ from .cli_args import (EXIT_CODES, FAILED, INTERRUPTED, OK, USAGE, epilog, image
 DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
 }
-# subcommands added by other modules: name -> module with add_parser(subparsers, parents) (sets func=...)
+# subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
+# parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
+# result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
 EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")
 
 
@@ -156,8 +159,11 @@ def _main(argv: list[str], as_json: bool) -> int:
     progress = False if quiet or getattr(args, "no_progress", False) else None
     _one_line_warnings()
     fn = COMMANDS.get(args.command) or args.func
+    kwargs = {"quiet": quiet}
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs["progress"] = progress
     try:
-        result = fn(args, quiet=quiet, progress=progress)
+        result = fn(args, **kwargs)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", INTERRUPTED, as_json)
     except Exception as err:           # one line, no traceback (ATTRKIT_DEBUG=1 shows it)
