@@ -24,6 +24,7 @@ _LAZY = {
     "report": "attrkit.report",
     "run": "attrkit.runs", "load_run": "attrkit.runs",
     "summary": "attrkit.summary",
+    "loss_landscape": "attrkit.landscape", "Landscape": "attrkit.landscape", "plot_landscape": "attrkit.viz",
 }
 _SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "reference", "viz", "games", "runs",
                "propagation", "gradients")

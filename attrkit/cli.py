@@ -25,6 +25,7 @@ from .cli_args import (EXIT_CODES, FAILED, INTERRUPTED, OK, USAGE, epilog, image
 # delegated commands: name -> (module, function taking argv, one-line help)
 DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
+    "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
 # subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
 # parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON

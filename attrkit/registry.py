@@ -27,6 +27,11 @@ class MethodSpec:
     """What a method is and what it needs.
 
     ``layer``: "optional" (input or any layer), "required" (only at a layer, e.g. CAMs) or "never".
+    ``error``: the ``info`` key of the method's own per-sample error figure ("" if none): ``completeness_gap``
+    (``|sum(values) - (f(x) - f(reference))|``) for every path and propagation method that has one,
+    ``std_err`` for sampled estimators.
+    ``torchscript``: whether a TorchScript model is accepted at the input (methods that hook the model's layers
+    refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
     ``fn(problem, **options) -> Result`` computes it.
     """
     name: str
@@ -40,6 +45,8 @@ class MethodSpec:
     sampled: bool = False
     exact: bool = False
     reference: str = ""
+    error: str = ""
+    torchscript: bool | None = None
     options: dict = field(default_factory=dict)
 
     def option_rows(self) -> list[dict]:
@@ -50,7 +57,8 @@ class MethodSpec:
     def row(self) -> dict:
         return {"method": self.name, "family": self.family, "gradients": self.gradients,
                 "layer": self.layer, "players": self.players, "baseline": self.baseline,
-                "sampled": self.sampled, "summary": self.summary}
+                "sampled": self.sampled, "error": self.error, "torchscript": self.torchscript,
+                "summary": self.summary}
 
 
 def register(name: str, *, family: str, summary: str, **props) -> Callable:
@@ -58,6 +66,7 @@ def register(name: str, *, family: str, summary: str, **props) -> Callable:
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"method {name!r} is registered twice")
+        props.setdefault("torchscript", family in ("gradient", "game"))
         _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
         return fn
     return deco
@@ -131,11 +140,12 @@ def markdown() -> str:
     """The registry as a Markdown table (docs/methods.md is generated from it: ``python -m attrkit.registry``)."""
     _ensure_loaded()
     yes = lambda v: "yes" if v else ""
-    lines = ["| method | family | at a layer | needs gradients | players | sampled | what it computes | reference |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | family | at a layer | needs gradients | players | sampled | error figure | TorchScript | "
+             "what it computes | reference |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name)):
         lines.append(f"| `{s.name}` | {s.family} | {s.layer} | {yes(s.gradients)} | {yes(s.players)} | "
-                     f"{yes(s.sampled)} | {s.summary} | {s.reference} |")
+                     f"{yes(s.sampled)} | {f'`{s.error}`' if s.error else ''} | {yes(s.torchscript)} | {s.summary} | "
+                     f"{s.reference} |")
     from .method_options import markdown as options_markdown
     specs = sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
     return "\n".join(lines) + "\n\n" + options_markdown(specs)
