@@ -27,6 +27,7 @@ DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
     "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
+OWN_FLAGS = {"landscape"}     # delegated commands that take --json, -q and --no-progress themselves
 # subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
 # parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
 # result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
@@ -144,7 +145,11 @@ def _main(argv: list[str], as_json: bool) -> int:
     while head < len(argv) and argv[head] in ("-q", "--quiet", "--json", "--no-progress"):
         head += 1
     if head < len(argv) and argv[head] in DELEGATED:
-        return _delegate(argv[head], [a for a in argv[head + 1:] if a != "--json"], argv[:head], as_json)
+        name, rest = argv[head], argv[head + 1:]
+        if name in OWN_FLAGS:             # it reads --json / -q itself: hand over the ones given before its name
+            rest = [f for f in argv[:head] if f not in rest] + rest
+            return _delegate(name, rest, argv[:head], False)
+        return _delegate(name, [a for a in rest if a != "--json"], argv[:head], as_json)
     parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
