@@ -252,3 +252,29 @@ def test_figure_names_stay_distinct_when_stems_collide(tmp_path, capsys):
     assert len(figs) == 4 and len(set(figs)) == 4 and all(Path(f).exists() for f in figs)
     assert [Path(f).name for f in figs] == ["d1_cat_saliency.png", "d2_cat_saliency.png", "a_b_saliency.png",
                                             "a_b-2_saliency.png"]
+
+
+def test_methods_name_lists_options_and_run_takes_weights(tmp_path, capsys, monkeypatch):
+    code, out, _ = cli(["methods", "kernel_shap"], capsys)
+    assert code == 0 and "n_samples" in out and "2000" in out and "model evaluations" in out
+    code, _, err = cli(["methods", "gradients"], capsys)
+    assert code == 2 and "Did you mean gradient" in err
+    write_net(tmp_path, "usernet_b")
+    monkeypatch.chdir(tmp_path)
+    import importlib
+    sys.path.insert(0, str(tmp_path))                      # restored by the autouse fixture
+    net = importlib.import_module("usernet_b").Net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-2)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    folder = tmp_path / "imgs"
+    for i in range(2):
+        grey_png(folder / f"{i}.png", seed=i)
+    code, out, err = cli(["run", "--model", "usernet_b:Net", "--weights", tmp_path / "w.pt", "--data", folder,
+                          "-m", "saliency", "-o", tmp_path / "r", "--json"], capsys)
+    assert code == 0, err
+    r = ak.load_run(tmp_path / "r")
+    x = torch.stack([torch.from_numpy(np.asarray(PIL.open(folder / f"{i}.png"), np.float32) / 255)[None]
+                     for i in range(2)])
+    torch.testing.assert_close(r.values(), ak.explain(net.eval(), x, method="saliency").values)
