@@ -23,11 +23,14 @@ POLL_S = 0.5
 
 def start(driver: int | None = None):
     """Start the watchdog for ``driver`` (default: this process); returns its ``Popen`` or None."""
-    if not sys.platform.startswith("linux") or not os.path.isdir("/proc"):
+    if not sys.platform.startswith("linux") or not os.path.isdir("/proc") or not sys.executable:
         return None
-    return subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), str(driver or os.getpid())],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
+    try:
+        return subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), str(driver or os.getpid())],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+    except OSError:                    # no interpreter to start (frozen app): Ray's own clean-up only
+        return None
 
 
 def stop(proc) -> None:
