@@ -26,6 +26,8 @@ DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
     "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
+# delegated commands that print their own JSON object under --json (the flag is passed on, no envelope added)
+OWN_JSON = {"landscape"}
 # subcommands added by other modules: name -> module with add_parser(subparsers, parents) (sets func=...)
 EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")
 
@@ -141,7 +143,9 @@ def _main(argv: list[str], as_json: bool) -> int:
     while head < len(argv) and argv[head] in ("-q", "--quiet", "--json", "--no-progress"):
         head += 1
     if head < len(argv) and argv[head] in DELEGATED:
-        return _delegate(argv[head], [a for a in argv[head + 1:] if a != "--json"], argv[:head], as_json)
+        name = argv[head]
+        rest = [a for a in argv[head + 1:] if a != "--json"] + (["--json"] if as_json and name in OWN_JSON else [])
+        return _delegate(name, rest, argv[:head], as_json)
     parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
@@ -217,7 +221,7 @@ def _delegate(name: str, rest: list[str], flags: list[str], as_json: bool) -> in
         return _fail(name, _one_line(err), FAILED, as_json)
     if any(a in ("-h", "--help") for a in rest) and not code:
         print(f"\n{EXIT_CODES}")
-    if as_json:
+    if as_json and name not in OWN_JSON:
         print(json.dumps({"command": name, "exit": int(code or 0)}))
     return int(code or 0)
 
