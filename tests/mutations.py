@@ -157,6 +157,13 @@ MUTATIONS = [
     Mutation("infidelity_sign", "attrkit/metrics/faithfulness.py",
              "raw = ((p - d) ** 2).mean(1)", "raw = ((p + d) ** 2).mean(1)",
              ("tests/test_metrics.py",), "infidelity compares I.F with the output rise, not the drop"),
+    Mutation("game_chunk_targets_reversed", "attrkit/games/game.py",
+             "self.problem.target(y, rr).view(-1, 1)", "self.problem.target(y, rr.flip(0)).view(-1, 1)",
+             (CONTRACT,), "batching: a chunk of coalitions reads its samples' targets in reverse order"),
+    Mutation("torchscript_declaration", "attrkit/registry.py",
+             'props.setdefault("torchscript", family in ("gradient", "game"))',
+             'props.setdefault("torchscript", family in ("gradient",))',
+             (CONTRACT,), "the registry declares that game methods refuse TorchScript models (they accept them)"),
 ]
 
 
