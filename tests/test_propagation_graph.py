@@ -208,8 +208,9 @@ def test_lrp_conserves_relevance_on_bias_free_copies(net, opts):
 @pytest.mark.parametrize("net", list(NETS))
 def test_deeplift_sums_to_delta(net):
     model, x = randomise_bn(NETS[net]()), data()
-    for base in ("zeros", 0.5):
-        a = ak.explain(model, x, "deeplift", baseline=base, target=2)
+    free = randomise_bn(NETS[net](), bias_free=True)   # a zero reference is exactly zero everywhere: LayerNorm of
+    for m, base in ((model, "zeros"), (model, 0.5), (free, "zeros")):   # zeros has 1/sigma = 1/sqrt(eps)
+        a = ak.explain(m, x, "deeplift", baseline=base, target=2)
         assert float(a.info["completeness_gap"].max()) < 1e-4, (net, base, a.info["completeness_gap"])
 
 
@@ -396,3 +397,17 @@ def test_deeplift_shap_matches_captum():
     ours = ak.explain(model, x, "deeplift_shap", baseline=bg, target=t)
     assert rel(ours.values, theirs) < 1e-4
     assert float(ours.info["completeness_gap"].max()) < 1e-4 and ours.info["n_background"] == 4
+
+
+def test_deeplift_layernorm_with_an_all_zero_reference_stays_exact():
+    """Bias-free LayerNorm stack, zero reference: every reference LayerNorm sees zeros (1/sigma = 1/sqrt(1e-6)).
+    Splitting with the mean of both 1/sigma amplified float32 rounding into gaps of 8-84 here; the one-sided split
+    with the smaller 1/sigma keeps the gap at rounding level."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(10, 32, bias=False)]
+    for _ in range(4):
+        layers += [nn.Linear(32, 32, bias=False), nn.LayerNorm(32, eps=1e-6, elementwise_affine=False), nn.GELU()]
+    model = nn.Sequential(*layers, nn.Linear(32, 3, bias=False)).eval()
+    x = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
+    a = ak.explain(model, x, "deeplift", baseline="zeros", target=1)
+    assert float(a.info["completeness_gap"].max()) < 1e-5

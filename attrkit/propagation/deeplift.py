@@ -106,9 +106,10 @@ def _min_norm(dv, d, dims):
 
 
 class NormRescale(_ReferenceRule):
-    """LayerNorm ``y = w c / sigma(c) + b`` with ``c = x - mean(x)``: ``c/sigma - c_r/sigma_r = dc (k + k_r)/2 +
-    (c + c_r)/2 (k - k_r)`` with ``k = 1/sigma``, the change of ``k`` attributed along ``dc`` (minimum-norm
-    secant), so summation to delta holds exactly."""
+    """LayerNorm ``y = w c / sigma(c) + b`` with ``c = x - mean(x)``, ``k = 1/sigma``: ``c k - c_r k_r =
+    dc k + c_r (k - k_r)`` (or ``dc k_r + c (k - k_r)`` where ``k > k_r``: the smaller multiplier, so a reference
+    with almost no variance, such as all zeros, does not blow the multipliers up), the change of ``k`` attributed
+    along ``dc`` (minimum-norm secant). Summation to delta holds exactly."""
     name = "layer_norm_rescale"
 
     def rescale(self, site, inputs, output, ins_ref, y_ref):
@@ -121,7 +122,8 @@ class NormRescale(_ReferenceRule):
         k_r = torch.rsqrt(x_r.var(dims, unbiased=False, keepdim=True) + eps)
         dc = c.detach() - c_r
         u = _min_norm(k - k_r, dc, dims)
-        y = c * ((k + k_r) / 2) + ((c.detach() + c_r) / 2) * (u * c).sum(dims, keepdim=True)
+        mine = k <= k_r
+        y = c * torch.where(mine, k, k_r) + torch.where(mine, c_r, c.detach()) * (u * c).sum(dims, keepdim=True)
         if w is not None:
             y = y * w.detach()
         if b is not None:
