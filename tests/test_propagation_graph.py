@@ -184,7 +184,8 @@ def test_every_rule_method_runs_and_batches_agree(net):
         assert runs[0].info["binding"] == "graph"
         assert torch.isfinite(runs[0].values).all()
         for r in runs[1:]:
-            assert rel(r.values, runs[0].values) < 1e-4, (method, net)     # float32 rounding of batched convs
+            # float32 rounding of batched convs: LRP's z+ ratios amplify it to ~3e-5 on the ConvNeXt-like net
+            assert rel(r.values, runs[0].values) < (1e-4 if method == "lrp" else 1e-5), (method, net)
     assert count_hooks(model) == 0
 
 
