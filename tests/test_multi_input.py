@@ -259,7 +259,7 @@ def test_layer_methods_with_several_inputs():
         (img, tab), target=T, n_steps=16, additional_forward_args=(scale,))
     assert close(ours.values, theirs)
     cam = ak.explain(model, (img, tab), "grad_cam", target=T, forward_args=(scale,))
-    assert cam.layer == "conv" and cam.heatmap().shape == (3, 6, 6)      # resized to the one image input
+    assert cam.layer == "pool" and cam.heatmap().shape == (3, 6, 6)      # the last map before the head, resized
 
 
 # ------------------------------------------------------------------------------------------- contract
@@ -444,7 +444,7 @@ def test_background_of_several_inputs():
     model, (img, tab, scale) = TwoInputs().eval(), data()
     bg_img, bg_tab, _ = data(n=4, seed=5)
     a = ak.explain(model, (img, tab), "shapley", target=T, players=spanning_mask(),
-                   masker=Background((bg_img, bg_tab)), forward_args=(scale,))
+                   masker=Background((bg_img, bg_tab)), forward_args=(scale,), spread="share")
     # efficiency: values sum to f(x) - mean_r f(background row r) per sample
     with torch.no_grad():
         fx = model(img, tab, scale).gather(1, T.view(-1, 1))[:, 0]

@@ -320,7 +320,7 @@ def test_lrp_conservative_rules_conserve_relevance_layer_by_layer(opts):
     a = ak.explain(model, x, "lrp", target=target, **opts)
     f_x = model(x).gather(1, target.view(-1, 1)).squeeze(1).detach()
     assert torch.allclose(a.values.sum((1, 2, 3)), f_x, atol=1e-4, rtol=1e-4)
-    assert float(a.info["conservation_gap"].max()) < 1e-4
+    assert float(a.info["completeness_gap"].max()) < 1e-4
     for layer in ("0", "5", "7"):
         r = ak.explain(model, x, "lrp", target=target, layer=layer, **opts).values
         assert torch.allclose(r.flatten(1).sum(1), f_x, atol=1e-4, rtol=1e-4), layer

@@ -253,7 +253,7 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
     return grad * delta_in, info, n
 
 
-@register("deeplift", family="propagation", baseline=True,
+@register("deeplift", family="propagation", baseline=True, error="completeness_gap",
           summary="DeepLIFT rescale rule: (x - r) * multipliers; summation-to-delta gap reported",
           reference="Shrikumar, Greenside & Kundaje 2017")
 def deeplift(problem: Problem, baseline="zeros") -> Result:
@@ -271,7 +271,7 @@ def deeplift(problem: Problem, baseline="zeros") -> Result:
     return finish(Result(values, info, baseline=ref), precision)
 
 
-@register("deeplift_shap", family="propagation", baseline=True,
+@register("deeplift_shap", family="propagation", baseline=True, error="completeness_gap",
           summary="DeepLIFT averaged over a background set (DeepSHAP); gap to f(x) - mean f(background) reported",
           reference="Lundberg & Lee 2017; Shrikumar et al. 2017")
 def deeplift_shap(problem: Problem, baseline="zeros") -> Result:

@@ -169,7 +169,7 @@ def check_lrp_params(params: dict) -> None:
 @register("lrp", family="propagation",
           summary="layer-wise relevance propagation: rules epsilon/zplus/alpha_beta/gamma/flat/wsquare/zbox, "
                   "named composites, BatchNorm folded",
-          reference="Bach et al. 2015; Montavon et al. 2017, 2019")
+          reference="Bach et al. 2015; Montavon et al. 2017, 2019", error="completeness_gap")
 def lrp(problem: Problem, composite: str | None = None, rule: str | None = None, first: str | None = None,
         epsilon: float = 1e-6, alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
         low=None, high=None, stabilizer: float = 1e-6, canonize: bool = True, canonizers=None) -> Result:
@@ -219,5 +219,5 @@ def lrp(problem: Problem, composite: str | None = None, rule: str | None = None,
             "composite": None if rule is not None else (composite if isinstance(composite, str) or composite is None
                                                         else "user")
             or "epsilon_plus",
-            "relevance_sum": total, "f_x": f_x, "conservation_gap": (total - f_x).abs()}
+            "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs()}
     return finish(Result(values, info), precision)
