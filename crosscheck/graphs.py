@@ -87,7 +87,7 @@ def model_rows(size: int, n: int) -> list[dict]:
                     entry["bias_share"] = float((1 - a.info["relevance_sum"] / a.info["f_x"]).abs().max())
                     entry["canonized"] = len(a.info["canonized"])
                     entry["batchnorm_layers"] = len(a.info["batchnorm_layers"])
-                if "completeness_gap" in a.info:
+                if "completeness_gap" in a.info and method != "lrp":
                     gap = a.info["completeness_gap"]
                     delta = (a.info["f_x"] - a.info["f_baseline"]).abs()
                     entry["completeness_gap"] = float(gap.max())
@@ -108,7 +108,7 @@ def model_rows(size: int, n: int) -> list[dict]:
                               "stabilizer": 1e-9})):
             try:
                 a = ak.explain(free, x, "lrp", target=tf, **opts)
-                row["conservation"][label] = float((a.info["conservation_gap"] / a.info["f_x"].abs()).max())
+                row["conservation"][label] = float((a.info["completeness_gap"] / a.info["f_x"].abs()).max())
             except Exception as exc:          # noqa: BLE001
                 row["conservation"][label] = f"{type(exc).__name__}: {str(exc)[:200]}"
         # batch sizes 1 and 2 give the same DeepLIFT (max pooling included)

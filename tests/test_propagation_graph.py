@@ -203,7 +203,7 @@ def test_lrp_conserves_relevance_on_bias_free_copies(net, opts):
         t = model(x).argmax(1)
     a = ak.explain(model, x, "lrp", target=t, epsilon=1e-9, stabilizer=1e-9, **opts)
     f_x = a.info["f_x"]
-    assert float((a.info["conservation_gap"] / f_x.abs()).max()) < 1e-4, (net, a.info["conservation_gap"], f_x)
+    assert float((a.info["completeness_gap"] / f_x.abs()).max()) < 1e-4, (net, a.info["completeness_gap"], f_x)
 
 
 @pytest.mark.parametrize("net", list(NETS))
