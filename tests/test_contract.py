@@ -47,6 +47,8 @@ def _options(spec, x):
 
 def _cases(spec):
     """(model, x, layer) combinations this method is expected to support."""
+    if spec.family == "attention":
+        return [("vit", None)]
     cases = [("cnn", None)]
     if spec.layer == "required":
         return [("cnn", None)]
@@ -60,6 +62,9 @@ def _cases(spec):
 def _make(kind):
     if kind == "cnn":
         return TinyCNN().eval(), torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    if kind == "vit":
+        from nets_transformer import TinyViT
+        return TinyViT().eval(), torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     return tiny_mlp().eval(), torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
 
 
