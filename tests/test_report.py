@@ -244,7 +244,8 @@ def wide_file(attrs, tmp_path_factory):
     game = ak.explain(model, x, "kernel_shap", players=ak.grid(x, 4), n_samples=40, seed=0, target=0)
     wide = [{f"a rather long column name {k}": 0.123456 * k for k in range(18)} | {"method": "integrated_gradients"}]
     path = tmp_path_factory.mktemp("wide") / "wide.html"
-    report([attrs[("saliency", 0, None)], game, attrs["table"]], path, tables={"wide": wide},
+    cam = ak.explain(model, x, "grad_cam", layer="features.4", target=0)           # 8x8 cells on 16x16 pixels
+    report([attrs[("saliency", 0, None)], game, attrs["table"], cam], path, tables={"wide": wide},
            figures={"a wide figure": fig}, feature_names=["age", "bmi", "bp", "s1", "s2"])
     return path
 
@@ -286,3 +287,38 @@ def test_image_controls_only_for_images_and_game_maps_over_grey(browser, wide_fi
     for ctl in ("#ctl-opacity", "#ctl-background", "#ctl-edges"):
         assert not pg.locator(ctl).is_visible()
     pg.close()
+
+
+def test_layer_maps_are_enlarged_in_the_page_as_torch_does(browser, wide_file):
+    import json
+    from attrkit.report.encode import unpack
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', wide_file.read_text(), re.S).group(1))
+    m = next(m for m in data["maps"] if m["layer"] == "features.4")
+    assert m["values"] is None and (m["lh"], m["lw"]) == (8, 8)        # only the 64 layer cells are stored
+    raw = torch.from_numpy(unpack(m["raw"]).reshape(8, 8)).double()
+    up = torch.nn.functional.interpolate(raw[None, None], size=(16, 16), mode="bilinear", align_corners=False)[0, 0]
+    pg = browser.new_page()
+    pg.goto(wide_file.as_uri())
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    pg.select_option("#pick-sample", "2")
+    pg.select_option("#pick-method", "grad_cam")
+    assert "enlarged from 8×8" in pg.locator("#map-cap").inner_text()
+    for (x, y) in [(0, 0), (7, 9), (15, 3), (4, 12)]:
+        shown = float(_hover(pg, x, y).get_attribute("data-value"))
+        assert shown == pytest.approx(float(up[y, x]), rel=1e-5, abs=1e-9 * float(up.abs().max()))
+    pg.close()
+
+
+def test_arrays_are_packed_losslessly_and_layer_maps_stored_small(attrs, tmp_path):
+    import json
+    from attrkit.report.encode import packed, unpack
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    assert np.array_equal(unpack(packed(x)), x.reshape(-1))
+    assert np.array_equal(unpack(packed(np.arange(9) % 2, "u8")), np.arange(9) % 2)
+    lay, pix = attrs[("saliency", 0, "features.2")], attrs[("saliency", 0, None)]
+    html = report([lay, pix], tmp_path / "r.html").read_text()
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', html, re.S).group(1))
+    by = {m["layer"]: m for m in data["maps"] if m["sample"] == 0}
+    assert by["features.2"]["values"] is None and by["features.2"]["raw"]["n"] == by["features.2"]["lh"] * by[
+        "features.2"]["lw"]                                             # only the layer's own cells are stored
+    assert np.array_equal(unpack(by["pixels"]["values"]), view(pix, 0).map.astype(np.float32).reshape(-1))

@@ -77,17 +77,46 @@ SCRIPT = r"""
   var $ = function (id) { return document.getElementById(id); };
   var KEYS = ["sample", "method", "target", "layer"];
   var state = { sample: 0, method: null, target: null, layer: null, map: -1 };
-  var cache = {};
 
-  function decode(b64, kind) {
-    var bin = atob(b64), n = bin.length, buf = new ArrayBuffer(n), u8 = new Uint8Array(buf);
-    for (var i = 0; i < n; i++) u8[i] = bin.charCodeAt(i);
-    return kind === "u8" ? u8 : new Float32Array(buf);
+  // arrays arrive packed (attrkit.report.encode.packed): base64 of zlib of float32 byte planes (or uint8)
+  function inflate(p) {
+    var bin = atob(p.z), z = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) z[i] = bin.charCodeAt(i);
+    var stream = new Blob([z]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (buf) {
+      var b = new Uint8Array(buf);
+      if (p.t === "u8") return b;
+      var n = p.n, out = new Uint8Array(4 * n);
+      for (var k = 0; k < 4; k++) for (var j = 0; j < n; j++) out[4 * j + k] = b[k * n + j];
+      return new Float32Array(out.buffer);
+    });
   }
-  function values(m) {
-    var k = "v" + m;
-    if (!cache[k]) cache[k] = decode(D.maps[m].values, "f32");
-    return cache[k];
+  function unpackAll() {
+    var jobs = [];
+    D.maps.forEach(function (m) {
+      ["values", "edges", "raw"].forEach(function (f) {
+        if (m[f] && m[f].z !== undefined) jobs.push(inflate(m[f]).then(function (a) { m[f] = a; }));
+      });
+    });
+    return Promise.all(jobs);
+  }
+  // a layer map enlarged to the image as torch's bilinear interpolation (align_corners=False) does it
+  function enlarge(raw, lh, lw, h, w) {
+    var out = new Float32Array(h * w), sy = lh / h, sx = lw / w;
+    for (var y = 0; y < h; y++) {
+      var fy = Math.max((y + 0.5) * sy - 0.5, 0), y0 = Math.floor(fy), y1 = Math.min(y0 + 1, lh - 1), ly = fy - y0;
+      for (var x = 0; x < w; x++) {
+        var fx = Math.max((x + 0.5) * sx - 0.5, 0), x0 = Math.floor(fx), x1 = Math.min(x0 + 1, lw - 1), lx = fx - x0;
+        out[y * w + x] = (1 - ly) * ((1 - lx) * raw[y0 * lw + x0] + lx * raw[y0 * lw + x1]) +
+                         ly * ((1 - lx) * raw[y1 * lw + x0] + lx * raw[y1 * lw + x1]);
+      }
+    }
+    return out;
+  }
+  function values(i) {
+    var m = D.maps[i];
+    if (!m.values) m.values = enlarge(m.raw, m.lh, m.lw, m.h, m.w);
+    return m.values;
   }
   function fmt(v) {
     if (v === null || v === undefined || isNaN(v)) return String(v);
@@ -208,7 +237,7 @@ SCRIPT = r"""
     var w = m.w, h = m.h, base = $("base"), heat = $("heat");
     [base, heat].forEach(function (c) { c.width = w; c.height = h; });
     var ctx = heat.getContext("2d"), img = ctx.createImageData(w, h), px = img.data;
-    var edges = m.edges ? (cache["e" + state.map] || (cache["e" + state.map] = decode(m.edges, "u8"))) : null;
+    var edges = m.edges || null;
     for (var i = 0; i < w * h; i++) {
       var c = colour(vals[i], s, mode);
       if (edges && edges[i] && $("edges").checked) c = [38, 38, 38, 220];
@@ -278,7 +307,7 @@ SCRIPT = r"""
       if (x < 0 || y < 0 || x >= current.w || y >= current.h) return;
       var v = current.vals[y * current.w + x], m = current.m, s = "value at (x=" + x + ", y=" + y + "): " + fmt(v);
       if (m.raw) {
-        var raw = cache["r" + state.map] || (cache["r" + state.map] = decode(m.raw, "f32"));
+        var raw = m.raw;
         var cx = Math.min(Math.floor(x / current.w * m.lw), m.lw - 1), cy = Math.min(Math.floor(y / current.h * m.lh), m.lh - 1);
         s += "\nlayer cell (" + cx + ", " + cy + "): " + fmt(raw[cy * m.lw + cx]);
       }
@@ -336,14 +365,25 @@ SCRIPT = r"""
 
   text($("subtitle"), D.subtitle);
   tables(); figures(); notes();
-  if (!D.maps.length) { $("viewer").innerHTML = ""; $("viewer").appendChild(el("div", "No attribution maps in this report.", "empty")); return; }
-  KEYS.forEach(function (k) { $("pick-" + k).addEventListener("change", function () { picked(k); }); });
-  ["mode", "background", "edges"].forEach(function (k) { $(k).addEventListener("change", draw); });
-  $("opacity").addEventListener("input", function () { text($("opacity-value"), $("opacity").value + "%"); draw(); });
-  $("heat").addEventListener("mousemove", hover);
-  $("bars").addEventListener("mousemove", hover);
-  choose(0);
-  document.body.setAttribute("data-ready", "1");
+  if (!D.maps.length) { $("viewer").innerHTML = ""; $("viewer").appendChild(el("div", "No attribution maps in this report.", "empty")); document.body.setAttribute("data-ready", "1"); return; }
+  if (typeof DecompressionStream === "undefined") {
+    $("viewer").innerHTML = "";
+    $("viewer").appendChild(el("div", "This browser cannot unpack the maps (it needs DecompressionStream: Chrome 80+, " +
+                               "Firefox 113+, Safari 16.4+). The tables and figures below are complete.", "empty"));
+    return;
+  }
+  unpackAll().then(function () {
+    KEYS.forEach(function (k) { $("pick-" + k).addEventListener("change", function () { picked(k); }); });
+    ["mode", "background", "edges"].forEach(function (k) { $(k).addEventListener("change", draw); });
+    $("opacity").addEventListener("input", function () { text($("opacity-value"), $("opacity").value + "%"); draw(); });
+    $("heat").addEventListener("mousemove", hover);
+    $("bars").addEventListener("mousemove", hover);
+    choose(0);
+    document.body.setAttribute("data-ready", "1");
+  }, function (err) {
+    $("viewer").innerHTML = "";
+    $("viewer").appendChild(el("div", "The maps could not be unpacked: " + err, "empty"));
+  });
 })();
 """
 
