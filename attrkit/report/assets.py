@@ -12,7 +12,8 @@ header { padding:14px 22px 8px; border-bottom:1px solid var(--line); background:
 h1 { font-size:20px; margin:0 0 2px; } h2 { font-size:16px; margin:22px 0 8px; } h3 { font-size:13px; margin:12px 0 4px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
 .sub { color:var(--muted); margin:0; font-size:13px; }
 main { padding:6px 22px 40px; max-width:1300px; }
-@media (max-width: 600px) { main { padding:6px 10px 30px; } header { padding:10px 10px 6px; } .controls select { min-width:120px; } }
+@media (max-width: 600px) { main { padding:6px 10px 30px; } header { padding:10px 10px 6px; }
+  .controls { position:static; } .controls select { min-width:120px; } }
 .controls { display:flex; flex-wrap:wrap; gap:10px 18px; align-items:flex-end; padding:12px 0; position:sticky; top:0; background:var(--bg); z-index:2; border-bottom:1px solid var(--line); }
 .controls label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); gap:2px; max-width:100%; }
 .controls label.off { display:none; }
