@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # Names loaded on first use, so `import attrkit` needs only torch and numpy.
 _LAZY = {
     "features": "attrkit.games", "grid": "attrkit.games", "superpixels": "attrkit.games",
-    "Game": "attrkit.games", "Masker": "attrkit.games",
+    "Game": "attrkit.games", "Masker": "attrkit.games", "Background": "attrkit.games",
     "plot": "attrkit.viz", "plot_grid": "attrkit.viz", "plot_curves": "attrkit.viz",
     "plot_cascade": "attrkit.viz", "plot_importance": "attrkit.viz", "plot_beeswarm": "attrkit.viz",
     "plot_waterfall": "attrkit.viz",

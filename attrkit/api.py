@@ -14,7 +14,7 @@ from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwra
 from .core.problem import Problem
 from .core import tokens
 from .progress import call_bar
-from .registry import get
+from .registry import MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
@@ -50,7 +50,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     >>> torch.allclose(a.values, model.weight[1:2].detach(), atol=1e-6)
     True
     """
-    spec = get(method)
+    spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     class_names, feature_names = _names(model, class_names, feature_names)
     model, compiled_note = unwrap_compiled(model)
     layer = strip_compiled_prefix(layer) if compiled_note else layer
@@ -69,8 +69,10 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
                 raise tokens.forward_error(e, x) from e
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        choice = None
         if spec.layer == "required" and layer is None:
-            layer_name, layer_mod = _default_layer(spec, model)
+            choice = _default_layer(spec, model, prep)
+            layer_name, layer_mod = choice.name, choice.module
         tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
         if layout is not None:
@@ -88,6 +90,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
     info["seed"] = seed
+    if choice is not None:
+        info["layer_choice"] = choice.why
     if compiled_note:
         info["compiled"] = compiled_note
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
@@ -170,11 +174,17 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
     return out
 
 
-def _default_layer(spec, model):
+def _default_layer(spec, model, prep):
+    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``."""
+    from .core.adapter import rows_of
     finder = getattr(spec.fn, "default_layer", None)
     if finder is None:
         raise ValueError(f"method {spec.name!r} needs layer=")
-    return finder(model)
+
+    def forward(row):
+        with rows_of(prep.model, torch.arange(row.shape[0])):
+            return prep.model(row)
+    return finder(model, prep.inputs, forward, prep.layout)
 
 
 def _noise_options(noise) -> dict:

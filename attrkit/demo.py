@@ -356,7 +356,7 @@ def _top_features(a, names, k):
 
 def _error_figure(a) -> dict:
     """The method's own error figure, averaged over samples (what says how far to trust the map)."""
-    for key in ("completeness_gap", "relative_gap", "std_err", "delta", "r2", "summation_gap"):
+    for key in ("completeness_gap", "relative_gap", "std_err", "delta", "r2"):
         if key in a.info:
             v = a.info[key]
             arr = np.abs(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64))

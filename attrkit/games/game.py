@@ -27,6 +27,7 @@ from .split import split_at_layer
 PROGRESS_MIN_ROWS = 512
 TARGET_CHUNK_BYTES = 128 << 20     # activations per no-grad chunk: small models get big chunks (fewer calls)
 GAME_CAP = 1024
+FLUSH_BYTES = 64 << 20           # game values held on the device before one copy to the CPU
 LOCAL_MIN_ROWS = 256              # fewer coalitions per call never pay for a receptive-field plan
 
 
@@ -86,7 +87,7 @@ class Game:
         if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
-        self.masker = as_masker(masker, baseline)
+        self.masker = as_masker(masker, baseline, self.base)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
         self.reps = int(self.references.shape[1])
         if all_classes and (problem.target.is_callable or problem.outputs is None or problem.outputs.dim() != 2):
@@ -265,12 +266,15 @@ class Game:
         return {r: int(counts[r]) for r in counts.nonzero().flatten().tolist()}
 
     def local_info(self) -> dict:
-        """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample."""
+        """What the receptive-field plans did (for ``Result.info``): cut, family rows per sample, and per sample
+        decided ``local_choice``: the plan or the whole network, the multiply-add estimates and why."""
         built = [] if self._planner is None else self._planner.built
-        if not built:
-            return {}
-        return {"local": {"cut": built[0][0], "family_rows": [m for _, m in built],
-                          "prefix_evals": sum(m for _, m in built)}}
+        out = {"local_choice": list(self._planner.choices.values())} if self._planner and self._planner.choices \
+            else {}
+        if built:
+            out["local"] = {"cut": built[0][0], "family_rows": [m for _, m in built],
+                            "prefix_evals": sum(m for _, m in built)}
+        return out
 
     def _run_masks(self, mask_fn, rows: torch.Tensor, total: int) -> torch.Tensor:
         R = self.reps
@@ -301,17 +305,21 @@ class Game:
         bar = progress_bar(total * R, "coalitions", self.problem.progress, show=self._show(total * R))
         try:
             with torch.inference_mode(), self._model_mode():
+                held, done = [], 0      # values stay on the device until FLUSH_BYTES: no device sync per chunk
                 for s in range(0, total, per_call):
                     e = min(total, s + per_call)
                     y, rr = forward(s, e)
                     v = y.reshape(y.shape[0], -1) if self.all_classes else self.problem.target(y, rr).view(-1, 1)
                     if v.is_floating_point():
-                        bad += int((~torch.isfinite(v)).any(1).sum())
-                    out[s:e] = v.to(torch.float64).view(e - s, R, K).mean(1).cpu()
+                        bad = bad + (~torch.isfinite(v)).any(1).sum()          # a device tensor: no sync
+                    held.append(v.to(torch.float64).view(e - s, R, K).mean(1))
+                    if (e - done) * K * 8 >= FLUSH_BYTES or e == total:
+                        done = _flush(held, out, done)
                     self.n_evals += (e - s) * R
                     bar.update((e - s) * R)
         finally:
             bar.close()
+        bad = int(bad)
         if bad:
             what = "masked layer activations" if self.at_layer else "masked inputs"
             raise ValueError(
@@ -357,6 +365,14 @@ def _per_input(problem: Problem, players, masker, baseline):
             spec = spec.packed(layout)
         out.append(pack_reference(spec, layout, flat, problem.seed, "masker"))
     return players, out[0], out[1]
+
+
+def _flush(held: list, out: torch.Tensor, done: int) -> int:
+    """Copy the value blocks ``held`` (on the device) into ``out[done:]`` at once; returns the rows done."""
+    block = torch.cat(held).cpu()
+    out[done:done + block.shape[0]] = block
+    held.clear()
+    return done + block.shape[0]
 
 
 def _has_conv2d(model) -> bool:

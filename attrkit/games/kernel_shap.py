@@ -103,7 +103,7 @@ def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch
 
 @register("kernel_shap", family="game", gradients=False, layer="optional", players=True, baseline=True,
           sampled=True, summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
-          reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34")
+          reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34", error="std_err")
 def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                 tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
                 spread: str = "value", head_only: bool | None = None,

@@ -65,7 +65,7 @@ def position_means(l: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
 @register("shapley_sampling", family="game", gradients=False, layer="optional", players=True, baseline=True,
           sampled=True, summary="Shapley values by antithetic permutation sampling (stratified), with std errors; "
                                 "n_samples = model evaluations, not permutations",
-          reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022")
+          reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022", error="std_err")
 def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                      tolerance: float | None = None, batch_permutations: int = 16, all_classes: bool = False,
                      spread: str = "value", head_only: bool | None = None,

@@ -147,7 +147,7 @@ def _evaluate(problem: Problem, start, diff, shape, where: str, paths: dict, ask
     grads, n = gradient_sum(problem, rows, 1, plan, shape, where=where, scores=scores, entries=True,
                             desc="integrated gradients (adaptive)")
     grads = grads.to(torch.float32)
-    g = (grads.to(torch.float64) * diff[rows].to(torch.float64)).flatten(1).sum(1)
-    for k, (i, t) in enumerate(asked):
-        paths[i].points[t] = (grads[k], float(g[k]), float(scores[k]))
+    g = (grads.to(torch.float64) * diff[rows].to(torch.float64)).flatten(1).sum(1).tolist()   # one device sync
+    for k, ((i, t), sk) in enumerate(zip(asked, scores.tolist())):
+        paths[i].points[t] = (grads[k], g[k], sk)
     return n

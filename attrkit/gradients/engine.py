@@ -9,6 +9,7 @@ activation space, as in layer Integrated Gradients).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -18,6 +19,8 @@ from ..core.problem import Problem
 from ..core.tokens import value_dtype
 
 Plan = Callable[[torch.Tensor, torch.Tensor], tuple]
+_NOT_DIFFERENTIABLE = re.compile(r"does not require grad|grad_fn|derivative for .* is not implemented|"
+                                 r"not differentiable|not have been used in the graph")
 
 
 def _no_grad_error(detail: str = "") -> ValueError:
@@ -50,6 +53,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     tap_ctx = problem.tap() if use_tap else None
     bar = progress_bar(total, desc, problem.progress)
     bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
+    found = None if scores is None else torch.empty(total, dtype=scores.dtype, device=x.device)   # one copy at the end
     try:
         if tap_ctx is not None:
             tap_ctx.__enter__()
@@ -76,13 +80,15 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     out = problem.forward(points, rows)
                     wrt = points if grad_at == "input" else tap_ctx.output
                 score = problem.target(out, rows)
-                if scores is not None:
-                    scores[flat.to(scores.device)] = score.detach().to(scores.dtype)
+                if found is not None:
+                    found[start:start + len(flat)] = score.detach().reshape(-1).to(found.dtype)
                 if not score.requires_grad or wrt is None:
                     raise _no_grad_error()
                 try:
                     (grad,) = torch.autograd.grad(score.sum(), wrt, allow_unused=True)
-                except RuntimeError as e:
+                except RuntimeError as e:    # autograd's "not differentiable" messages; the model's own errors pass
+                    if not _NOT_DIFFERENTIABLE.search(str(e)):
+                        raise
                     raise _no_grad_error(f" ({e})") from None
             if grad is None:
                 raise _no_grad_error()
@@ -97,6 +103,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
         bar.close()
         if tap_ctx is not None:
             tap_ctx.__exit__(None, None, None)
+    if found is not None:
+        scores.copy_(found)
     if int(bad):
         raise non_finite_error(int(bad), total, "points where gradients were taken (path points between the baseline "
                                "and the input, noisy copies, or the input itself)")
