@@ -124,7 +124,7 @@ def test_cli_landscape(tmp_path, capsys):
                  "--out", str(tmp_path), "--json"])
     assert code == 0
     got = json.loads(capsys.readouterr().out)
-    assert got["ok"] and got["shape"] == [3] and (tmp_path / "landscape.png").is_file()
+    assert got["exit"] == 0 and got["shape"] == [3] and (tmp_path / "landscape.png").is_file()
     saved = json.loads((tmp_path / "landscape.json").read_text())
     assert abs(saved["values"][1] - got["center"]) < 1e-6                  # the middle point: the trained weights
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.int64))
@@ -132,6 +132,10 @@ def test_cli_landscape(tmp_path, capsys):
                  str(tmp_path)]) == 1                                      # 3 columns for a 30-feature model
     assert "landscape: error" in capsys.readouterr().err
     assert main(["landscape", "--model", "breast_cancer_mlp", "--directions", "3"]) == 2
+    capsys.readouterr()
+    assert main(["--json", "landscape", "--model", "no_such_model", "--out", str(tmp_path)]) == 1
+    err = json.loads(capsys.readouterr().out)                              # errors as JSON too
+    assert err["exit"] == 1 and "no such model" in err["error"]
 
 
 def test_demo_landscape_figure_and_table(tmp_path):
