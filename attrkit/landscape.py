@@ -99,7 +99,8 @@ def loss_landscape(model: nn.Module, data, loss=None, *, directions: int = 2, st
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters: there is no landscape to draw")
-    batches, name, criterion = _data(model, data, loss, batch_size, max_memory)
+    with eval_mode(model, warn=False):      # (sizing the batches runs the model: no BN statistics updates)
+        batches, name, criterion = _data(model, data, loss, batch_size, max_memory)
     gen = torch.Generator().manual_seed(int(seed))
     dirs = [random_direction(params, gen, norm, bias) for _ in range(directions)]
     alphas = np.linspace(-span, span, steps)
@@ -181,7 +182,7 @@ def _data(model, data, loss, batch_size, max_memory):
         raise TypeError(f"data must be an attrkit Dataset, a tuple (x, y) of tensors or an iterable of (x, y) "
                         f"batches, got {type(data).__name__}")
     x0, y0 = first
-    with torch.no_grad(), eval_mode(model, warn=False):
+    with torch.no_grad():
         out = model(*(t[:1].to(device) for t in x0))
     n_out = 1 if out.dim() == 1 else int(out.shape[-1])
     name, criterion = _loss_fn(loss, y0, getattr(data, "is_classification", None), n_out,
