@@ -114,6 +114,12 @@ def test_plots_and_errors(tmp_path):
         ak.loss_landscape(lambda t: t, (x, y))
     with pytest.raises(TypeError, match="data must be"):
         ak.loss_landscape(model, x)
+    with pytest.raises(TypeError, match="one-pass iterator"):
+        ak.loss_landscape(model, ((x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)))
+    per_row = ak.loss_landscape(model, (x, y), loss=lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"),
+                                directions=1, steps=3, progress=False)
+    mean = ak.loss_landscape(model, (x, y), directions=1, steps=3, progress=False)
+    assert np.allclose(per_row.loss, mean.loss, atol=1e-12)                # a per-row loss is averaged
 
 
 def test_cli_landscape(tmp_path, capsys):
