@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import os
@@ -28,7 +29,9 @@ DELEGATED = {
 }
 # delegated commands that print their own JSON object under --json (the flag is passed on, no envelope added)
 OWN_JSON = {"landscape"}
-# subcommands added by other modules: name -> module with add_parser(subparsers, parents) (sets func=...)
+# subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
+# parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
+# result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
 EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")
 
 
@@ -145,6 +148,8 @@ def _main(argv: list[str], as_json: bool) -> int:
     if head < len(argv) and argv[head] in DELEGATED:
         name = argv[head]
         rest = [a for a in argv[head + 1:] if a != "--json"] + (["--json"] if as_json and name in OWN_JSON else [])
+        if name in OWN_JSON:          # it reads -q / --no-progress too: hand over those given before its name
+            rest = [f for f in argv[:head] if f != "--json" and f not in rest] + rest
         return _delegate(name, rest, argv[:head], as_json)
     parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -161,8 +166,11 @@ def _main(argv: list[str], as_json: bool) -> int:
     progress = False if quiet or getattr(args, "no_progress", False) else None
     _one_line_warnings()
     fn = COMMANDS.get(args.command) or args.func
+    kwargs = {"quiet": quiet}
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs["progress"] = progress
     try:
-        result = fn(args, quiet=quiet, progress=progress)
+        result = fn(args, **kwargs)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", INTERRUPTED, as_json)
     except Exception as err:           # one line, no traceback (ATTRKIT_DEBUG=1 shows it)
