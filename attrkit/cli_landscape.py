@@ -12,13 +12,13 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli_args import epilog, formatter, model_args, output_parent
+    from .cli_args import formatter, model_args, output_parent
     p = argparse.ArgumentParser(
         prog="attrkit landscape", parents=[output_parent()], formatter_class=formatter(), description=(
             "Draw the loss around a model's trained weights along one or two random filter-normalised directions "
             "(Li et al. 2018): a curve, or a contour map and a surface."),
-        epilog=epilog("examples:", "  attrkit landscape --model digits_cnn --steps 11",
-                      "  attrkit landscape --model model.pt --data data.npz --directions 1"))
+        epilog="\n".join(["examples:", "  attrkit landscape --model digits_cnn --steps 11",   # (attrkit adds
+                           "  attrkit landscape --model model.pt --data data.npz --directions 1"]))  # the exit table)
     model_args(p)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, help="an .npz with arrays x and y (or arr_0, arr_1), or a zoo model name "
