@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 export RAY_AUTH_MODE = disabled
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test bench bench-quick crosscheck clean install zoo
+.PHONY: demo test bench bench-quick crosscheck clean install zoo mutations
 
 $(VENV)/.core:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(VENV)/.demo
 test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1) || echo "warning: could not install chromium; browser tests will report it"
 	ATTRKIT_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
+
+# `make mutations` (not part of `make test`): one-line mutations of the library, one at a time in a scratch copy,
+# each against the tests that must catch it (tests/mutations.py; `--list` shows them); fails if one survives.
+mutations: $(VENV)/.test
+	OMP_NUM_THREADS=1 $(PY) tests/mutations.py
 
 # `make zoo`: re-run every zoo recipe (one torch thread) and rewrite the shipped weights in attrkit/zoo_weights/
 # (safetensors + JSON + manifest.json with SHA-256); prints each held-out score and its band.

@@ -17,13 +17,14 @@ __version__ = "0.1.0"
 # Names loaded on first use, so `import attrkit` needs only torch and numpy.
 _LAZY = {
     "features": "attrkit.games", "grid": "attrkit.games", "superpixels": "attrkit.games",
-    "Game": "attrkit.games", "Masker": "attrkit.games",
+    "Game": "attrkit.games", "Masker": "attrkit.games", "Background": "attrkit.games",
     "plot": "attrkit.viz", "plot_grid": "attrkit.viz", "plot_curves": "attrkit.viz",
     "plot_cascade": "attrkit.viz", "plot_importance": "attrkit.viz", "plot_beeswarm": "attrkit.viz",
     "plot_waterfall": "attrkit.viz",
     "report": "attrkit.report",
     "run": "attrkit.runs", "load_run": "attrkit.runs",
     "summary": "attrkit.summary",
+    "loss_landscape": "attrkit.landscape", "Landscape": "attrkit.landscape", "plot_landscape": "attrkit.viz",
 }
 _SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "reference", "viz", "games", "runs",
                "propagation", "gradients")

@@ -13,12 +13,14 @@ from .core.checks import first_call, resolve_seed
 from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
 from .core.problem import Problem
 from .core import tokens
-from .registry import get
+from .progress import call_bar
+from .registry import MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
             batch_size: int | None = None, max_memory: int | None = None, seed: int | None = None,
-            progress: bool | None = None, forward_args=None, forward_kwargs=None, **options) -> Attribution:
+            progress: bool | None = None, forward_args=None, forward_kwargs=None, class_names=None,
+            feature_names=None, **options) -> Attribution:
     """Attribute the model's ``target`` output for the batch ``x`` with ``method``.
 
     model: ``nn.Module`` or callable mapping ``[N, ...]`` to ``[N, outputs]`` or ``[N]`` (or to a tuple, dict,
@@ -35,7 +37,10 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         ``n_samples``, ``noise_level``, ``kind`` ("smoothgrad" | "smoothgrad_sq" | "vargrad").
     batch_size / max_memory: rows per model call, or the memory budget they are derived from.
     seed: makes sampled methods (and random references) reproducible; None draws a fresh seed, recorded in
-        ``info["seed"]`` (pass it back to repeat the run). progress: show a progress bar (None: only on a terminal).
+        ``info["seed"]`` (pass it back to repeat the run). progress: one progress bar for the whole call (True:
+        always; False: never; None: only on a terminal, once the call has run for 2 s).
+    class_names / feature_names: labels of the outputs and of tabular columns carried by the result (plots, report,
+        save/load); default ``model.meta["classes"]`` / ``model.meta["feature_names"]`` when the model has them.
     options: the method's own parameters, e.g. ``baseline=``, ``steps=``, ``rule=``, ``players=``; with several
         inputs ``baseline=``/``masker=``/``players=`` may be tuples (dicts) with one entry per input.
 
@@ -45,7 +50,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     >>> torch.allclose(a.values, model.weight[1:2].detach(), atol=1e-6)
     True
     """
-    spec = get(method)
+    spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
+    class_names, feature_names = _names(model, class_names, feature_names)
     model, compiled_note = unwrap_compiled(model)
     layer = strip_compiled_prefix(layer) if compiled_note else layer
     batch_size, max_memory = check_budget(batch_size, max_memory)
@@ -63,8 +69,10 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
                 raise tokens.forward_error(e, x) from e
         x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
         layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        choice = None
         if spec.layer == "required" and layer is None:
-            layer_name, layer_mod = _default_layer(spec, model)
+            choice = _default_layer(spec, model, prep)
+            layer_name, layer_mod = choice.name, choice.module
         tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
         if layout is not None:
@@ -72,7 +80,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
                           progress=progress, layout=layout)
-        with tok.context():
+        with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
         name = _name(spec, options, noise)
@@ -82,6 +90,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seconds"] = time.perf_counter() - start
     info.setdefault("exact", False)
     info["seed"] = seed
+    if choice is not None:
+        info["layer_choice"] = choice.why
     if compiled_note:
         info["compiled"] = compiled_note
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
@@ -96,7 +106,24 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     return Attribution(values=values, method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,
                        layer=layer_name, baseline=baseline, inputs=_detach(prep.structured),
-                       outputs=outputs.detach(), info=info, players=players)
+                       outputs=outputs.detach(), info=info, players=players, feature_names=feature_names,
+                       class_names=class_names)
+
+
+def _names(model, class_names, feature_names):
+    """The names given, else the model's ``meta["classes"]`` / ``meta["feature_names"]`` (zoo models, attrkit.train)."""
+    meta = getattr(model, "meta", None)
+    meta = meta if isinstance(meta, dict) else {}
+    if class_names is None:
+        class_names = meta.get("classes")
+    if feature_names is None:
+        feature_names = meta.get("feature_names")
+    for what, names in (("class_names", class_names), ("feature_names", feature_names)):
+        if names is not None and not isinstance(names, (list, tuple, dict)):
+            raise TypeError(f"{what} must be a list (or dict) of names, got {type(names).__name__}")
+    return (list(class_names) if isinstance(class_names, tuple) else class_names,
+            [str(f) for f in feature_names] if feature_names is not None and not isinstance(feature_names, dict)
+            else feature_names)
 
 
 def _run(spec, problem, options, noise):
@@ -147,11 +174,17 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
     return out
 
 
-def _default_layer(spec, model):
+def _default_layer(spec, model, prep):
+    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``."""
+    from .core.adapter import rows_of
     finder = getattr(spec.fn, "default_layer", None)
     if finder is None:
         raise ValueError(f"method {spec.name!r} needs layer=")
-    return finder(model)
+
+    def forward(row):
+        with rows_of(prep.model, torch.arange(row.shape[0])):
+            return prep.model(row)
+    return finder(model, prep.inputs, forward, prep.layout)
 
 
 def _noise_options(noise) -> dict:

@@ -23,6 +23,8 @@ class Attribution:
     (``a.values[0]``, ``a.values["pixel_values"]``); ``a.heatmap(input=...)`` picks one.
     ``info`` holds ``n_evals`` (model rows evaluated), ``seconds``, and the method's own error figures,
     e.g. ``completeness_gap`` (path methods), ``std_err`` (sampled estimators), ``exact``.
+    ``feature_names`` / ``class_names`` (from ``model.meta`` when the model has them, or given to ``explain``)
+    label every plot and the report and are kept by ``select``, ``part``, ``save`` and ``load``.
     """
 
     values: Any                 # torch.Tensor, or a tuple/dict of tensors for several inputs
@@ -34,6 +36,8 @@ class Attribution:
     outputs: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
     players: torch.Tensor | None = None   # integer player labels (coalition methods)
+    feature_names: list | None = None     # column names of tabular inputs (labels of plots and the report)
+    class_names: Any = None               # list or dict: output index -> class name (model.meta["classes"])
 
     def __len__(self) -> int:
         return int(_first(self.values).shape[0])
@@ -59,7 +63,8 @@ class Attribution:
 
     # ----------------------------------------------------------------- views
     def heatmap(self, size: tuple[int, ...] | None = None, input=None) -> torch.Tensor:
-        """Per-position map: the channel sum, ``[N, H, W]`` for images (``[N, L]`` series, ``[N, D, H, W]``
+        """Per-position map: the channel sum (the channel mean when ``info["channels"] == "same"``: values that
+        repeat a player's or an occlusion window's value on every channel), ``[N, H, W]`` for images (``[N, L]`` series, ``[N, D, H, W]``
         volumes). A layer map is resized (bilinear) to the input's spatial size, or ``size``.
         Tabular values ``[N, F]`` are returned as they are. With several inputs ``input=`` (a position or a
         dict key) says which input's map (and, for a layer map, which input's size) to give."""
@@ -80,7 +85,8 @@ class Attribution:
         v = v.detach()
         if v.dim() <= 2:
             return v.clone()
-        m = v.sum(dim=1)
+        # values painted alike on every channel (occlusion windows, game players over all channels): show once
+        m = v.mean(dim=1) if self.info.get("channels") == "same" and not self.multi else v.sum(dim=1)
         spatial = size
         if spatial is None and inputs is not None and inputs.dim() == v.dim():
             spatial = tuple(inputs.shape[2:])
@@ -105,7 +111,7 @@ class Attribution:
         return Attribution(values=take(self.values), method=self.method, target=self.target, layer=self.layer,
                            baseline=take(self.baseline), inputs=take(self.inputs), outputs=self.outputs, info=info,
                            players=take(self.players) if not isinstance(self.players, torch.Tensor) else
-                           self.players)
+                           self.players, feature_names=self.feature_names, class_names=self.class_names)
 
     def require_single(self, what: str) -> None:
         """Refuse, with the way out, an attribution of several inputs where one input is needed."""
@@ -126,7 +132,8 @@ class Attribution:
             isinstance(u, torch.Tensor) for u in (t.values() if isinstance(t, dict) else t)) else one(t)
         info = {k: pick(v) for k, v in self.info.items()}
         return Attribution(pick(self.values), self.method, pick(self.target), self.layer, pick(self.baseline),
-                           pick(self.inputs), pick(self.outputs), info, pick(self.players))
+                           pick(self.inputs), pick(self.outputs), info, pick(self.players),
+                           feature_names=self.feature_names, class_names=self.class_names)
 
     # ----------------------------------------------------------------- files
     def save(self, path) -> Path:
@@ -136,7 +143,8 @@ class Attribution:
             path = path.with_suffix(".npz")
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {"format": _FORMAT, "method": self.method, "layer": self.layer, "info": {},
-                                "structures": {}}
+                                "structures": {}, "feature_names": _names_json(self.feature_names),
+                                "class_names": _names_json(self.class_names)}
 
         def put(key: str, val) -> bool:
             if isinstance(val, (torch.Tensor, np.ndarray)):
@@ -182,7 +190,24 @@ class Attribution:
         info.update({k[5:]: v for k, v in t.items() if k.startswith("info.")})
         return cls(values=t["values"], method=meta["method"], target=t.get("target", meta.get("target")),
                    layer=meta["layer"], baseline=t.get("baseline", meta.get("baseline")),
-                   inputs=t.get("inputs"), outputs=t.get("outputs"), info=info, players=t.get("players"))
+                   inputs=t.get("inputs"), outputs=t.get("outputs"), info=info, players=t.get("players"),
+                   feature_names=meta.get("feature_names"), class_names=_names_back(meta.get("class_names")))
+
+
+def _names_json(names):
+    """Names for the JSON metadata: a list of strings, or a dict (written as [[key, name], ...] so int keys
+    survive)."""
+    if names is None:
+        return None
+    if isinstance(names, dict):
+        return {"pairs": [[_jsonable(k), str(v)] for k, v in names.items()]}
+    return [str(n) for n in names]
+
+
+def _names_back(names):
+    if isinstance(names, dict) and "pairs" in names:
+        return {k: v for k, v in names["pairs"]}
+    return names
 
 
 def _is_structure(v) -> bool:

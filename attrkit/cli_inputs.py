@@ -1,16 +1,14 @@
 """What the command line reads and writes: model specs, images, CSV rows, targets, options, figures.
 
-Model specs: a file written by ``attrkit.train.save`` (architecture + weights, loaded without unpickling
-code), a TorchScript archive, or ``package.module:factory`` (a callable returning the model; ``--weights``
-loads a state-dict file into it). Images go through Pillow: grey or RGB, resized, scaled to [0, 1], then
-``(x - mean) / std``; the defaults come from the model's ``meta`` when it has them.
+Models and the image reader come from :mod:`attrkit.cli_io` (the pipeline ``explain``, ``run`` and
+``evaluate`` share). Images: grey or RGB (default: what the model's first convolution takes), resized, scaled
+to [0, 1], then ``(x - mean) / std``; the defaults come from the model's ``meta`` when it has them.
 """
 from __future__ import annotations
 
 import ast
 import csv
 import importlib
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,106 +16,79 @@ import torch
 from torch import nn
 
 
-class InputError(ValueError):
-    """Bad user input for the command line (reported in one line)."""
+# models: the shared pipeline of attrkit.cli_io (kept importable from here)
+from .cli_io import (InputError, ScriptedModel, UsageError, check_forward, image_settings,  # noqa: E402,F401
+                     in_features, infer_channels, load_model, load_weights, model_meta, read_image)
 
 
-# ------------------------------------------------------------------------------------------ models
-def load_model(spec: str, weights: str | None = None) -> nn.Module:
-    """The model named by ``spec`` (see the module docstring), in eval mode."""
-    path = Path(spec)
-    if not path.exists() and ":" in spec and not spec.startswith((".", "/")):
-        model = _from_factory(spec)
-        if weights:
-            _load_weights(model, weights)
-        return model.eval() if isinstance(model, nn.Module) else model
-    if weights:
-        raise InputError("--weights goes with a 'package.module:factory' model (the file itself holds weights)")
-    if not path.exists():
-        raise InputError(f"no such model file: {spec}")
-    if path.is_dir():
-        raise InputError(f"{spec} is a folder, not a model file")
-    if _is_torchscript(path):
-        try:
-            return ScriptedModel(torch.jit.load(str(path), map_location="cpu").eval())
-        except Exception as err:    # noqa: BLE001 - any failure means "not readable"
-            raise InputError(f"could not read {spec} as a TorchScript model: {err}") from None
-    from .train import load
+def method_spec(name: str):
+    """The registry entry of ``--method`` (an unknown name is a usage error, exit 2)."""
+    from .registry import get
     try:
-        return load(path)
-    except ValueError as err:
-        if "not an attrkit model file" in str(err) and _is_state_dict(path):
-            raise InputError(f"{spec} holds only weights (a state dict); give the architecture too: "
-                             f"--model package.module:factory --weights {spec}") from None
-        raise InputError(str(err)) from None
+        return get(name)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
 
 
-class ScriptedModel(nn.Module):
-    """A TorchScript model behind a plain module: gradients flow through it, but ScriptModules refuse the
-    forward hooks that memory probes and layer taps use, so the script is kept out of ``modules()`` and its
-    layers cannot be tapped (layer-level methods need the nn.Module)."""
-
-    def __init__(self, script):
-        super().__init__()
-        object.__setattr__(self, "_script", script)
-
-    def forward(self, x):
-        return self._script(x)
-
-    @property
-    def meta(self) -> dict:
-        return {}
+def check_layer(model, layer) -> None:
+    """``--layer`` must name a module of the model (a usage error otherwise)."""
+    if layer is None or not isinstance(model, nn.Module):
+        return
+    names = [n for n, _ in model.named_modules() if n]
+    if layer not in names:
+        import difflib
+        close = difflib.get_close_matches(layer, names, n=3)
+        raise UsageError(f"--layer {layer!r}: no layer named so in the model"
+                         + (f"; did you mean {', '.join(close)}?" if close else "")
+                         + f" (layers: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+def read_inputs(paths, model, args):
+    """(x, sample names, feature names or None, labels or None) from ``--input`` files: image files, one CSV
+    (``--target-column`` / ``--id-column``) or one .npz."""
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"no such input file: {p}")
+        if p.is_dir():
+            raise InputError(f"{p} is a folder; give image files or one CSV file (use `attrkit run` for folders)")
+    suffixes = {p.suffix.lower() for p in paths}
+    if len(paths) == 1 and paths[0].suffix.lower() == ".npz":       # arrays; several arrays = several inputs
+        x = read_npz(paths[0])
+        first = x if isinstance(x, torch.Tensor) else next(iter(x.values())) if isinstance(x, dict) else x[0]
+        return x, [f"{paths[0].stem}_{i}" for i in range(first.shape[0])], None, None
+    if len(paths) == 1 and paths[0].suffix.lower() in (".csv", ".tsv", ".txt"):
+        x, names, feature_names, labels = read_csv(paths[0], model, getattr(args, "target_column", None),
+                                                   getattr(args, "id_column", None))
+        want = in_features(model)
+        if want is not None and x.shape[1] != want:
+            extra = "; name a label or id column with --target-column / --id-column" if x.shape[1] > want else ""
+            raise InputError(f"{paths[0]} has {x.shape[1]} feature columns but the model takes {want}{extra}")
+        return x, names, feature_names, labels
+    if suffixes & {".csv", ".tsv", ".npz"}:
+        raise UsageError("give one CSV file, one .npz file (several arrays in it = several model inputs) or "
+                         "image files, not a mix")
+    x = read_images(paths, model, size=args.size, mean=args.mean, std=args.std, channels=args.channels)
+    return x, unique_stems(paths), None, None
 
 
-def _is_state_dict(path: Path) -> bool:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:               # noqa: BLE001
-        return False
-    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+def unique_stems(paths) -> list[str]:
+    """File-name-safe names, one per path, distinct even when stems collide (``d1/cat.png``, ``d2/cat.png`` ->
+    ``d1_cat``, ``d2_cat``; ``a b.png``, ``a_b.png`` -> ``a_b``, ``a_b-2``)."""
+    paths = [Path(p) for p in paths]
+    raw = [p.stem for p in paths]                 # the same file name in two folders: add the folder's name
+    stems = [_slug(f"{p.parent.name}_{p.stem}") if raw.count(p.stem) > 1 and p.parent.name else _slug(p.stem)
+             for p in paths]
+    return _dedupe(stems)
 
 
-def _from_factory(spec: str):
-    from .runs.factory import import_object
-    try:
-        obj = import_object(spec)
-    except ValueError as err:
-        raise InputError(f"--model {spec}: {err}") from None
-    model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else None
-    if model is None or not callable(model):
-        raise InputError(f"--model {spec} must name an nn.Module or a function returning one")
-    return model
-
-
-def _load_weights(model, weights: str) -> None:
-    p = Path(weights)
-    if not p.is_file():
-        raise InputError(f"no such weights file: {weights}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:        # noqa: BLE001
-        raise InputError(f"could not read weights from {weights}: {err}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise InputError(f"the weights in {weights} do not fit the model: {str(err).splitlines()[0]}") from None
-
-
-def model_meta(model) -> dict:
-    meta = dict(getattr(model, "meta", None) or {})
-    cfg = getattr(model, "config", None)
-    if isinstance(cfg, dict):
-        meta.setdefault("config", cfg)
-    return meta
+def _dedupe(stems) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        k = seen.get(s.lower(), 0) + 1
+        seen[s.lower()] = k
+        out.append(s if k == 1 else f"{s}-{k}")
+    return out
 
 
 def model_classes(model) -> list[str] | None:
@@ -128,91 +99,31 @@ def model_classes(model) -> list[str] | None:
     return None
 
 
-def _first_conv(model):
-    if isinstance(model, nn.Module):
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
-                return m
-    return None
-
-
 # ------------------------------------------------------------------------------------------ inputs
-def _floats(text, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    if isinstance(text, (list, tuple)):
-        return [float(v) for v in text]
-    try:
-        return [float(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise InputError(f"--{what} must be comma-separated numbers, got {text!r}") from None
-
-
-def _size(text) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    if isinstance(text, int):
-        return text, text
-    parts = str(text).lower().replace("x", ",").split(",")
-    try:
-        nums = [int(p) for p in parts if p]
-    except ValueError:
-        raise InputError(f"--size must be N or HxW, got {text!r}") from None
-    if len(nums) == 1:
-        nums = nums * 2
-    if len(nums) != 2 or min(nums) < 1:
-        raise InputError(f"--size must be N or HxW with positive numbers, got {text!r}")
-    return nums[0], nums[1]
-
-
 def read_images(paths, model=None, size=None, mean=None, std=None, channels=None) -> torch.Tensor:
     """``[N, C, H, W]`` float tensor from image files (see the module docstring for the steps)."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
     except ImportError:             # pragma: no cover
         raise InputError("reading images needs Pillow: pip install pillow") from None
-    meta = model_meta(model) if model is not None else {}
-    cfg = meta.get("config", {}) if isinstance(meta.get("config"), dict) else {}
-    conv = _first_conv(model)
-    if channels is None:
-        channels = conv.in_channels if conv is not None and conv.in_channels in (1, 3) else \
-            cfg.get("in_channels", 3) if cfg.get("in_channels") in (1, 3) else 3
-    hw = _size(size) or _size(meta.get("input_size") or cfg.get("in_size"))
-    mean = _floats(mean, "mean") if mean is not None else _floats(meta.get("mean"), "mean")
-    std = _floats(std, "std") if std is not None else _floats(meta.get("std"), "std")
+    mode, hw, mean, std = image_settings(model, size, mean, std, channels)
     arrays = []
     for p in paths:
         p = Path(p)
         try:
-            with Image.open(p) as im:
-                im.load()
-                im = im.convert("L" if channels == 1 else "RGB")
-                if hw is not None and im.size != (hw[1], hw[0]):
-                    im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32) / 255.0
+            arrays.append(read_image(p, mode, hw, mean, std))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise InputError(f"cannot read {p} as an image (PNG or JPEG expected): {err}") from None
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise InputError(f"the images have different sizes {sorted(s[1:] for s in shapes)}; give --size")
-    x = torch.from_numpy(np.stack(arrays))
-    for vals, what in ((mean, "mean"), (std, "std")):
-        if vals is not None and len(vals) not in (1, x.shape[1]):
-            raise InputError(f"--{what} has {len(vals)} values for {x.shape[1]}-channel images")
-    if mean is not None:
-        x = x - torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    if std is not None:
-        s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-        if bool((s == 0).any()):
-            raise InputError("--std must not contain 0")
-        x = x / s
-    return x
+    return torch.from_numpy(np.stack(arrays))
 
 
-def read_csv(path, model=None) -> tuple[torch.Tensor, list[str], list[str] | None]:
-    """(rows ``[N, F]``, row names, feature names). A header row is used when the first row is not numeric;
-    when the model knows its feature names, the CSV's columns are picked and ordered by them."""
+def read_csv(path, model=None, target_column: str | None = None, id_column: str | None = None):
+    """(rows ``[N, F]``, row names, feature names, labels or None). A header row is used when the first row is
+    not numeric; when the model knows its feature names, the CSV's columns are picked and ordered by them.
+    ``target_column`` (labels) and ``id_column`` (row names) are taken out of the features."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -228,6 +139,15 @@ def read_csv(path, model=None) -> tuple[torch.Tensor, list[str], list[str] | Non
     if not rows:
         raise InputError(f"{path} has a header but no data rows")
     known = (model_meta(model).get("feature_names") if model is not None else None)
+    special = {}
+    for flag, col in (("target-column", target_column), ("id-column", id_column)):
+        if col is None:
+            continue
+        if header is None:
+            raise UsageError(f"--{flag} {col!r} needs a header row in {path}")
+        if col not in header:
+            raise UsageError(f"--{flag} {col!r} is not a column of {path}; its columns are {header}")
+        special[flag] = header.index(col)
     if header and known:
         missing = [f for f in known if f not in header]
         if missing:
@@ -235,9 +155,9 @@ def read_csv(path, model=None) -> tuple[torch.Tensor, list[str], list[str] | Non
         idx = [header.index(f) for f in known]
         names = list(known)
     else:
-        idx = list(range(len(rows[0])))
-        names = header
-    data = []
+        idx = [i for i in range(len(rows[0])) if i not in special.values()]
+        names = [header[i] for i in idx] if header else None
+    data, labels = [], []
     for k, r in enumerate(rows):
         if len(r) != len(rows[0]):
             raise InputError(f"{path} row {k + 1} has {len(r)} values, the first has {len(rows[0])}")
@@ -245,8 +165,26 @@ def read_csv(path, model=None) -> tuple[torch.Tensor, list[str], list[str] | Non
             data.append([float(r[i]) for i in idx])
         except ValueError:
             raise InputError(f"{path} row {k + 1} holds a value that is not a number") from None
+        if "target-column" in special:
+            labels.append(r[special["target-column"]].strip())
     x = torch.tensor(data, dtype=torch.float32)
-    return x, [f"row {k + 1}" for k in range(len(data))], names
+    rows_named = [r[special["id-column"]].strip() for r in rows] if "id-column" in special else \
+        [f"row {k + 1}" for k in range(len(data))]
+    return x, rows_named, names, (labels if "target-column" in special else None)
+
+
+def label_targets(labels, classes) -> list[int]:
+    """A label column's values (class indices or class names) -> class indices."""
+    out = []
+    for v in labels:
+        try:
+            out.append(int(float(v)))
+        except ValueError:
+            if not classes or v not in classes:
+                raise InputError(f"label {v!r} is neither a class index nor one of the model's class names "
+                                 f"{classes or '(none)'}") from None
+            out.append(classes.index(v))
+    return out
 
 
 def _numeric(row) -> bool:
@@ -257,10 +195,15 @@ def _numeric(row) -> bool:
         return False
 
 
-def parse_target(text, classes):
-    """None / "pred" -> predicted class; an integer; or a class name (needs the model's class names)."""
+def parse_target(text, classes, labels=None):
+    """None / "pred" -> predicted class; an integer; a class name (needs the model's class names); "label" ->
+    the ``--target-column`` values."""
     if text is None or str(text).lower() in ("pred", "predicted"):
         return None
+    if str(text).lower() == "label":
+        if labels is None:
+            raise UsageError("--target label needs the labels: name their column with --target-column")
+        return label_targets(labels, classes)
     try:
         return int(text)
     except ValueError:
@@ -269,7 +212,7 @@ def parse_target(text, classes):
         return classes.index(text)
     known = f"; the model's classes are {', '.join(classes)}" if classes else \
         " (the model has no class names; give an index)"
-    raise InputError(f"unknown target {text!r}{known}")
+    raise UsageError(f"unknown target {text!r}{known}")
 
 
 WORDS = {"true": True, "false": False, "none": None}
@@ -283,7 +226,7 @@ def parse_options(items) -> dict:
     for item in items or []:
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--option wants KEY=VALUE, got {item!r}")
+            raise UsageError(f"--option wants KEY=VALUE, got {item!r}")
         if val.strip().lower() in WORDS:
             out[key.strip()] = WORDS[val.strip().lower()]
             continue
@@ -302,12 +245,12 @@ def resolve_players(options: dict, x, layer) -> dict:
         return options
     kind, sep, num = spec.partition(":")
     if not sep or kind not in PLAYER_KINDS:
-        raise InputError(f"players={spec!r}: at the input give grid:K (K x K cells) or superpixels:N "
+        raise UsageError(f"players={spec!r}: at the input give grid:K (K x K cells) or superpixels:N "
                          "(also slic:N, quickshift:N, felzenszwalb:N); 'cells'/'channels' need --layer")
     try:
         n = int(num)
     except ValueError:
-        raise InputError(f"players={spec!r}: {num!r} is not a whole number") from None
+        raise UsageError(f"players={spec!r}: {num!r} is not a whole number") from None
     from .games.players import grid, superpixels
     if kind == "grid":
         labels = grid(x, n)
@@ -348,8 +291,8 @@ def write_figures(a, out: Path, names, method: str, classes, feature_names, mode
                 for p in write_figures(a.part(k), out, [f"{n}_input{k}" for n in names], method, classes, None,
                                        mode, limit)]
     paths = []
-    for i, name in enumerate(names[:limit]):
-        p = out / f"{_slug(name)}_{method}.png"
+    for i, name in enumerate(_dedupe([_slug(n) for n in names[:limit]])):
+        p = out / f"{name}_{method}.png"
         fig = plot(a, i, mode=mode, class_names=classes, feature_names=feature_names, path=p)
         del fig
         paths.append(p)

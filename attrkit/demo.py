@@ -148,6 +148,12 @@ def _run(out, fast: bool, seed: int, progress, log) -> dict:
         _experiments(tables, figures, out, notes, progress)
         say(f"  layer-level Shapley experiment in {time.perf_counter() - t0:.1f} s")
 
+    # ------------------------------------------------------------------ loss landscapes (the lecture's last figure)
+    t0 = time.perf_counter()
+    from .demo_landscape import landscape_figures
+    figures.update(landscape_figures(out, fast, seed, notes, tables, progress=progress))
+    say(f"  loss landscapes in {time.perf_counter() - t0:.1f} s")
+
     # ------------------------------------------------------------------ report
     from .report import report
     seconds = time.perf_counter() - start
@@ -216,7 +222,7 @@ def _table_batch(zoo, model, S: Settings) -> dict:
     classes = list(test.classes or ["0", "1"])
     return {"x": d.x, "y": d.y, "classes": classes, "features": list(test.feature_names or []),
             "names": [f"patient {i + 1} ({classes[int(c)]})" for i, c in enumerate(d.y)],
-            "background": zoo.dataset(TABLE_MODEL, "train").x}
+            "background": zoo.dataset(TABLE_MODEL, "train").x, "meta": test.meta}
 
 
 # ============================================================================================ explain
@@ -350,7 +356,7 @@ def _top_features(a, names, k):
 
 def _error_figure(a) -> dict:
     """The method's own error figure, averaged over samples (what says how far to trust the map)."""
-    for key in ("completeness_gap", "relative_gap", "std_err", "delta", "r2", "summation_gap"):
+    for key in ("completeness_gap", "relative_gap", "std_err", "delta", "r2"):
         if key in a.info:
             v = a.info[key]
             arr = np.abs(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64))
@@ -507,7 +513,9 @@ def table_figures(model, tab, attrs, out: Path, tables: dict) -> dict:
     plot_beeswarm(swarm, names=names, top=12, title=f"{swarm.method}: each dot is a patient", path=p)
     figs["beeswarm"] = p
     p = out / "table_waterfall.png"
-    plot_waterfall(main, 0, names, top=8, model=model, class_names=tab["classes"], path=p)
+    meta = tab.get("meta") or {}
+    unscale = (lambda z: z * meta["std"] + meta["mean"]) if "mean" in meta and "std" in meta else None  # raw units
+    plot_waterfall(main, 0, names, top=8, model=model, class_names=tab["classes"], raw=unscale, path=p)
     figs["waterfall"] = p
     return figs
 
@@ -530,6 +538,9 @@ def _experiments(tables, figures, out: Path, notes, progress):
 
 
 def _caption(p: Path) -> str:
+    from .demo_landscape import caption
+    if caption(p.stem):
+        return caption(p.stem)
     return {"figure_3_1_classes_x_layers": "The thesis' Figure 3.1 layout: each method's map for each object's "
             "class, at the pixels (top rows) and at the last convolutional layer (bottom rows). The thesis found "
             "that pixel-level gradient maps light up both objects whatever the class; compare the rows here, and "

@@ -492,7 +492,16 @@ def layer_shapley_timing(n: int = 4, model: str = "shapes_cnn", *, method: str =
                 "layer_cells": "x".join(map(str, cells)), "superpixels": superpixels, "seed": seed}
     return _finish_table(rows, "layer_shapley", f"Shapley values at the last conv layer vs pixel level (Figure 3.2, "
                          f"{method}, {n_samples} samples)", settings, start, notes, as_frame,
-                         plot=lambda t: _bar_plot(t, ["seconds", "spearman_vs_layer", "relevance_mass"]))
+                         plot=_layer_shapley_plot)
+
+
+def _layer_shapley_plot(t):
+    """Seconds, agreement with the layer map and relevance mass: three units, three axes side by side."""
+    from .viz.curves import plot_panels
+    return plot_panels(list(t), ["seconds", "spearman_vs_layer", "relevance_mass"], ("players", "level"),
+                       titles={"seconds": "seconds (lower: faster)", "spearman_vs_layer":
+                               "Spearman ρ vs the layer map", "relevance_mass": "relevance mass on the object"},
+                       title=t.title)
 
 
 def _layer_shape(model, x, layer):

@@ -27,6 +27,11 @@ class MethodSpec:
     """What a method is and what it needs.
 
     ``layer``: "optional" (input or any layer), "required" (only at a layer, e.g. CAMs) or "never".
+    ``error``: the ``info`` key of the method's own per-sample error figure ("" if none): ``completeness_gap``
+    (``|sum(values) - (f(x) - f(reference))|``) for every path and propagation method that has one,
+    ``std_err`` for sampled estimators.
+    ``torchscript``: whether a TorchScript model is accepted at the input (methods that hook the model's layers
+    refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
     ``fn(problem, **options) -> Result`` computes it.
     """
     name: str
@@ -40,12 +45,20 @@ class MethodSpec:
     sampled: bool = False
     exact: bool = False
     reference: str = ""
+    error: str = ""
+    torchscript: bool | None = None
     options: dict = field(default_factory=dict)
+
+    def option_rows(self) -> list[dict]:
+        """Each option: name, default, type and meaning (:mod:`attrkit.method_options`)."""
+        from .method_options import option_rows
+        return option_rows(self)
 
     def row(self) -> dict:
         return {"method": self.name, "family": self.family, "gradients": self.gradients,
                 "layer": self.layer, "players": self.players, "baseline": self.baseline,
-                "sampled": self.sampled, "summary": self.summary}
+                "sampled": self.sampled, "error": self.error, "torchscript": self.torchscript,
+                "summary": self.summary}
 
 
 def register(name: str, *, family: str, summary: str, **props) -> Callable:
@@ -53,6 +66,7 @@ def register(name: str, *, family: str, summary: str, **props) -> Callable:
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"method {name!r} is registered twice")
+        props.setdefault("torchscript", family in ("gradient", "game"))
         _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
         return fn
     return deco
@@ -80,9 +94,12 @@ def get(name: str) -> MethodSpec:
 
 
 class MethodTable(dict):
-    """``name -> MethodSpec``; prints as a table."""
+    """``name -> MethodSpec``; prints as a table (one method: its options too)."""
 
     def __str__(self) -> str:
+        if len(self) == 1 and getattr(self, "by_name", False):
+            from .method_options import describe
+            return describe(next(iter(self.values())))
         rows = [s.row() for s in self.values()]
         cols = ["method", "family", "gradients", "layer", "players", "sampled", "summary"]
         fmt = lambda v: "yes" if v is True else "no" if v is False else str(v)
@@ -93,26 +110,54 @@ class MethodTable(dict):
         return "\n".join(lines)
 
 
-def methods(family: str | None = None) -> MethodTable:
-    """The registry: method name -> :class:`MethodSpec` (what it needs and its properties)."""
+def methods(name: str | None = None) -> MethodTable:
+    """The registry: method name -> :class:`MethodSpec` (what it needs and its properties).
+
+    ``name``: a family (``"gradient"``, ``"propagation"``, ``"cam"``, ``"game"``) keeps that family; a method
+    name keeps that one method (printing it lists its options, defaults and meaning).
+    """
     _ensure_loaded()
-    return MethodTable((k, v) for k, v in sorted(_REGISTRY.items()) if family is None or v.family == family)
+    if name is None:
+        return MethodTable(sorted(_REGISTRY.items()))
+    if not isinstance(name, str):
+        raise TypeError(f"methods() takes a family or method name (str), got {type(name).__name__}")
+    families = sorted({s.family for s in _REGISTRY.values()})
+    key = name.strip().lower().replace("-", "_")
+    if key in families:
+        return MethodTable((k, v) for k, v in sorted(_REGISTRY.items()) if v.family == key)
+    if key in _REGISTRY:
+        table = MethodTable({key: _REGISTRY[key]})
+        table.by_name = True
+        return table
+    import difflib
+    close = difflib.get_close_matches(key, families + list(_REGISTRY), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"{name!r} is neither a method family nor a method.{hint} Families: {', '.join(families)}; "
+                     "`ak.methods()` lists every method")
 
 
 def markdown() -> str:
     """The registry as a Markdown table (docs/methods.md is generated from it: ``python -m attrkit.registry``)."""
     _ensure_loaded()
     yes = lambda v: "yes" if v else ""
-    lines = ["| method | family | at a layer | needs gradients | players | sampled | what it computes | reference |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | family | at a layer | needs gradients | players | sampled | error figure | TorchScript | "
+             "what it computes | reference |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name)):
         lines.append(f"| `{s.name}` | {s.family} | {s.layer} | {yes(s.gradients)} | {yes(s.players)} | "
-                     f"{yes(s.sampled)} | {s.summary} | {s.reference} |")
-    return "\n".join(lines) + "\n"
+                     f"{yes(s.sampled)} | {f'`{s.error}`' if s.error else ''} | {yes(s.torchscript)} | {s.summary} | "
+                     f"{s.reference} |")
+    from .method_options import markdown as options_markdown
+    specs = sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
+    return "\n".join(lines) + "\n\n" + options_markdown(specs)
+
+
+def methods_page() -> str:
+    """The whole of docs/methods.md (``python -m attrkit.registry > docs/methods.md``; a test checks it)."""
+    header = "# Methods\n\nGenerated from the registry by `python -m attrkit.registry > docs/methods.md`.\n\n"
+    return header + markdown()
 
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
-    from attrkit.registry import markdown as _markdown   # the package's registry, not this __main__ copy
-    header = "# Methods\n\nGenerated from the registry by `python -m attrkit.registry > docs/methods.md`.\n\n"
-    sys.stdout.write(header + _markdown())
+    from attrkit.registry import methods_page as _page   # the package's registry, not this __main__ copy
+    sys.stdout.write(_page())

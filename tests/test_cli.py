@@ -74,7 +74,7 @@ def test_methods_table_and_json(capsys):
     names = [r["method"] for r in json.loads(out)["methods"]]
     assert code == 0 and names == sorted(ak.methods())
     code, _, err = run_cli(["methods", "--family", "astrology"], capsys)
-    assert code == 1 and "families:" in one_line_error(err)
+    assert code == 2 and "Families:" in one_line_error(err)
 
 
 # ------------------------------------------------------------------------------------------ explain
@@ -108,15 +108,16 @@ def ak_load(path):
     return load(path)
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing file", "no such input file"),
-    ("unknown method", "unknown method"),
-    ("corrupt image", "cannot read"),
-    ("missing layer", "no layer named"),
-    ("missing model", "no such model file"),
-    ("unknown class", "unknown target"),
+@pytest.mark.parametrize("case, needle, status", [
+    ("missing file", "no such input file", 1),
+    ("unknown method", "unknown method", 2),
+    ("corrupt image", "cannot read", 1),
+    ("missing layer", "no layer named", 2),
+    ("missing model", "no such model file", 1),
+    ("unknown class", "unknown target", 2),
 ])
-def test_bad_input_gives_one_line_and_exit_1(case, needle, zoo_model_file, png, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_the_tables_exit_status(case, needle, status, zoo_model_file, png, tmp_path,
+                                                             capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     args = {"missing file": ["--input", str(tmp_path / "nope.png")],
@@ -127,7 +128,7 @@ def test_bad_input_gives_one_line_and_exit_1(case, needle, zoo_model_file, png, 
             "unknown class": ["--input", str(png), "--target", "hexagon"]}[case]
     model = [] if "--model" in args else ["--model", str(zoo_model_file)]
     code, out, err = run_cli(["explain", *model, *args, "--out", str(tmp_path)], capsys)
-    assert code == 1
+    assert code == status
     line = one_line_error(err)
     assert line.startswith("attrkit explain: error:") and needle in line
 
@@ -216,4 +217,4 @@ def test_explain_with_player_specs_and_boolean_words(zoo_model_file, png, tmp_pa
     assert results[("superpixels:12", "true")].shape[1] >= 6
     code, out, err = run_cli(["explain", "--model", str(zoo_model_file), "--input", str(png), "--method", "shapley",
                               "--option", "players=hexagons:3", "--out", str(tmp_path)], capsys)
-    assert code == 1 and "grid:K" in one_line_error(err)
+    assert code == 2 and "grid:K" in one_line_error(err)

@@ -49,7 +49,7 @@ def test_sanity_table():
 
 
 def test_layer_shapley_timing():
-    t = E.layer_shapley_timing(n=1, n_samples=64, superpixels=16, progress=False)
+    t = E.layer_shapley_timing(n=2, n_samples=512, superpixels=16, progress=False)
     labels = [r["players"] for r in t]
     assert labels[0] == "layer cells" and "pixel grid" in labels
     layer = t[0]
@@ -58,10 +58,11 @@ def test_layer_shapley_timing():
     assert grid["n_players"] == layer["n_players"] == 64          # as many grid cells as layer cells (8 x 8)
     for r in t:
         assert -1.0 <= r["spearman_vs_layer"] <= 1.0 and -1.0 <= r["spearman_cells"] <= 1.0
-        assert r["std_err_ratio"] > 0.0 and 0.0 <= r["relevance_mass"] <= 1.0    # 64 samples, 64 players: large
-    # masking pixels is not masking layer cells: the maps differ (spread over the zoo variants and thread counts,
-    # conftest.py: 0.25..0.55)
-    assert record("grid_vs_layer_rho", grid["spearman_cells"]) < 0.95
+        assert r["std_err_ratio"] > 0.0 and 0.0 <= r["relevance_mass"] <= 1.0
+    # masking pixels is not masking layer cells: the maps differ. Spread of the mean rho over 2 images with 512
+    # coalitions (shipped zoo, zoo retrained with 2 threads and seeds 1, 2): 0.03..0.27. (With 1 image and 64
+    # coalitions for 64 players it swung over -0.87..0.90: the estimates were mostly noise.)
+    assert record("grid_vs_layer_rho", grid["spearman_cells"]) < 0.7
 
 
 def test_faithfulness_table():
@@ -91,8 +92,8 @@ def test_reference_choice_table():
         assert r["f_x_minus_f_ref"] == pytest.approx(float(delta.mean()), rel=1e-4, abs=1e-5)
         for other in t:                                              # rho is symmetric, and other references
             assert r[f"rho_{other['baseline']}"] == pytest.approx(other[f"rho_{r['baseline']}"], abs=1e-9)
-        # give other maps: spread of the largest rho between two different references over the zoo variants
-        # and thread counts (conftest.py): 0.78..0.86
+        # give other maps: spread of the largest rho between two different references over the zoo variants,
+        # thread counts and mkldnn off (conftest.py): 0.07..0.76
         assert record("reference_rho_max", max(r[f"rho_{b}"] for b in ("zeros", "mean", "blur", "noise")
                                                 if b != r["baseline"])) < 0.97
     assert len({round(r["deletion_own"], 6) for r in t}) > 1       # the reference changes the scores

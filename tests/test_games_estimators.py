@@ -28,7 +28,7 @@ def image_game():
     keep = grid(x, (3, 4))[0] != 5                          # spot check: the table is the model's output
     with torch.no_grad():
         direct = model(torch.where(keep, x, torch.zeros(()))).gather(1, game.problem.target.classes.view(-1, 1))
-    assert abs(float(table[(1 << L) - 1 - (1 << 5)]) - float(direct)) < 1e-5
+    assert abs(float(table[(1 << L) - 1 - (1 << 5)]) - float(direct)) < 1e-6 * abs(float(direct)) + 1e-6  # float32
     exact = exact_from_values(table.view(-1, 1), L)[:, 0]
     return lookup, exact
 
@@ -47,7 +47,8 @@ def test_convergence_to_exact_values(image_game, method):
         mean_err[n] = sum(errs) / len(errs)
         for a in runs:      # the budget is model evaluations (+ the full and empty coalitions, + the forward on x)
             assert a.info["n_evals"] <= n + 3
-    # SPREAD_CONV
+    # spread of the mean error at 2000 (6 seeds; shipped zoo with 1, 2 threads and mkldnn off, zoo retrained with
+    # 2 threads and seeds 1, 2): kernel_shap 0.015..0.030, shapley_sampling 0.016..0.040
     assert record(f"{method}_mean_err_2000", mean_err[2000]) < 0.05, mean_err
     assert mean_err[2000] < mean_err[500] < mean_err[200], mean_err
 
@@ -62,7 +63,8 @@ def test_standard_errors_cover_the_true_error(image_game, method):
         inside += (err.abs() <= 1.96 * se).tolist()
         ratio.append(float((err ** 2).sum() / (se ** 2).sum()))
     cover = sum(inside) / len(inside)
-    # SPREAD_COVER
+    # spread (12 seeds; variants as above): cover 0.93..0.96 (kernel_shap), 0.91..0.94 (shapley_sampling);
+    # squared error / variance 0.96..1.26 and 0.89..1.41
     assert 0.8 <= record(f"{method}_se_cover", cover) <= 1.0, cover                  # nominal 95 %
     assert 0.4 < record(f"{method}_err_to_se", sum(ratio) / len(ratio)) < 2.5, ratio  # squared error ~ variance
 
@@ -72,7 +74,8 @@ def test_tolerance_stops_when_converged(image_game, method):
     lookup, _ = image_game
     a = ak.explain(lookup, ONE, method, n_samples=4000, tolerance=0.05, seed=0)
     phi, se = a.info["player_values"][0], a.info["std_err"][0]
-    # SPREAD_TOL
+    # spread (variants as above): evaluations 283..505 (kernel_shap), 581..935 (shapley_sampling); the se share
+    # is below the tolerance 0.05 by the stopping rule (0.031..0.047) unless the budget ran out first
     assert record(f"{method}_tol_evals", a.info["n_evals"]) < 3000
     assert record(f"{method}_tol_se_share", float(se.max()) / float(phi.max() - phi.min())) < 0.05
     with pytest.raises(ValueError, match="tolerance"):
@@ -156,14 +159,36 @@ def test_bad_options():
         ak.explain(model, x, "shapley", players=grid(x, 2), masker="mean", baseline="zeros")
 
 
-def test_spread_paint_and_share():
+def test_spread_value_by_default_and_share():
     torch.manual_seed(0)
     model = TinyCNN(size=8).eval()
     x = torch.rand(1, 3, 8, 8)
     players = grid(x, 2)
-    share = ak.explain(model, x, "shapley", players=players)
-    paint = ak.explain(model, x, "shapley", players=players, spread="paint")
+    value = ak.explain(model, x, "shapley", players=players)                 # default: the player's value
+    share = ak.explain(model, x, "shapley", players=players, spread="share")
+    paint = ak.explain(model, x, "shapley", players=players, spread="paint")  # older name of "value"
     phi = share.info["player_values"][0]
-    assert torch.allclose(paint.values[0, :, 0, 0], phi[0].float().expand(3))
+    assert value.info["spread"] == "value" and share.info["spread"] == "share"
+    assert torch.equal(paint.values, value.values)
+    assert torch.allclose(value.values[0, :, 0, 0], phi[0].float().expand(3))
     assert torch.allclose(share.values[0, :, 0, 0] * 3 * 16, phi[0].float().expand(3), atol=1e-6)
     assert abs(float(share.values.sum()) - float(phi.sum())) < 1e-5
+    # the map shows each player's value once (not x 3 channels): its extremes are the extreme player values
+    hm = value.heatmap()[0]
+    assert abs(float(hm.max()) - float(phi.max())) < 1e-6 and abs(float(hm.min()) - float(phi.min())) < 1e-6
+    assert torch.allclose(share.heatmap()[0, 0, 0] * 16, phi[0].float(), atol=1e-6)   # share: value / pixels
+
+
+def test_occlusion_map_shows_the_window_drop_once():
+    torch.manual_seed(0)
+    model = TinyCNN(size=8).eval()
+    x = torch.rand(1, 3, 8, 8)
+    a = ak.explain(model, x, "occlusion", window=4, stride=4, target=0)     # 4 windows, no overlap
+    drops = a.info["window_values"][0]
+    assert a.info["channels"] == "same"
+    hm = a.heatmap()[0]
+    corners = torch.stack([hm[0, 0], hm[0, 4], hm[4, 0], hm[4, 4]]).double()
+    assert torch.allclose(corners, drops, atol=1e-6)                      # the drop itself, not 3 x the drop
+    from attrkit.viz.maps import view
+    assert view(a, 0).over_grey and view(ak.explain(model, x, "shapley", players=grid(x, 2)), 0).over_grey
+    assert not view(ak.explain(model, x, "saliency"), 0).over_grey

@@ -87,7 +87,7 @@ def test_vit_ig_kernel_shap_and_grad_cam(vit):
         px, baselines=torch.zeros_like(px), target=2, n_steps=16, method="gausslegendre")
     assert close(ig.values, theirs)
     ks = ak.explain(model, {"pixel_values": px}, "kernel_shap", target=("logits", 2), players={"pixel_values": ak.grid(px, 2)},
-                    n_samples=14, seed=0)                                 # 4 cells: exact
+                    n_samples=14, seed=0, spread="share")                                 # 4 cells: exact
     f = model(pixel_values=px).logits[:, 2].detach()
     f0 = model(pixel_values=torch.zeros_like(px)).logits[:, 2].detach()
     assert ks.info["exact"] is True and close(ks.values["pixel_values"].sum((1, 2, 3)), f - f0, 1e-5)

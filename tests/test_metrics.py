@@ -133,7 +133,7 @@ def test_deletion_and_insertion_tell_ig_from_noise(shapes_cnn):
     d_rnd = M.deletion(model, xs, rnd, target=ts, steps=10).per_sample.reshape(K, -1).mean(0)
     i_rnd = M.insertion(model, xs, rnd, target=ts, steps=10).per_sample.reshape(K, -1).mean(0)
     # spread over the shipped zoo, the zoo retrained with 2 threads and with seeds 1 and 2, 1 and 2 test threads
-    # and mkldnn off (conftest.py): deletion margin 0.53..0.58, insertion margin 0.26..0.33; IG wins on 8/8 images
+    # and mkldnn off (conftest.py): deletion margin 0.56..0.72, insertion margin 0.18..0.30; IG wins on 8/8 images
     # in every run (the random maps' own spread per image: sd 0.04..0.17)
     assert record("deletion_margin", float(d_rnd.mean() - d_ig.score)) > 0.25, (d_ig.per_sample, d_rnd)
     assert record("insertion_margin", float(i_ig.score - i_rnd.mean())) > 0.12, (i_ig.per_sample, i_rnd)
@@ -146,7 +146,7 @@ def test_deletion_and_insertion_tell_ig_from_noise(shapes_cnn):
     assert np.allclose(M.deletion(model, x, rnd[:8], target=ig.target, steps=10).details["curves"][:, 0], p_x,
                        atol=1e-5)
     ml = M.morf_lerf(model, x, ig, steps=5)
-    assert record("morf_lerf", ml.score) > 0.1                      # spread (as above): 0.69..0.76
+    assert record("morf_lerf", ml.score) > 0.1                      # spread (as above): 0.71..0.80
     assert np.allclose(ml.per_sample, ml.details["lerf_auc"] - ml.details["morf_auc"])
     # inserting the most relevant 1 - f from the masker = deleting the least relevant f: same images
     assert np.allclose(ml.details["lerf_auc"], M.insertion(model, x, ig, steps=5).per_sample, atol=1e-6)

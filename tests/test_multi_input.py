@@ -444,7 +444,7 @@ def test_background_of_several_inputs():
     model, (img, tab, scale) = TwoInputs().eval(), data()
     bg_img, bg_tab, _ = data(n=4, seed=5)
     a = ak.explain(model, (img, tab), "shapley", target=T, players=spanning_mask(),
-                   masker=Background((bg_img, bg_tab)), forward_args=(scale,))
+                   masker=Background((bg_img, bg_tab)), forward_args=(scale,), spread="share")
     # efficiency: values sum to f(x) - mean_r f(background row r) per sample
     with torch.no_grad():
         fx = model(img, tab, scale).gather(1, T.view(-1, 1))[:, 0]

@@ -159,23 +159,57 @@ def test_inplace_relu_is_handled_and_restored():
     assert model[1].inplace is True
 
 
-# ------------------------------------------------------------------------------------ refusals
+# ----------------------------------------------------------------- call sites: functional and reused ReLUs
+class ModulePerUse(nn.Module):
+    """The twin of FunctionalReLU / ReusedReLU with one nn.ReLU module per use."""
+
+    def __init__(self, fc1, fc2, fc3=None):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.a1, self.a2 = fc1, fc2, fc3, nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        h = self.a1(self.fc1(x))
+        return self.fc2(h) if self.fc3 is None else self.fc3(self.a2(self.fc2(h)))
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow (torch.fx cannot trace it) around a functional ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if h.sum() > -1e9:
+            h = F.relu(h)
+        return self.fc2(h)
+
+
 @pytest.mark.parametrize("kind", ["F", "torch", "method"])
-@pytest.mark.parametrize("method", ["guided_backprop", "deconvnet", "deeplift"])
-def test_functional_relu_is_refused(method, kind):
+@pytest.mark.parametrize("method", ["guided_backprop", "deconvnet", "deeplift", "lrp"])
+def test_functional_relu_gets_its_own_rule(method, kind):
     model = FunctionalReLU(kind).eval()
-    with pytest.raises(ValueError, match="as a function"):
+    twin = ModulePerUse(model.fc1, model.fc2).eval()
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    a = ak.explain(model, x, method, target=1)
+    assert rel(a.values, ak.explain(twin, x, method, target=1).values) < 1e-6
+    if method != "lrp":      # LRP needs no ReLU rule in the signal form
+        assert list(a.info["rules"]) == ["relu"] and a.info["binding"] == "graph"
+    assert count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("method", ["guided_backprop", "deconvnet", "deeplift"])
+def test_untraceable_model_with_functional_relu_is_refused_naming_the_op(method):
+    model = Untraceable().eval()
+    with pytest.raises(ValueError, match=r"as a function \(torch.relu / F.relu / Tensor.relu\).*torch.fx cannot "
+                                         r"trace.*if h.sum\(\) > -1e9.*nn.ReLU\(\) module"):
         ak.explain(model, torch.randn(2, 5), method)
     assert count_hooks(model) == 0
 
 
-def test_lrp_needs_no_relu_module_but_refuses_functional_linear():
-    """In the signal form a ReLU needs no rule, so LRP with F.relu equals LRP with nn.ReLU modules."""
-    f = FunctionalReLU("F").eval()
-    m = nn.Sequential(f.fc1, nn.ReLU(), f.fc2).eval()
-    x = torch.randn(3, 5)
-    assert torch.allclose(ak.explain(f, x, "lrp", target=1).values, ak.explain(m, x, "lrp", target=1).values)
-
+def test_lrp_refuses_functional_linear_naming_the_module():
     class FunctionalLinear(nn.Module):
         def __init__(self):
             super().__init__()
@@ -184,8 +218,8 @@ def test_lrp_needs_no_relu_module_but_refuses_functional_linear():
         def forward(self, x):
             return F.linear(x, self.w)
 
-    with pytest.raises(ValueError, match="linear .* as a function"):
-        ak.explain(FunctionalLinear(), x, "lrp")
+    with pytest.raises(ValueError, match="F.linear as a function.*use an nn.Linear module"):
+        ak.explain(FunctionalLinear(), torch.randn(3, 5), "lrp")
 
 
 class ReusedConvReLU(nn.Module):
@@ -198,12 +232,27 @@ class ReusedConvReLU(nn.Module):
         return self.fc(self.act(self.c2(self.act(self.c1(x)))).flatten(1))
 
 
+class ConvPerUse(nn.Module):
+    def __init__(self, r):
+        super().__init__()
+        self.c1, self.c2, self.a1, self.a2, self.fc = r.c1, r.c2, nn.ReLU(), nn.ReLU(), r.fc
+
+    def forward(self, x):
+        return self.fc(self.a2(self.c2(self.a1(self.c1(x)))).flatten(1))
+
+
 @pytest.mark.parametrize("method", ["guided_backprop", "deconvnet", "deeplift", "guided_grad_cam"])
-def test_reused_relu_module_is_refused(method):
-    model, x = (ReusedConvReLU().eval(), torch.randn(2, 1, 8, 8)) if method == "guided_grad_cam" else \
-        (ReusedReLU().eval(), torch.randn(2, 5))
-    with pytest.raises(ValueError, match="called 2 times"):
-        ak.explain(model, x, method)
+def test_reused_relu_module_gets_a_rule_per_call(method):
+    if method == "guided_grad_cam":
+        model = ReusedConvReLU().eval()
+        twin, x, opts = ConvPerUse(model).eval(), torch.randn(2, 1, 8, 8), {"layer": "c2"}
+    else:
+        model = ReusedReLU().eval()
+        twin, x, opts = ModulePerUse(model.fc1, model.fc2, model.fc3).eval(), torch.randn(2, 5), {}
+    a = ak.explain(model, x, method, target=1, **opts)
+    assert rel(a.values, ak.explain(twin, x, method, target=1, **opts).values) < 1e-6
+    if method != "guided_grad_cam":
+        assert set(a.info["rules"]) == {"act#1", "act#2"}
     assert count_hooks(model) == 0
 
 
@@ -271,7 +320,7 @@ def test_lrp_conservative_rules_conserve_relevance_layer_by_layer(opts):
     a = ak.explain(model, x, "lrp", target=target, **opts)
     f_x = model(x).gather(1, target.view(-1, 1)).squeeze(1).detach()
     assert torch.allclose(a.values.sum((1, 2, 3)), f_x, atol=1e-4, rtol=1e-4)
-    assert float(a.info["conservation_gap"].max()) < 1e-4
+    assert float(a.info["completeness_gap"].max()) < 1e-4
     for layer in ("0", "5", "7"):
         r = ak.explain(model, x, "lrp", target=target, layer=layer, **opts).values
         assert torch.allclose(r.flatten(1).sum(1), f_x, atol=1e-4, rtol=1e-4), layer

@@ -323,9 +323,8 @@ def test_cli_resume_strict_and_usage_errors(tmp_path, capsys):
                           "-m", "saliency", "--target", "0", "--no-progress"]) == 0
     assert len(runs.load_run(tmp_path / "t")) == 6
     assert runs.cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "u"),
-                          "-O", "novalue"]) == 1
-    with pytest.raises(SystemExit):                                      # argparse: exit code 2
-        runs.cli_main(["only-one-argument"])
+                          "-O", "novalue"]) == 2                          # usage error
+    assert runs.cli_main(["only-one-argument", "-o", str(tmp_path / "v")]) == 2  # no data: usage error
     from attrkit.cli import main
     assert main(["run", "attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "t"), "-m",
                  "saliency", "--target", "0", "--no-progress"]) == 0           # wired as `attrkit run`

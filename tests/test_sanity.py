@@ -34,7 +34,8 @@ def test_cascading_randomisation_destroys_grad_cam_and_restores_weights(trained)
     assert r.stages[0] == [layers[-1]]                           # the top layer goes first
     half = math.ceil(len(layers) / 2)
     rho = r.rows()[half - 1]["spearman_abs"]
-    # SPREAD_SANITY
+    # spread over the shipped zoo (1, 2 threads, mkldnn off) and the zoo retrained with 2 threads and seeds 1, 2
+    # (conftest.py): 0.17..0.25
     assert record("sanity_cascading_rho_half", rho) < 0.5, r.rows()
     assert r.similarity["spearman_abs"].shape == (len(layers), x.shape[0])
     assert r.randomised_maps.shape == (len(layers), x.shape[0]) + tuple(x.shape[2:])

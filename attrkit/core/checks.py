@@ -43,9 +43,11 @@ def broadcast_to_batch(ref: torch.Tensor, x: torch.Tensor, name: str = "baseline
     try:
         return torch.broadcast_to(ref.to(device=x.device, dtype=x.dtype), x.shape).contiguous()
     except RuntimeError:
+        shapes = list(dict.fromkeys([tuple(x.shape), (1,) + tuple(x.shape[1:]), tuple(x.shape[1:])]))
+        background = " (a background set of rows: ak.Background(rows), for games)" \
+            if ref.dim() == x.dim() and tuple(ref.shape[1:]) == tuple(x.shape[1:]) else ""
         raise ValueError(f"{name} of shape {tuple(ref.shape)} does not broadcast to the input shape "
-                         f"{tuple(x.shape)}; give one of shape {tuple(x.shape)}, {(1,) + tuple(x.shape[1:])} "
-                         f"or {tuple(x.shape[1:])}") from None
+                         f"{tuple(x.shape)}; give one of shape {' or '.join(map(str, shapes))}{background}") from None
 
 
 def resolve_seed(seed) -> int:

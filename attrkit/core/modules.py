@@ -99,7 +99,8 @@ class LayerTap:
 
     ``tap.replace_with = t`` makes the layer return ``t`` (same shape as its output); otherwise the output
     is kept in ``tap.output``. The hook is removed on exit, also when the block raised.
-    A layer called more than once per forward pass is refused: its activation would be ambiguous.
+    A layer called more than once per forward pass is refused: its activation would be ambiguous. A layer that
+    returns a tuple (attention modules: ``(output, weights)``) is tapped at its first element.
 
     The rest of the model receives a copy of the layer's output: an in-place operation after the layer
     (``nn.ReLU(inplace=True)``, ``out += identity``, torchvision's pattern) then changes the copy, not the
@@ -119,15 +120,20 @@ class LayerTap:
         if self.calls > 1:
             raise ValueError(f"layer {self.name!r} is called more than once in one forward pass; "
                              "attributions at a reused module are ambiguous — give each use its own module")
+        rest = None
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out, rest = out[0], out        # attention modules: (output, attention weights, ...) -> the output
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"layer {self.name!r} returns {type(out).__name__}, not a tensor; choose a layer "
-                            "whose output is a single tensor")
+                            "whose output is a single tensor (or a tuple whose first element is one)")
         if self.replace_with is not None:
             if self.replace_with.shape != out.shape:
                 raise ValueError(f"replacement for layer {self.name!r} has shape {tuple(self.replace_with.shape)}, "
                                  f"the layer produces {tuple(out.shape)}")
             out = self.replace_with
         self.output = out
+        if rest is not None:          # the tuple's other elements pass through unchanged
+            return type(rest)([out.clone(), *rest[1:]]) if isinstance(rest, list) else (out.clone(),) + tuple(rest[1:])
         return out.clone()      # in-place ops downstream must not touch the tapped tensor
 
     def reset(self) -> None:

@@ -19,8 +19,12 @@ WINDOW_BLOCK = 4096
 @register("feature_ablation", family="game", gradients=False, layer="optional", players=True, baseline=True,
           summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
 def feature_ablation(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
-                     spread: str = "share", head_only: bool | None = None) -> Result:
-    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample)."""
+                     spread: str = "value", head_only: bool | None = None) -> Result:
+    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample).
+
+    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
+    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
+    """
     share = check_spread(spread)
     game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only)
     n, L, K = game.n, game.max_players, game.n_values
@@ -106,6 +110,8 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
 
     Defaults: a quarter of each spatial size with half-window strides for images/series (overlapping windows);
     one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
+    A window over all channels credits its drop to every channel, so ``heatmap()`` takes the channel mean
+    (``info["channels"] == "same"``): the map shows each window's drop once, not ``C`` times.
     """
     game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
     base = game.base
@@ -159,6 +165,8 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
             "window": tuple(window),
             "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
             "masker": game.masker.name}
+    if layout is None and len(full) >= 3 and segments[0][2][0] == 1 and full[0] > 1:
+        info["channels"] = "same"     # the window spans all channels: heatmap() shows its drop once, not C times
     if game.all_classes:
         info["values_all"] = attr.view((n, K) + full)
     if game.at_layer:

@@ -12,7 +12,7 @@ from ..core.problem import Problem, Result
 from ..core.tokens import value_dtype
 from .game import Game
 
-SPREADS = ("share", "paint")
+SPREADS = ("value", "share", "paint")   # "paint" is the older name of "value"
 
 
 def make_game(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
@@ -42,9 +42,16 @@ def check_tolerance(tolerance) -> float | None:
 
 
 def check_spread(spread: str) -> bool:
+    """``spread=`` of the game estimators: how a player's value is put on its elements.
+
+    "value" (default, as every peer paints): each element shows its player's value, so a map reads in the
+    player's own units (a player worth 0.24 is drawn as 0.24); "share": each element gets value / the player's
+    element count, so ``values.sum()`` equals the sum of the player values (efficiency on the map).
+    "paint" is accepted as the older name of "value". Returns True for "share"."""
     if spread not in SPREADS:
-        raise ValueError(f"spread must be 'share' (each element gets its player's value / player size, so values sum "
-                         f"to the player values) or 'paint' (each element gets its player's value), got {spread!r}")
+        raise ValueError(f"spread must be 'value' (each element shows its player's value, the default) or 'share' "
+                         f"(each element gets its player's value / player size, so values sum to the player values), "
+                         f"got {spread!r}")
     return spread == "share"
 
 
@@ -82,7 +89,9 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
     dtype = value_dtype(base, getattr(game.problem.outputs, 'dtype', None))      # integer (token) inputs: float
     values = game.players.spread(phi_t.to(base.device), tuple(base.shape[1:]), share=share).to(dtype)
     out = {"player_values": phi_t, "n_players": game.n_players.clone(), "masker": game.masker.name,
-           "spread": "share" if share else "paint"}
+           "spread": "share" if share else "value"}
+    if not share and _same_over_channels(game.players.labels, base):
+        out["channels"] = "same"      # each channel holds the player's value: heatmap() shows it once (mean)
     if v_full is not None:
         out["full_value"] = v_full[torch.arange(n), col]
     if v_empty is not None:
@@ -101,6 +110,11 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
     ref = game.references
     baseline = ref[:, 0].expand((n,) + tuple(base.shape[1:])) if game.reps == 1 else None
     return Result(values=values, info=out, baseline=baseline, players=game.players.display())
+
+
+def _same_over_channels(labels: torch.Tensor, base: torch.Tensor) -> bool:
+    """True when players span every channel of an image-like input (labels of size 1 along dim 1)."""
+    return base.dim() >= 3 and labels.dim() == base.dim() and labels.shape[1] == 1 and base.shape[1] > 1
 
 
 def _bytes(b: float) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
 from ..core.checks import first_call
 from ..core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
@@ -87,7 +87,7 @@ class Game:
         if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
-        self.masker = as_masker(masker, baseline)
+        self.masker = as_masker(masker, baseline, self.base)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
         self.reps = int(self.references.shape[1])
         if all_classes and (problem.target.is_callable or problem.outputs is None or problem.outputs.dim() != 2):
@@ -302,7 +302,7 @@ class Game:
         R, K = self.reps, self.n_values
         out = torch.empty(total, K, dtype=torch.float64)
         bad = 0
-        bar = tqdm(total=total * R, desc="coalitions", unit="row", leave=False, disable=not self._show(total * R))
+        bar = progress_bar(total * R, "coalitions", self.problem.progress, show=self._show(total * R))
         try:
             with torch.inference_mode(), self._model_mode():
                 held, done = [], 0      # values stay on the device until FLUSH_BYTES: no device sync per chunk

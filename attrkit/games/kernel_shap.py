@@ -103,10 +103,10 @@ def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch
 
 @register("kernel_shap", family="game", gradients=False, layer="optional", players=True, baseline=True,
           sampled=True, summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
-          reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34")
+          reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34", error="std_err")
 def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                 tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
-                spread: str = "share", head_only: bool | None = None,
+                spread: str = "value", head_only: bool | None = None,
                 local: bool | None = None) -> Result:
     """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (repeated coalitions are free;
     with ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
@@ -118,6 +118,8 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
     per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
     insists; :mod:`attrkit.games.local`).
+    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
+    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("n_samples", n_samples)
     check_int("batch_pairs", batch_pairs)

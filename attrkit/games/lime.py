@@ -58,13 +58,15 @@ def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float
           reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
 def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 1000,
          kernel_width: float | None = None, distance: str = "cosine", ridge: float = 0.0,
-         all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
+         all_classes: bool = False, spread: str = "value", head_only: bool | None = None,
          local: bool | None = None) -> Result:
     """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``).
 
     ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
     per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
     insists; :mod:`attrkit.games.local`).
+    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
+    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("n_samples", n_samples)
     share = check_spread(spread)

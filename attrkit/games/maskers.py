@@ -60,7 +60,10 @@ class Masker:
 class Background(Masker):
     """A background sample ``[R, *x.shape[1:]]`` (tabular SHAP): an absent player takes the values of each
     background row in turn and the coalition's value is the mean output over the ``R`` rows
-    (``v(S) = mean_r f(x_S, b_r)``, Lundberg & Lee 2017). ``max_rows`` draws a seeded subsample."""
+    (``v(S) = mean_r f(x_S, b_r)``, Lundberg & Lee 2017). ``max_rows`` draws a seeded subsample.
+
+    Public as ``ak.Background``: ``ak.explain(model, x, method="kernel_shap", masker=ak.Background(rows))``.
+    Each coalition costs ``R`` model rows, so keep ``R`` small (``max_rows=100`` or k-means centres)."""
 
     def __init__(self, data, max_rows: int | None = None):
         self.parts = None
@@ -109,12 +112,36 @@ class Background(Masker):
         return f"Background({self.data.shape[0]} rows)"
 
 
-def as_masker(masker=None, baseline=None) -> Masker:
-    """``masker=`` (or its alias ``baseline=``) as a :class:`Masker`."""
+def as_masker(masker=None, baseline=None, x: torch.Tensor | None = None) -> Masker:
+    """``masker=`` (or its alias ``baseline=``) as a :class:`Masker`.
+
+    A table of rows ``[R, *x.shape[1:]]`` whose ``R`` is neither 1 nor the number of samples cannot be one
+    reference per sample: it is read as a background set (:class:`Background`, as shap's maskers do), with a
+    warning that says so (``ak.Background(rows)`` says it explicitly and gives no warning). With ``R`` equal to
+    the number of samples the rows stay per-sample references; wrap them in ``ak.Background`` for a background.
+    """
     if masker is not None and baseline is not None:
         raise ValueError("give masker= or baseline= (the same thing), not both")
+    which = "masker" if masker is not None else "baseline"
     spec = masker if masker is not None else baseline if baseline is not None else "zeros"
-    return spec if isinstance(spec, Masker) else Masker(spec)
+    if isinstance(spec, Masker):
+        return spec
+    if x is not None and _is_background_table(spec, x):
+        import warnings
+        rows = torch.as_tensor(spec)
+        warnings.warn(f"{which}= got a table of {rows.shape[0]} rows {tuple(rows.shape)} for {x.shape[0]} sample(s): "
+                      "it is read as a background set (an absent player takes each row's values in turn and a "
+                      f"coalition's value is the mean over the rows); pass {which}=ak.Background(rows) to say so "
+                      "and silence this warning", UserWarning, stacklevel=2)
+        return Background(rows)
+    return Masker(spec)
+
+
+def _is_background_table(spec, x: torch.Tensor) -> bool:
+    if not isinstance(spec, torch.Tensor) and type(spec).__name__ != "ndarray":
+        return False
+    shape = tuple(spec.shape)
+    return len(shape) == x.dim() >= 2 and shape[0] not in (1, x.shape[0]) and shape[1:] == tuple(x.shape[1:])
 
 
 def _shuffle(x: torch.Tensor, players: Players, seed: int) -> torch.Tensor:

@@ -87,6 +87,7 @@ def grid(x: torch.Tensor, cells=4) -> torch.Tensor:
 
     Images ``[N, C, H, W]`` give ``[N, H, W]`` labels (all channels of a cell are one player); series
     ``[N, C, L]`` give ``[N, L]``; tables ``[N, F]`` give ``[N, F]`` with ``cells`` contiguous blocks.
+    At a layer, ``players="grid:K"`` (or ``grid(activation, K)``) groups the layer's cells into K x K blocks.
 
     >>> grid(torch.zeros(1, 3, 4, 4), cells=2)[0].tolist()
     [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
@@ -216,6 +217,28 @@ def layer_players(activation: torch.Tensor, kind: str = "cells", cells=None) -> 
     return lab.unsqueeze(1).contiguous()
 
 
+def _layer_spec(spec: str, activation: torch.Tensor) -> tuple:
+    """``"cells"`` / ``"channels"`` / ``"grid:K"`` (the layer's cells grouped into K x K blocks) -> the
+    arguments of :func:`layer_players`."""
+    kind, sep, num = spec.partition(":")
+    if not sep:
+        return (spec,)
+    if kind not in ("grid", "cells"):
+        raise ValueError(f"players={spec!r}: at a layer give 'cells', 'channels' or 'grid:K' (K x K blocks of cells)")
+    try:
+        k = int(num)
+    except ValueError:
+        raise ValueError(f"players={spec!r}: {num!r} is not a whole number of blocks per side") from None
+    spatial = tuple(activation.shape[2:])
+    if activation.dim() < 3:
+        raise ValueError(f"players={spec!r}: the layer's activation {tuple(activation.shape)} has no spatial cells "
+                         "to group; use 'cells' (one player per unit)")
+    if k < 1 or any(k > s for s in spatial):
+        raise ValueError(f"players={spec!r}: the layer has {'x'.join(map(str, spatial))} cells; K must be 1.."
+                         f"{min(spatial)}")
+    return "cells", k
+
+
 def default_players(x: torch.Tensor, at_layer: bool = False) -> torch.Tensor:
     """Tables: one player per feature. Images: a 4 x 4 grid (16 players); series 16 segments; volumes 2x2x2.
     Layer activations: one player per spatial cell (or per unit of a dense layer)."""
@@ -314,7 +337,7 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
         if not at_layer:
             raise ValueError(f"players={players!r} is only for layer games (layer=...); at the input give a label "
                              "tensor, e.g. ak.grid(x, 4), ak.superpixels(x, 50) or ak.features(x)")
-        players = layer_players(x, players)
+        players = layer_players(x, *_layer_spec(players, x))
     if isinstance(players, Players):
         players = players.labels
     if not isinstance(players, torch.Tensor):

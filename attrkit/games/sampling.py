@@ -65,10 +65,10 @@ def position_means(l: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
 @register("shapley_sampling", family="game", gradients=False, layer="optional", players=True, baseline=True,
           sampled=True, summary="Shapley values by antithetic permutation sampling (stratified), with std errors; "
                                 "n_samples = model evaluations, not permutations",
-          reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022")
+          reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022", error="std_err")
 def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
                      tolerance: float | None = None, batch_permutations: int = 16, all_classes: bool = False,
-                     spread: str = "share", head_only: bool | None = None,
+                     spread: str = "value", head_only: bool | None = None,
                      local: bool | None = None) -> Result:
     """Shapley values from ``n_samples`` model evaluations per sample (see the module docstring).
 
@@ -82,6 +82,8 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
     per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
     insists; :mod:`attrkit.games.local`).
+    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
+    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("n_samples", n_samples)
     check_int("batch_permutations", batch_permutations)

@@ -72,7 +72,7 @@ def _segments(ls: list[int], block: int):
           summary="exact Shapley values from all 2^l coalitions (Theorem 2.32, O(l 2^l))",
           reference="Shapley 1953; thesis Theorem 2.32")
 def shapley(problem: Problem, players=None, masker=None, baseline=None, max_players: int = MAX_PLAYERS,
-            all_classes: bool = False, spread: str = "share", head_only: bool | None = None,
+            all_classes: bool = False, spread: str = "value", head_only: bool | None = None,
             local: bool | None = None) -> Result:
     """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample).
 
@@ -82,6 +82,8 @@ def shapley(problem: Problem, players=None, masker=None, baseline=None, max_play
     ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
     per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
     insists; :mod:`attrkit.games.local`).
+    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
+    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("max_players", max_players)
     share = check_spread(spread)

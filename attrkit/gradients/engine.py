@@ -9,15 +9,18 @@ activation space, as in layer Integrated Gradients).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from ..core.problem import Problem
 from ..core.tokens import value_dtype
 
 Plan = Callable[[torch.Tensor, torch.Tensor], tuple]
+_NOT_DIFFERENTIABLE = re.compile(r"does not require grad|grad_fn|derivative for .* is not implemented|"
+                                 r"not differentiable|not have been used in the graph")
 
 
 def _no_grad_error(detail: str = "") -> ValueError:
@@ -48,8 +51,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     step = problem.chunk(grad=True)
     use_tap = where == "layer" or grad_at == "layer"
     tap_ctx = problem.tap() if use_tap else None
-    bar = tqdm(total=total, desc=desc, unit="pt", disable=(not problem.progress) if problem.progress is not None
-               else True, leave=False)
+    bar = progress_bar(total, desc, problem.progress)
     bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
     found = None if scores is None else torch.empty(total, dtype=scores.dtype, device=x.device)   # one copy at the end
     try:
@@ -84,7 +86,9 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     raise _no_grad_error()
                 try:
                     (grad,) = torch.autograd.grad(score.sum(), wrt, allow_unused=True)
-                except RuntimeError as e:
+                except RuntimeError as e:    # autograd's "not differentiable" messages; the model's own errors pass
+                    if not _NOT_DIFFERENTIABLE.search(str(e)):
+                        raise
                     raise _no_grad_error(f" ({e})") from None
             if grad is None:
                 raise _no_grad_error()

@@ -70,7 +70,7 @@ def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, sam
     return acc * diff[samples], n
 
 
-@register("integrated_gradients", family="gradient", baseline=True,
+@register("integrated_gradients", family="gradient", baseline=True, error="completeness_gap",
           summary="path integral of gradients from a baseline (completeness gap reported; adaptive with tolerance)",
           reference="Sundararajan, Taly & Yan 2017")
 def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None = None, rule: str | None = None,

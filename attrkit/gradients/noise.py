@@ -141,7 +141,7 @@ def _make(kind: str, summary: str, ref: str):
         return with_noise(problem, base, n_samples, noise_level, kind, noise_std, perturbations, **base_options)
     method.__name__ = kind
     method.__doc__ = f"{summary} ({ref}); ``base=`` names the gradient method it wraps."
-    register(kind, family="gradient", sampled=True, summary=summary, reference=ref)(method)
+    register(kind, family="gradient", sampled=True, summary=summary, reference=ref, error="std_err")(method)
     return method
 
 

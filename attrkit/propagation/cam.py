@@ -14,7 +14,10 @@ gradients ``G`` at the layer (from the gradient engine), and the finish (optiona
   (class-agnostic; sign chosen so the larger magnitude is positive);
 - Guided Grad-CAM: Grad-CAM upsampled to the input times Guided Backpropagation.
 
-Maps stay at the layer's resolution; ``Attribution.heatmap()`` resizes them to the input.
+Maps stay at the layer's resolution; ``Attribution.heatmap()`` resizes them to the input. Token layers of vision
+transformers ``[N, 1 + h*w, D]`` and channels-last maps ``[N, H, W, C]`` are read as ``[N, C, h, w]`` (class and
+register tokens dropped; :mod:`attrkit.core.token_grid`; ``reshape=`` overrides). The automatic layer is the output
+of the model's last stage (:mod:`attrkit.core.auto_layer`; ``info["layer_choice"]`` says which and why).
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.auto_layer import LayerChoice, choose_layer
 from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
+from ..core.token_grid import GridView, read_grid
 from ..gradients.engine import gradient_sum
 from ..registry import register
 from .guided import relu_rule_gradient
@@ -56,12 +61,28 @@ def last_conv(model) -> tuple[str, nn.Module]:
     return name, conv
 
 
-def layer_activations(problem: Problem) -> torch.Tensor:
-    acts = problem.activation(problem.inputs)
-    if acts.dim() < 3:
+def default_cam_layer(model, x: torch.Tensor, forward=None, input_layout=None) -> LayerChoice:
+    """The automatic CAM layer: the output of the model's last stage (see :mod:`attrkit.core.auto_layer`)."""
+    return choose_layer(model, x, forward, "a CAM method", input_layout)
+
+
+def layer_maps(problem: Problem, reshape=None) -> tuple[torch.Tensor, GridView, torch.Tensor]:
+    """``(raw, view, maps)``: the layer's output, how it reads as a map, and the map ``[N, C, *grid]``."""
+    raw = problem.activation(problem.inputs)
+    if raw.dim() < 3:
         raise ValueError(f"CAM methods need a layer output [N, channels, *spatial]; layer {problem.layer_name!r} "
-                         f"gives {tuple(acts.shape)} — choose a convolutional layer")
-    return acts
+                         f"gives {tuple(raw.shape)} — choose a convolutional layer or a token block")
+    view = read_grid(problem.model, problem.inputs, tuple(raw.shape), problem.layer, problem.layer_name, reshape,
+                     problem.layout)
+    return raw, view, view.maps(raw)
+
+
+def layer_activations(problem: Problem, reshape=None) -> torch.Tensor:
+    return layer_maps(problem, reshape)[2]
+
+
+def grid_info(view: GridView) -> dict:
+    return {} if view.layout == "channels_first" else {"layer_grid": view.describe()}
 
 
 def layer_gradients(problem: Problem, acts: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -95,10 +116,10 @@ def finish(maps: torch.Tensor, relu: bool, info: dict) -> Result:
     return Result(maps, info)
 
 
-def gradient_cam(problem: Problem, combine, relu: bool) -> Result:
-    acts = layer_activations(problem)
-    grads, n = layer_gradients(problem, acts)
-    return finish(combine(acts, grads), relu, {"n_evals": n + problem.n})
+def gradient_cam(problem: Problem, combine, relu: bool, reshape=None) -> Result:
+    raw, view, acts = layer_maps(problem, reshape)
+    grads, n = layer_gradients(problem, raw)
+    return finish(combine(acts, view.maps(grads)), relu, {"n_evals": n + problem.n, **grid_info(view)})
 
 
 # -------------------------------------------------------------------------------- combinations
@@ -141,11 +162,12 @@ def eigen_map(acts: torch.Tensor) -> torch.Tensor:
 
 
 def _cam(name: str, combine, summary: str, reference: str):
-    def method(problem: Problem, relu: bool = True) -> Result:
-        return gradient_cam(problem, combine, relu)
+    def method(problem: Problem, relu: bool = True, reshape=None) -> Result:
+        return gradient_cam(problem, combine, relu, reshape)
     method.__name__ = name
-    method.__doc__ = f"{summary} ({reference}). ``relu=False`` keeps the signed map. Output ``[N, 1, *layer]``."
-    method.default_layer = last_conv
+    method.__doc__ = f"{summary} ({reference}). ``relu=False`` keeps the signed map; ``reshape=`` reads the " \
+                     "layer's layout (see attrkit.core.token_grid). Output ``[N, 1, *grid]``."
+    method.default_layer = default_cam_layer
     register(name, family="cam", summary=summary, layer="required", reference=reference)(method)
     return method
 
@@ -164,24 +186,24 @@ xgrad_cam = _cam("xgrad_cam", xgrad_cam_map, "XGrad-CAM: activation-normalised g
 
 @register("eigen_cam", family="cam", summary="first principal component of the layer activations (class-agnostic)",
           layer="required", gradients=False, reference="Muhammad & Yeasin 2020")
-def eigen_cam(problem: Problem, relu: bool = True) -> Result:
+def eigen_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     """Eigen-CAM: the activations projected on their first principal component. Ignores the target."""
-    acts = layer_activations(problem)
-    return finish(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True})
+    _, view, acts = layer_maps(problem, reshape)
+    return finish(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True, **grid_info(view)})
 
 
-eigen_cam.default_layer = last_conv
+eigen_cam.default_layer = default_cam_layer
 
 
 @register("guided_grad_cam", family="cam", summary="Grad-CAM upsampled to the input times Guided Backpropagation",
           layer="required", reference="Selvaraju et al. 2017")
-def guided_grad_cam(problem: Problem, interpolate: str = "bilinear") -> Result:
+def guided_grad_cam(problem: Problem, interpolate: str = "bilinear", reshape=None) -> Result:
     """``guided_backprop(x) * upsample(relu(grad_cam))`` at input resolution; ``interpolate``: "bilinear"
     (linear/trilinear for 1-D/3-D maps, as in the paper) or "nearest" (Captum's default)."""
     if interpolate not in ("bilinear", "nearest"):
         raise ValueError(f"interpolate must be 'bilinear' or 'nearest', got {interpolate!r}")
     x = problem.inputs
-    cam = gradient_cam(problem, grad_cam_map, relu=True)
+    cam = gradient_cam(problem, grad_cam_map, relu=True, reshape=reshape)
     layout = problem.layout
     shapes = [tuple(x.shape)] if layout is None else [(x.shape[0],) + s for s in layout.shapes]
     fits = [len(sh) == cam.values.dim() and len(sh) > 2 for sh in shapes]
@@ -209,4 +231,4 @@ def guided_grad_cam(problem: Problem, interpolate: str = "bilinear") -> Result:
     return Result(layout.pack(parts), info)
 
 
-guided_grad_cam.default_layer = last_conv
+guided_grad_cam.default_layer = default_cam_layer

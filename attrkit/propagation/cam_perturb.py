@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..core.problem import Problem, Result
 from ..registry import register
-from .cam import finish, last_conv, layer_activations, weighted
+from .cam import default_cam_layer, finish, grid_info, layer_maps, weighted
 from .split import tail_after
 
 
 def _bar(problem: Problem, total: int, desc: str):
-    show = bool(problem.progress) if problem.progress is not None else False
-    return tqdm(total=total, desc=desc, unit="row", disable=not show, leave=False)
+    from ..progress import bar
+    return bar(total, desc, problem.progress)
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
@@ -55,13 +54,13 @@ def _masked(problem: Problem, xr: torch.Tensor, maps: torch.Tensor) -> torch.Ten
 
 @register("score_cam", family="cam", summary="channel weights from the scores of inputs masked by each channel",
           layer="required", gradients=False, reference="Wang et al. 2020")
-def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Result:
+def score_cam(problem: Problem, softmax: bool = True, relu: bool = True, reshape=None) -> Result:
     """Score-CAM at the layer; batched masked forward passes (see module docstring)."""
     x = problem.inputs
     shapes = [x.shape] if problem.layout is None else [(x.shape[0],) + s for s in problem.layout.shapes]
     if all(len(sh) < 3 for sh in shapes):
         raise ValueError("score_cam masks the input with upsampled layer maps; it needs inputs [N, C, *spatial]")
-    acts = layer_activations(problem)
+    _, view, acts = layer_maps(problem, reshape)
     n, k = acts.shape[:2]
     if not any(len(sh) == acts.dim() for sh in shapes):
         raise ValueError(f"score_cam needs a layer with as many spatial dimensions as the input; layer gives "
@@ -92,26 +91,27 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True) -> Resu
     bar.close()
     w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)
     info = {"n_evals": problem.n + len(pairs) + len(zero_rows), "channel_weights": w.to(x.dtype),
-            "constant_channels": int((~live).sum())}
+            "constant_channels": int((~live).sum()), **grid_info(view)}
     return finish(weighted(w.to(acts.dtype), acts), relu, info)
 
 
-score_cam.default_layer = last_conv
+score_cam.default_layer = default_cam_layer
 
 
 @register("ablation_cam", family="cam", summary="channel weights = relative score drop when the channel is zeroed",
           layer="required", gradients=False, reference="Desai & Ramaswamy 2020")
-def ablation_cam(problem: Problem, relu: bool = True) -> Result:
-    """Ablation-CAM at the layer; batched ablations, evaluating only the rest of the model when possible."""
+def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
+    """Ablation-CAM at the layer; batched ablations, evaluating only the rest of the model when possible.
+    At a token layer a channel is zeroed on the patch tokens (class/register tokens keep their values)."""
     x = problem.inputs
-    acts = layer_activations(problem)
+    raw, view, acts = layer_maps(problem, reshape)
     n, k = acts.shape[:2]
     rows_all = torch.arange(n)
     y = problem.target(problem.outputs, rows_all).double().to(x.device)
     tail = None
     if problem.layer_name:
         with torch.no_grad():
-            tail = tail_after(problem.model, problem.model_layer_name, acts[:1].clone(), problem.outputs[:1])
+            tail = tail_after(problem.model, problem.model_layer_name, raw[:1].clone(), problem.outputs[:1])
     live = acts.reshape(n, k, -1).ne(0).any(2)              # zeroing an all-zero channel changes nothing
     pairs = live.nonzero()
     pairs_cpu = pairs.cpu()                          # targets read rows on the CPU: one copy, not one per chunk
@@ -127,6 +127,7 @@ def ablation_cam(problem: Problem, relu: bool = True) -> Result:
                 rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
                 a = acts[rows].clone()
                 a[torch.arange(len(rows), device=a.device), ch] = 0
+                a = view.back(a, raw[rows])
                 if tail is not None:
                     out = tail(_layout(a))
                 else:
@@ -142,8 +143,8 @@ def ablation_cam(problem: Problem, relu: bool = True) -> Result:
     denom = torch.where(y >= 0, y.clamp(min=1e-12), y.clamp(max=-1e-12)).unsqueeze(1)   # y = 0: no blow-up
     w = (y.unsqueeze(1) - ablated) / denom
     info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
-            "split": "tail" if tail is not None else "full forward (layer output replaced)"}
+            "split": "tail" if tail is not None else "full forward (layer output replaced)", **grid_info(view)}
     return finish(weighted(w.to(acts.dtype), acts), relu, info)
 
 
-ablation_cam.default_layer = last_conv
+ablation_cam.default_layer = default_cam_layer

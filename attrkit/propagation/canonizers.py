@@ -2,9 +2,14 @@
 
 ``MergeBatchNorm`` folds an eval-mode BatchNorm into the Linear/Conv layer before it (Zennit's canonizer,
 Montavon et al. 2019): ``BN(W a + b) = (s W) a + s (b - mu) + beta`` with ``s = gamma / sqrt(var + eps)``.
-It never touches parameters: while attached, a hook makes the layer return ``s * out + (beta - s mu)`` and the
-BatchNorm return its input, and rules read the merged weight and bias from ``params``. The model's function is
-unchanged (up to rounding) during the call and exactly unchanged after it.
+On the traced graph (``canonize(binding)``) it folds every BatchNorm call — module or ``F.batch_norm`` (timm's
+``BatchNormAct2d``) — whose input is the output of a Linear/Conv call used by nothing else; a BatchNorm that
+follows anything else (a concatenation, a pooling, the input) stays an affine layer of its own (``site.kind ==
+"batch_norm"``), to which LRP gives the dense-layer rule. It never touches parameters: the layer's site returns
+``s * out + (beta - s mu)`` and the BatchNorm's site returns its input, and rules read the merged weight and bias
+through ``ctx.params(site)``. ``attach(model)`` does the same with hooks for models torch.fx cannot trace (pairs
+in ``nn.Sequential`` containers only). The model's function is unchanged (up to rounding) during the call and
+exactly unchanged after it. The protocol is documented in ``docs/extending.md``.
 """
 from __future__ import annotations
 
@@ -68,15 +73,83 @@ def _fx_pairs(model: nn.Module, seen: set) -> list:
     return out
 
 
+def _bn_affine(site, args) -> tuple | None:
+    """(scale, shift) of an eval-mode BatchNorm call, or None (training mode, no running statistics)."""
+    bn = site.module
+    if bn is not None:
+        if bn.training or bn.running_mean is None or bn.running_var is None:
+            return None
+        return MergeBatchNorm._affine(bn)
+    return None
+
+
+def _fn_bn_affine(binding, site) -> tuple | None:
+    """(scale, shift) of an ``F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)`` call whose
+    statistics and parameters are attributes of the model (get_attr nodes)."""
+    node = site.node
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    vals = dict(zip(names, node.args))
+    vals.update(node.kwargs)
+
+    def fetch(v):
+        if v is None or not hasattr(v, "op"):
+            return v
+        if v.op != "get_attr":
+            raise LookupError
+        obj = binding.model
+        for part in v.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    try:
+        mean, var = fetch(vals.get("running_mean")), fetch(vals.get("running_var"))
+        w, b = fetch(vals.get("weight")), fetch(vals.get("bias"))
+    except (LookupError, AttributeError):
+        return None
+    if vals.get("training") is not False or mean is None or var is None:
+        return None
+    eps = float(vals.get("eps", 1e-5))
+    var, mean = var.detach(), mean.detach()
+    scale = (w.detach() if w is not None else torch.ones_like(var)) / torch.sqrt(var + eps)
+    return scale, (b.detach() if b is not None else torch.zeros_like(mean)) - mean * scale
+
+
 class MergeBatchNorm:
     """Canonizer for :class:`~attrkit.propagation.composites.Composite` (see module docstring)."""
 
     def __init__(self):
         self.params: dict = {}
         self.pairs: list = []
+        self.unmerged: list = []     # names of BatchNorm calls that stay layers of their own (graph binding)
+        self.note: str | None = None
+
+    def canonize(self, binding) -> None:
+        """Fold each BatchNorm call into the Linear/Conv call that alone feeds it (graph binding)."""
+        self.pairs, self.unmerged, self.note = [], [], None
+        uses: dict = {}
+        for s in binding.order:
+            if s.module is not None:
+                uses[s.module] = uses.get(s.module, 0) + 1
+        for site in binding.order:
+            if site.kind != "batch_norm":
+                continue
+            affine = _bn_affine(site, ()) if site.module is not None else _fn_bn_affine(binding, site)
+            src = binding.producer(site)
+            ok = (affine is not None and src is not None and src.kind in ("linear", "conv") and src.post is None
+                  and len(src.node.users) == 1 and uses.get(src.module) == 1
+                  and src.module.weight.shape[0] == affine[0].numel())
+            if ok:
+                src.post, site.skip = affine, True
+                self.pairs.append((src, site))
+            else:
+                self.unmerged.append(site.name)
 
     def attach(self, model: nn.Module) -> list:
-        self.pairs = find_linear_batchnorm_pairs(model)
+        """Hook fallback (untraceable models): fold the pairs found in ``nn.Sequential`` containers."""
+        self.pairs, self.unmerged = find_linear_batchnorm_pairs(model), []
+        paired = {bn for _, bn in self.pairs}
+        names = {m: n for n, m in model.named_modules()}
+        self.unmerged = [names[m] for m in model.modules() if isinstance(m, _BN) and m not in paired]
         handles = []
         for layer, bn in self.pairs:
             scale, shift = self._affine(bn)
@@ -103,11 +176,12 @@ class MergeBatchNorm:
         return hook
 
     def verify(self, trace) -> None:
-        """Refuse a merge when the layer and its BatchNorm are not called equally often."""
+        """Hook fallback: refuse a merge when the layer and its BatchNorm are not called equally often."""
         for layer, bn in self.pairs:
             if trace.calls[layer] != trace.calls[bn]:
                 raise ValueError("cannot fold a BatchNorm into the layer before it: the layer is also used "
                                  "without it; pass canonize=False")
 
     def merged(self, names: dict) -> list[str]:
-        return [f"{names.get(bn, '?')} -> {names.get(layer, '?')}" for layer, bn in self.pairs]
+        show = lambda m: m.name if hasattr(m, "kind") else names.get(m, "?")
+        return [f"{show(bn)} -> {show(layer)}" for layer, bn in self.pairs]

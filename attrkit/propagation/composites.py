@@ -1,16 +1,18 @@
-"""``Composite``: backward rules for the duration of one call, registered as hooks and always removed.
+"""``Composite``: backward rules for the duration of one call, bound to call sites and always removed.
 
-The shape follows Zennit: a composite maps modules to rules, registers one forward hook per rule on enter and
-removes every hook on exit (also when the block raised). Before the rules are attached, one forward pass on a
-single example (no gradients) checks that the rules can see what they need: a rule on a module type is refused
-when the model calls that operation as a function (``F.relu``, ``torch.relu``, ``x.relu()``), which no module
-hook can see, or calls one rule-carrying module twice per forward pass. ``modified_gradient`` runs the gradient
-engine (:func:`attrkit.gradients.engine.gradient_sum`) under a composite.
+The shape follows Zennit (a composite maps what it finds to rules; everything is undone on exit, also when the
+block raised), but rules are bound to *call sites* of the traced graph (:mod:`attrkit.propagation.graph`): each
+call of a reused module and each functional activation (``F.relu``, ``x.relu()``, ``torch.sigmoid``, ``F.gelu``,
+``F.silu``, ``F.hardswish`` ...) gets its own rule, and :func:`modified_gradient` runs the gradient engine on a
+:class:`~attrkit.propagation.graph.GraphRunner` of the model. Where torch.fx cannot trace the model, rules fall
+back to forward hooks on modules; then a functional call or a second call of a rule-carrying module is refused
+with the untraceable operation named. ``nn.DataParallel`` / ``DistributedDataParallel`` are unwrapped (warning).
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import torch
@@ -20,23 +22,25 @@ from torch.overrides import TorchFunctionMode
 from ..core.modules import require_hooks
 from ..core.problem import Problem
 from ..gradients.engine import gradient_sum
-from .rules import Rule
+from .graph import GraphRunner, Site, Untraceable, bind, module_kind
 
 __all__ = ["Composite", "Trace", "modified_gradient", "MODULE_KINDS"]
 
-# module type -> the torch function its forward calls (what a TorchFunctionMode sees)
+# module type -> the torch function its forward calls (what a TorchFunctionMode sees; hook fallback only)
 MODULE_KINDS: dict[type, str] = {
     nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.GELU: "gelu", nn.SiLU: "silu",
-    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Softplus: "softplus",
+    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Softplus: "softplus", nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
     nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d",
     nn.MaxPool1d: "max_pool1d", nn.MaxPool2d: "max_pool2d", nn.MaxPool3d: "max_pool3d",
 }
-_FUNCTION_NAMES = {"relu": "torch.relu / F.relu / Tensor.relu", "linear": "F.linear", "conv1d": "F.conv1d",
-                   "conv2d": "F.conv2d", "conv3d": "F.conv3d", "max_pool1d": "F.max_pool1d",
-                   "max_pool2d": "F.max_pool2d", "max_pool3d": "F.max_pool3d"}
-_MODULE_NAMES = {"relu": "nn.ReLU()", "linear": "nn.Linear", "conv1d": "nn.Conv1d", "conv2d": "nn.Conv2d",
-                 "conv3d": "nn.Conv3d", "max_pool1d": "nn.MaxPool1d", "max_pool2d": "nn.MaxPool2d",
-                 "max_pool3d": "nn.MaxPool3d", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()"}
+_FUNCTION_NAMES = {"relu": "torch.relu / F.relu / Tensor.relu", "sigmoid": "torch.sigmoid / Tensor.sigmoid",
+                   "tanh": "torch.tanh / Tensor.tanh"}
+_MODULE_NAMES = {"relu": "nn.ReLU()", "leaky_relu": "nn.LeakyReLU()", "elu": "nn.ELU()", "gelu": "nn.GELU()",
+                 "silu": "nn.SiLU()", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()", "softplus": "nn.Softplus()",
+                 "hardswish": "nn.Hardswish()", "hardsigmoid": "nn.Hardsigmoid()", "mish": "nn.Mish()",
+                 "linear": "nn.Linear", "conv1d": "nn.Conv1d", "conv2d": "nn.Conv2d", "conv3d": "nn.Conv3d",
+                 "max_pool1d": "nn.MaxPool1d", "max_pool2d": "nn.MaxPool2d", "max_pool3d": "nn.MaxPool3d"}
 
 
 def kind_of(module: nn.Module) -> str | None:
@@ -110,25 +114,53 @@ def trace_forward(model: nn.Module, example: torch.Tensor) -> Trace:
     return tr
 
 
+def unwrap_parallel(model):
+    """``model.module`` for ``nn.DataParallel`` / ``DistributedDataParallel`` (with a warning), else ``model``."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        warnings.warn(f"attrkit: the model is wrapped in {type(model).__name__}; modified backward rules are bound "
+                      "to its .module (the same function, run on one device)", stacklevel=3)
+        return model.module
+    return model
+
+
+class _Hooked:
+    """What an untraceable model offers rules: its leaf modules in call order, as sites."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.order = [Site(n, module_kind(m) or "", module=m) for n, m in trace.order]
+
+    def first(self, kinds):
+        return next((s for s in self.order if s.kind in kinds), None)
+
+    def kinds(self):
+        return {s.kind for s in self.order}
+
+
 class Composite:
     """Rules attached for one block: ``with Composite(model, assign, ...) as ctx: ...``.
 
-    assign(trace) -> {module: Rule}: chooses the rules, given the observed forward pass (call order tells which
-    layer is first). canonizers: objects with ``attach(model, ctx) -> handles`` and ``params``
-    (module -> merged (weight, bias)). needs: kinds (e.g. "relu") the rules need as modules: functional calls of
-    them are refused. unique: module types that may be called only once per forward pass.
-    ``ctx.rows`` / ``ctx.n`` tell rules which samples the current batch holds.
+    assign(binding) -> {site: Rule}: chooses a rule per call site (``binding.order``: sites in execution order,
+    each with ``kind``, ``module``, ``name``; ``binding.first(kinds)``). canonizers: see ``docs/extending.md``
+    (``canonize(binding)`` on the graph; ``attach(model)``/``params``/``verify(trace)`` for the hook fallback).
+    needs: kinds (e.g. "relu") the rules need to see; on the hook fallback their functional calls are refused.
+    unique: module types that may be called only once per forward pass on the hook fallback. layer: a module to
+    keep whole in the graph (the explained layer). ``ctx.rows`` / ``ctx.n`` tell rules which samples the current
+    batch holds; ``ctx.binding`` is ``"graph"`` or ``"module hooks (...)"``.
     """
 
-    def __init__(self, model: nn.Module, assign: Callable[[Trace], dict], *, example: torch.Tensor,
-                 canonizers: Iterable = (), needs: Iterable[str] = (), unique: tuple = (), method: str = "this method"):
+    def __init__(self, model: nn.Module, assign: Callable, *, example: torch.Tensor, canonizers: Iterable = (),
+                 needs: Iterable[str] = (), unique: tuple = (), method: str = "this method", layer=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{method} attaches rules to the model's layers; the model must be a torch.nn.Module, "
                             f"got {type(model).__name__}")
         self.model, self.assign, self.example = model, assign, example
         self.canonizers, self.needs, self.unique, self.method = list(canonizers), set(needs), unique, method
-        self.rules: dict[nn.Module, Rule] = {}
-        self.trace: Trace | None = None
+        self.layer = layer
+        self.rules: dict = {}
+        self.trace = None            # the Binding (graph) or _Hooked (fallback) the rules were chosen from
+        self.binding = None
+        self.runner = None
         self.rows: torch.Tensor | None = None
         self.n = int(example.shape[0])
         self._handles: list = []
@@ -137,24 +169,34 @@ class Composite:
         self._merged: dict = {}
 
     # ------------------------------------------------------------------ what rules ask
-    def params(self, module: nn.Module) -> tuple:
+    def params(self, site) -> tuple:
         """The layer's weight and bias, detached (BatchNorm folded in when a canonizer merged it)."""
+        module = getattr(site, "module", site)
+        if getattr(site, "post", None) is not None:
+            scale, shift = site.post
+            w = module.weight.detach()
+            b = module.bias.detach() if module.bias is not None else torch.zeros_like(scale)
+            return w * scale.view((-1,) + (1,) * (w.dim() - 1)), b * scale + shift
         if module in self._merged:
             return self._merged[module]
         bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
         return module.weight.detach(), bias
 
-    def check_input_layer(self, module: nn.Module, x: torch.Tensor, rule: str) -> None:
+    def check_input_layer(self, site, x: torch.Tensor, rule: str) -> None:
         if x is not self._model_input:
-            name = dict((m, n) for n, m in self.model.named_modules()).get(module, type(module).__name__)
-            raise ValueError(f"the {rule!r} rule is an input-layer rule, but layer {name!r} does not receive the "
-                             "model's input unchanged (something runs before it, or it is called twice); apply "
-                             "it only to the first layer of a model that starts with that layer, or choose "
-                             "another first-layer rule")
+            raise ValueError(f"the {rule!r} rule is an input-layer rule, but layer {getattr(site, 'name', '?')!r} "
+                             "does not receive the model's input unchanged (something runs before it, or it is "
+                             "called twice); apply it only to the first layer of a model that starts with that "
+                             "layer, or choose another first-layer rule")
 
     def names(self) -> dict:
-        names = {m: n for n, m in self.model.named_modules()}
-        return {names.get(m, "?"): repr(r) for m, r in self.rules.items()}
+        return {s.name: repr(r) for s, r in self.rules.items()}
+
+    def view(self, problem: Problem) -> Problem:
+        """``problem`` with the model replaced by the graph runner (unchanged on the hook fallback)."""
+        if self.runner is None:
+            return problem
+        return replace(problem, model=self.runner)
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> "Composite":
@@ -169,23 +211,67 @@ class Composite:
     def __exit__(self, *exc) -> None:
         self._detach()
 
+    def _inner(self):
+        from ..core.adapter import ModelAdapter
+        outer = self.model
+        inner = outer.model if isinstance(outer, ModelAdapter) else outer
+        return outer, inner
+
     def _attach(self) -> None:
+        from ..core.adapter import ModelAdapter
+        outer, inner = self._inner()
+        inner = unwrap_parallel(inner)
+        try:
+            binding = bind(inner, leaves=[self.layer] if self.layer is not None else [])
+        except Untraceable as exc:
+            self.binding = f"module hooks (torch.fx cannot trace the model: {exc})"
+            self._untraceable = str(exc)
+            return self._attach_hooks(inner)
+        self.binding = "graph"
         for can in self.canonizers:
-            self._handles += can.attach(self.model)
+            if not hasattr(can, "canonize"):
+                raise TypeError(f"canonizer {type(can).__name__} has no canonize(binding) method; see "
+                                "docs/extending.md for the canonizer protocol")
+            can.canonize(binding)
+        self.trace = binding
+        self.rules = {s: r for s, r in dict(self.assign(binding)).items() if r is not None
+                      and (self.layer is None or s.module is not self.layer)}   # the explained layer is tapped
+        for site, rule in self.rules.items():
+            site.rule = rule
+            if getattr(site.module, "inplace", False):
+                self._inplace.append(site.module)
+                site.module.inplace = False
+        runner = GraphRunner(binding, self)
+        self._handles.append(runner.register_forward_pre_hook(self._remember_input))
+        self.runner = runner if not isinstance(outer, ModelAdapter) else \
+            ModelAdapter(runner, outer.layout, outer.n, outer.forward_args, outer.forward_kwargs, outer.select)
+        self._sites = list(binding.order)
+
+    def _attach_hooks(self, inner) -> None:
+        for can in self.canonizers:
+            if not hasattr(can, "attach"):
+                raise ValueError(f"canonizer {type(can).__name__} works on the traced graph, and torch.fx cannot "
+                                 f"trace this model ({self._untraceable}); make the model traceable or leave the "
+                                 "canonizer out")
+            self._handles += can.attach(inner)
             self._merged.update(can.params)
-        self._handles.append(self.model.register_forward_pre_hook(self._remember_input))
+        self._handles.append(inner.register_forward_pre_hook(self._remember_input))
         from ..core.adapter import rows_of
         with rows_of(self.model, torch.arange(self.example.shape[0])):
-            self.trace = trace_forward(self.model, self.example)
-        self._check(self.trace)
+            trace = trace_forward(self.model, self.example)
+        self._check(trace)
         for can in self.canonizers:
-            can.verify(self.trace)
-        self.rules = dict(self.assign(self.trace))
-        for module, rule in self.rules.items():
+            can.verify(trace)
+        hooked = _Hooked(trace)
+        self.trace = hooked
+        self.rules = {s: r for s, r in dict(self.assign(hooked)).items() if r is not None}
+        for site, rule in self.rules.items():
+            module = site.module
             if getattr(module, "inplace", False):
                 self._inplace.append(module)
                 module.inplace = False
-            self._handles.append(module.register_forward_hook(self._hook(rule)))
+            self._handles.append(module.register_forward_hook(self._hook(site, rule)))
+        self._sites = list(hooked.order)
 
     def _detach(self) -> None:
         while self._handles:
@@ -193,36 +279,40 @@ class Composite:
         while self._inplace:
             self._inplace.pop().inplace = True
         for can in self.canonizers:
-            can.params.clear()
-        self._merged, self._model_input, self.rows = {}, None, None
+            getattr(can, "params", {}).clear()
+        for s in getattr(self, "_sites", []):
+            s.rule = None
+        self._merged, self._model_input, self.rows, self.runner = {}, None, None, None
 
     def _remember_input(self, module, args):
         self._model_input = args[0] if args else None
 
-    def _hook(self, rule: Rule):
+    def _hook(self, site: Site, rule):
         def hook(module, args, output):
             if rule.needs_grad and not (torch.is_grad_enabled() and isinstance(output, torch.Tensor)
                                         and output.requires_grad):
                 return None
-            return rule.forward(module, args, output, self)
+            return rule.forward(site, args, output, self)
         return hook
 
     def _check(self, tr: Trace) -> None:
+        why = f"torch.fx cannot trace the model ({self._untraceable}), so {self.method} binds its rules with " \
+              "module hooks"
         for kind in sorted(self.needs):
             if tr.functional.get(kind):
-                fn = _FUNCTION_NAMES.get(kind, f"torch.{kind}")
-                mod = _MODULE_NAMES.get(kind, "a module")
+                fn = _FUNCTION_NAMES.get(kind, f"F.{kind}")
+                mod = _MODULE_NAMES[kind]
                 raise ValueError(
-                    f"the model calls {kind} {tr.functional[kind]} time(s) as a function ({fn}) rather than "
-                    f"through a module; {self.method} applies its rule with a hook on each {mod} module and would "
-                    f"silently skip those calls — use a separate {mod} module for each call")
+                    f"the model calls {kind} {tr.functional[kind]} time(s) as a function ({fn}); {why}, which "
+                    f"cannot see those calls — make the model traceable by torch.fx, or call a {mod} module "
+                    "(one per use) instead")
         names = {m: n for n, m in self.model.named_modules()}
         for module, count in tr.calls.items():
             if count > 1 and self.unique and isinstance(module, self.unique):
                 raise ValueError(
                     f"module {names.get(module, '?')!r} ({type(module).__name__}) is called {count} times in one "
-                    f"forward pass; {self.method} attaches one rule per module use — give each use its own "
-                    f"{type(module).__name__} module")
+                    f"forward pass; {why}, one rule per module — make the model traceable by torch.fx, or give "
+                    f"each use its own {type(module).__name__} module")
 
 
 def modified_gradient(problem: Problem, composite: Composite, before: Callable | None = None,
@@ -232,6 +322,7 @@ def modified_gradient(problem: Problem, composite: Composite, before: Callable |
     ``before(rows)`` runs before each chunk's forward pass (e.g. DeepLIFT's reference pass). Must be called
     inside ``with composite``. Returns ``(gradient, n_evals)``.
     """
+    problem = composite.view(problem)
     x = problem.inputs
     at_layer = problem.layer is not None
     shape = tuple(problem.activation(x[:1]).shape[1:]) if at_layer else tuple(x.shape[1:])

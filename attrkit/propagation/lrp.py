@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch import nn
@@ -20,14 +21,12 @@ from ..core.problem import Problem, Result
 from ..registry import register
 from .canonizers import MergeBatchNorm
 from .composites import Composite, modified_gradient
-from .rules import INPUT_RULES, LRP_RULES, Pass, make_rule
+from .graph import ACTIVATIONS, SOFTMAX
+from .precision import finish, float32_problem
+from .rules import INPUT_RULES, LRP_RULES, Epsilon, Gate, NormIdentity, Pass, Rule, make_rule
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_LAYERS = (nn.Linear,) + _CONV
-# elementwise activations whose "pass" rule differs from the plain gradient (ReLU / LeakyReLU need none)
-_PASS_ACTS = (nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus,
-              nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink)
-_NEEDS = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "elu", "gelu", "silu", "softplus")
+_NEEDS = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "elu", "gelu", "silu", "softplus", "hardswish",
+          "hardsigmoid", "mish")
 
 # name -> (dense rule, conv rule, first-layer rule)
 COMPOSITES = {
@@ -40,52 +39,105 @@ COMPOSITES = {
 }
 
 
-def lrp_rules(composite: str | None, rule: str | None, first: str | None, params: dict):
-    """(dense rule, conv rule, first rule or None) built from the options."""
+def _as_rule(spec, params: dict, what: str):
+    if isinstance(spec, Rule):
+        return spec
+    if isinstance(spec, str):
+        return make_rule(spec, **params)
+    raise TypeError(f"{what} must be a rule name ({', '.join(LRP_RULES)}) or an attrkit.propagation.Rule object, "
+                    f"got {type(spec).__name__}")
+
+
+def lrp_rules(composite, rule, first, params: dict):
+    """(dense rule, conv rule, first rule or None, overrides) built from the options.
+
+    ``composite``: a name of :data:`COMPOSITES`, or a user composite — a dict mapping ``"linear"``, ``"conv"``,
+    ``"first"`` (the first Linear/Conv call), any other site kind (``"gelu"``, ``"batch_norm"``, ``"mul"`` ...)
+    or a site name (``"layer1.0.relu#2"``) to a Rule object or rule name, or a callable ``site -> Rule | None``
+    (None: the default rule). ``rule``: one rule name or Rule object for every Linear/Conv call."""
     if rule is not None and composite is not None:
         raise ValueError("give either rule= (one rule for every layer) or composite= (a named mapping), not both")
+    overrides = None
     if rule is not None:
-        if rule in INPUT_RULES:
+        if isinstance(rule, str) and rule in INPUT_RULES:
             raise ValueError(f"rule {rule!r} is meant for the first layer only; pass first={rule!r} with another "
                              "rule (or a composite) for the other layers")
-        dense = conv = make_rule(rule, **params)
+        dense = conv = _as_rule(rule, params, "rule")
         first_rule = None
+    elif isinstance(composite, dict) or callable(composite):
+        dn, cn = (composite.get("linear", "epsilon"), composite.get("conv", "zplus")) if isinstance(composite, dict) \
+            else ("epsilon", "zplus")
+        dense, conv = _as_rule(dn, params, "composite['linear']"), _as_rule(cn, params, "composite['conv']")
+        fr = composite.get("first") if isinstance(composite, dict) else None
+        first_rule = _as_rule(fr, params, "composite['first']") if fr is not None else None
+        if isinstance(composite, dict):
+            overrides = {k: _as_rule(v, params, f"composite[{k!r}]") for k, v in composite.items()
+                         if k not in ("linear", "conv", "first")}
+        else:
+            overrides = composite
     else:
         name = composite or "epsilon_plus"
         if name not in COMPOSITES:
-            raise ValueError(f"unknown LRP composite {name!r}; choose from {', '.join(COMPOSITES)}")
+            raise ValueError(f"unknown LRP composite {name!r}; choose from {', '.join(COMPOSITES)}, or give a dict "
+                             "{kind or layer name: rule} (see docs/extending.md)")
         (dn, dp), (cn, cp), fr = COMPOSITES[name]
         dense = make_rule(dn, **{**params, **dp})
         conv = make_rule(cn, **{**params, **cp})
         first_rule = make_rule(fr[0], **{**params, **fr[1]}) if fr else None
     if first is not None:
-        if first not in LRP_RULES:
+        if isinstance(first, str) and first not in LRP_RULES:
             raise ValueError(f"unknown first-layer rule {first!r}; choose from {', '.join(LRP_RULES)}")
-        first_rule = make_rule(first, **params)
-    return dense, conv, first_rule
+        first_rule = _as_rule(first, params, "first")
+    return dense, conv, first_rule, overrides
 
 
-def lrp_composite(problem: Problem, dense, conv, first_rule, canonize: bool, stabilizer: float) -> Composite:
-    canon = MergeBatchNorm() if canonize else None
-    pass_rule = Pass(stabilizer)
+_PASS_KINDS = (ACTIVATIONS - {"relu", "leaky_relu", "prelu"}) | SOFTMAX
 
-    def assign(trace):
-        merged = {bn for _, bn in canon.pairs} if canon else set()
-        first = trace.first(_LAYERS) if first_rule is not None else None
+
+def lrp_composite(problem: Problem, dense, conv, first_rule, canonize: bool, stabilizer: float, canonizers=None,
+                  rules=None) -> Composite:
+    """Rules per call site: ``first_rule`` on the first Linear/Conv call, ``dense`` / ``conv`` on the others,
+    the pass rule on elementwise activations other than ReLU / LeakyReLU / PReLU (which need none in the signal
+    form) and on softmax, the LN rule on LayerNorm, the gate rule on products of two input-dependent tensors, the
+    dense rule on BatchNorms no canonizer folded. ``rules``: {kind or site name: Rule} overriding these."""
+    canons = list(canonizers) if canonizers is not None else ([MergeBatchNorm()] if canonize else [])
+    pass_rule, ln_rule, gate_rule = Pass(stabilizer), NormIdentity(), Gate()
+    bn_rule = dense if isinstance(dense, Epsilon) else Epsilon(stabilizer)
+    overrides = rules if callable(rules) else dict(rules or {})
+
+    def assign(binding):
+        first = binding.first(("linear", "conv")) if first_rule is not None else None
+        folded = {bn for c in canons for _, bn in getattr(c, "pairs", ())}
         out = {}
-        for _, m in trace.order:
-            if m is first:
-                out[m] = first_rule
-            elif isinstance(m, nn.Linear):
-                out[m] = dense
-            elif isinstance(m, _CONV):
-                out[m] = conv
-            elif isinstance(m, _PASS_ACTS) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in merged):
-                out[m] = pass_rule
+        for s in binding.order:
+            if s.skip or s.module in folded:
+                continue
+            mine = overrides(s) if callable(overrides) else overrides.get(s.name, overrides.get(s.kind))
+            if mine is not None:
+                out[s] = mine
+            elif s is first:
+                out[s] = first_rule
+            elif s.kind == "linear":
+                out[s] = dense
+            elif s.kind == "conv":
+                out[s] = conv
+            elif s.kind in ("linear_fn", "conv_fn"):
+                what = "F.linear" if s.kind == "linear_fn" else "F.conv*d"
+                mod = "nn.Linear" if s.kind == "linear_fn" else "nn.Conv1d/2d/3d"
+                raise ValueError(f"the model calls {what} as a function ({s.name!r}); LRP reads the weights of "
+                                 f"its layer rules from modules — use an {mod} module there")
+            elif s.kind in _PASS_KINDS:
+                out[s] = pass_rule
+            elif s.kind == "layer_norm":
+                out[s] = ln_rule
+            elif s.kind == "mul":
+                out[s] = gate_rule
+            elif s.kind == "batch_norm":        # not folded: an affine layer of its own (graph) / pass (hooks)
+                out[s] = bn_rule if hasattr(binding, "graph") else pass_rule
         return out
 
-    return Composite(problem.model, assign, example=problem.inputs[:1], canonizers=[canon] if canon else [],
-                     needs=_NEEDS, method="lrp")
+    return Composite(problem.model, assign, example=problem.inputs[:1], canonizers=canons,
+                     needs=_NEEDS, method="lrp", layer=problem.layer)
 
 
 def check_lrp_params(params: dict) -> None:
@@ -117,16 +169,20 @@ def check_lrp_params(params: dict) -> None:
 @register("lrp", family="propagation",
           summary="layer-wise relevance propagation: rules epsilon/zplus/alpha_beta/gamma/flat/wsquare/zbox, "
                   "named composites, BatchNorm folded",
-          reference="Bach et al. 2015; Montavon et al. 2017, 2019")
+          reference="Bach et al. 2015; Montavon et al. 2017, 2019", error="completeness_gap")
 def lrp(problem: Problem, composite: str | None = None, rule: str | None = None, first: str | None = None,
         epsilon: float = 1e-6, alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
-        low=None, high=None, stabilizer: float = 1e-6, canonize: bool = True) -> Result:
+        low=None, high=None, stabilizer: float = 1e-6, canonize: bool = True, canonizers=None) -> Result:
     """Relevance at the input (or at ``layer``), summing to the target output for conservative rules.
 
     rule: one rule for every Linear/Conv layer ("epsilon", "zero", "zplus", "alpha_beta", "gamma").
     composite: "epsilon_plus" (default), "epsilon_plus_flat", "epsilon_plus_box", "epsilon_alpha2_beta1",
-    "epsilon_alpha2_beta1_flat", "epsilon_gamma_box". first: rule for the first layer ("flat", "wsquare", "zbox"
-    with ``low``/``high`` input bounds, default each sample's min/max; or any other rule).
+    "epsilon_alpha2_beta1_flat", "epsilon_gamma_box", or a user composite (a dict {"linear" / "conv" / "first" /
+    a site kind / a site name: rule} or a callable site -> rule; see docs/extending.md). first: rule for the first
+    layer ("flat", "wsquare", "zbox" with ``low``/``high`` input bounds, default each sample's min/max; or any
+    other rule). Rules may be names or Rule objects. canonizers: a list replacing the default
+    ``[MergeBatchNorm()]`` (``canonize=False``: none). Rules are bound to call sites of the traced graph (reused
+    modules and functional activations get their own); ``info["binding"]`` says how.
     """
     params = {"epsilon": epsilon, "alpha": alpha, "beta": beta, "gamma": gamma, "low": low, "high": high,
               "stabilizer": stabilizer}
@@ -135,21 +191,33 @@ def lrp(problem: Problem, composite: str | None = None, rule: str | None = None,
         params["beta"] = alpha - 1.0
     elif beta is not None and alpha is None:
         params["alpha"] = beta + 1.0
-    dense, conv, first_rule = lrp_rules(composite, rule, first, params)
-    comp = lrp_composite(problem, dense, conv, first_rule, canonize, stabilizer)
+    dense, conv, first_rule, overrides = lrp_rules(composite, rule, first, params)
+    problem, precision = float32_problem(problem, "lrp")
+    comp = lrp_composite(problem, dense, conv, first_rule, canonize, stabilizer, canonizers, overrides)
     x = problem.inputs
     at_layer = problem.layer is not None
     with comp:
         grad, n = modified_gradient(problem, comp, desc="lrp")
         base = problem.activation(x) if at_layer else x
-        input_rule = getattr(comp.rules.get(comp.trace.first(_LAYERS)), "returns_relevance", False)
+        input_rule = getattr(comp.rules.get(comp.trace.first(("linear", "conv"))), "returns_relevance", False)
         rules = comp.names()
-        merged = comp.canonizers[0].merged({m: k for k, m in problem.model.named_modules()}) if canonize else []
+        names = {m: k for k, m in problem.model.named_modules()}
+        merged = [p for c in comp.canonizers if hasattr(c, "merged") for p in c.merged(names)]
+        unmerged = [p for c in comp.canonizers for p in getattr(c, "unmerged", ())]
+        binding = comp.binding
+    if unmerged and binding != "graph":
+        warnings.warn(f"lrp: {len(unmerged)} BatchNorm layer(s) ({', '.join(unmerged[:3])}"
+                      f"{' ...' if len(unmerged) > 3 else ''}) were not folded into the layer before them and get "
+                      f"the pass rule, because {binding[len('module hooks ('):-1]}; make the model traceable (or "
+                      "put each layer and its BatchNorm in one nn.Sequential) to fold them", stacklevel=2)
     values = grad if (input_rule and not at_layer) else grad * base
     rows = torch.arange(problem.n)
     f_x = problem.target(problem.outputs, rows).detach()
     total = values.reshape(problem.n, -1).sum(1)
     info = {"n_evals": n + 1 + (problem.n if at_layer else 0), "rules": rules, "canonized": merged,
-            "composite": None if rule is not None else (composite or "epsilon_plus"),
-            "relevance_sum": total, "f_x": f_x, "conservation_gap": (total - f_x).abs()}
-    return Result(values, info)
+            "batchnorm_layers": unmerged, "binding": binding,
+            "composite": None if rule is not None else (composite if isinstance(composite, str) or composite is None
+                                                        else "user")
+            or "epsilon_plus",
+            "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs()}
+    return finish(Result(values, info), precision)

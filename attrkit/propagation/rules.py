@@ -1,6 +1,7 @@
 """Backward rules as forward hooks: the forward value is unchanged, the gradient implements the rule.
 
-A rule is a small object whose ``forward(module, inputs, output, ctx)`` returns a tensor equal to ``output``
+A rule is a small object whose ``forward(site, inputs, output, ctx)`` (``site``: one call of an operation, see
+:mod:`attrkit.propagation.graph`; ``site.module`` the module or None) returns a tensor equal to ``output``
 (bit for bit) whose gradient is the rule's modified backward pass. The trick (as in Zennit's gradient
 formulation) is ``surrogate(value, g) = value.detach() + (g - g.detach())``: value of ``value``, gradient of ``g``.
 
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Rule", "surrogate", "stabilize", "GuidedReLU", "DeconvReLU", "Epsilon", "ZPlus", "AlphaBeta",
-           "Gamma", "Flat", "WSquare", "ZBox", "Pass", "make_rule", "LRP_RULES", "INPUT_RULES"]
+           "Gamma", "Flat", "WSquare", "ZBox", "Pass", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
+           "INPUT_RULES"]
 
 
 def surrogate(value: torch.Tensor, grad_of: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,7 @@ class Rule:
     name = "rule"
     needs_grad = True
 
-    def forward(self, module, inputs, output, ctx):  # pragma: no cover - interface
+    def forward(self, site, inputs, output, ctx):  # pragma: no cover - interface
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -59,7 +61,8 @@ class Rule:
 
 # --------------------------------------------------------------------------------- ReLU rules
 class GuidedReLU(Rule):
-    """Guided Backpropagation: ``g_in = relu(g_out) * 1[z > 0]`` (Springenberg et al. 2015)."""
+    """Guided Backpropagation: ``g_in = f'(z) * relu(g_out)`` at a rectifier ``f`` (for ReLU
+    ``relu(g_out) * 1[z > 0]``, Springenberg et al. 2015)."""
     name = "guided_backprop"
 
     def forward(self, module, inputs, output, ctx):
@@ -69,7 +72,7 @@ class GuidedReLU(Rule):
 
 
 class DeconvReLU(Rule):
-    """DeconvNet: ``g_in = relu(g_out)``, ignoring the forward mask (Zeiler & Fergus 2014)."""
+    """DeconvNet: ``g_in = relu(g_out)`` at a rectifier, ignoring the forward pass (Zeiler & Fergus 2014)."""
     name = "deconvnet"
 
     def forward(self, module, inputs, output, ctx):
@@ -82,9 +85,9 @@ class DeconvReLU(Rule):
 class _LinearRule(Rule):
     """Rules on Linear/Conv layers; ``ctx.params(module)`` gives the (canonized) weight and bias."""
 
-    def forward(self, module, inputs, output, ctx):
-        weight, bias = ctx.params(module)
-        return surrogate(output, self.signal(module, inputs[0], output, weight, bias, ctx))
+    def forward(self, site, inputs, output, ctx):
+        weight, bias = ctx.params(site)
+        return surrogate(output, self.signal(site.module, inputs[0], output, weight, bias, ctx))
 
     def signal(self, module, a, z, weight, bias, ctx):  # pragma: no cover - interface
         raise NotImplementedError
@@ -180,9 +183,53 @@ class Pass(Rule):
     def forward(self, module, inputs, output, ctx):
         z = inputs[0]
         if z.shape != output.shape:
-            raise ValueError(f"the pass rule needs an elementwise layer; {type(module).__name__} maps "
+            raise ValueError(f"the pass rule needs an elementwise layer; {module.name} maps "
                              f"{tuple(z.shape)} to {tuple(output.shape)}")
         return surrogate(output, z * (output / stabilize(z, self.stabilizer)).detach())
+
+
+def layer_norm_parts(site, inputs):
+    """``(x, dims, weight, bias, eps)`` of a LayerNorm call (module or ``F.layer_norm``)."""
+    x = inputs[0]
+    shape = site.arg(inputs, 1, "normalized_shape")
+    k = 1 if isinstance(shape, int) else len(shape)
+    return x, tuple(range(-k, 0)), site.arg(inputs, 2, "weight"), site.arg(inputs, 3, "bias"), \
+        float(site.arg(inputs, 4, "eps", 1e-5))
+
+
+class NormIdentity(Rule):
+    """LayerNorm with its standard deviation held constant (the LN rule of Ali et al. 2022): the centring and
+    the affine map are linear, so relevance passes conservatively (less the bias share)."""
+    name = "layer_norm_identity"
+
+    def forward(self, site, inputs, output, ctx):
+        x, dims, w, b, eps = layer_norm_parts(site, inputs)
+        c = x - x.mean(dims, keepdim=True)
+        std = torch.sqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)
+        y = c / std
+        if w is not None:
+            y = y * w.detach()
+        if b is not None:
+            y = y + b.detach()
+        return surrogate(output, y)
+
+
+class Gate(Rule):
+    """A product ``a * g`` of two input-dependent tensors (squeeze-excitation): relevance flows through the
+    signal, the gate is held constant (``R_a = R_out``, ``R_g = 0``). The gate is the operand computed by a
+    sigmoid-like call, else the broadcast (smaller) one; two equal signals share the relevance half and half."""
+    name = "gate"
+
+    def forward(self, site, inputs, output, ctx):
+        a, b = inputs[0], inputs[1]
+        gate = site.gate
+        if gate is None and a.numel() != b.numel():
+            gate = 0 if a.numel() < b.numel() else 1
+        if gate == 1:
+            return surrogate(output, a * b.detach())
+        if gate == 0:
+            return surrogate(output, a.detach() * b)
+        return surrogate(output, 0.5 * (a * b.detach() + a.detach() * b))
 
 
 # ------------------------------------------------------------------------ input-layer rules
@@ -191,9 +238,9 @@ class _InputRule(_LinearRule):
     so the attribution is the gradient itself (not input x gradient)."""
     returns_relevance = True
 
-    def forward(self, module, inputs, output, ctx):
-        ctx.check_input_layer(module, inputs[0], self.name)
-        return super().forward(module, inputs, output, ctx)
+    def forward(self, site, inputs, output, ctx):
+        ctx.check_input_layer(site, inputs[0], self.name)
+        return super().forward(site, inputs, output, ctx)
 
 
 class Flat(_InputRule):

@@ -203,7 +203,7 @@ SCRIPT = r"""
       px[4 * i] = c[0]; px[4 * i + 1] = c[1]; px[4 * i + 2] = c[2]; px[4 * i + 3] = c[3];
     }
     ctx.putImageData(img, 0, 0);
-    var bg = $("background").value, showImg = bg === "grey" || (bg === "auto" && m.at_layer);
+    var bg = $("background").value, showImg = bg === "grey" || (bg === "auto" && (m.at_layer || m.over_grey));
     var bctx = base.getContext("2d");
     bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, w, h);
     var token = ++drawToken;

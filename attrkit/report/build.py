@@ -117,6 +117,10 @@ def _entries(items, class_names, feature_names) -> list[dict]:
         e.setdefault("feature_names", feature_names)
         e.setdefault("sample_names", None)
         a = e["attribution"]
+        if e["class_names"] is None:             # the attribution's own (model.meta["classes"])
+            e["class_names"] = a.class_names
+        if e["feature_names"] is None:
+            e["feature_names"] = a.feature_names
         if a.input_names:            # several inputs: one entry per input
             for name in a.input_names:
                 label = e["label"] or a.method
@@ -176,7 +180,8 @@ def _map(a: Attribution, i: int, sample: int, label, class_names) -> dict:
     if v.kind == "series":
         m = m.reshape(1, -1)
     d: dict[str, Any] = {"sample": sample, "method": label or a.method, "target": v.target_label,
-                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(v.at_layer), "kind": "table" if v.kind == "table"
+                         "layer": a.layer or ("input" if v.kind in ("table", "series") else "pixels"), "at_layer": bool(v.at_layer),
+                         "over_grey": bool(v.over_grey), "kind": "table" if v.kind == "table"
                          else "image", "output": _num(v.output), "prob": _num(v.probability),
                          "edges": None, "raw": None, "lw": None, "lh": None}
     if v.kind == "table":

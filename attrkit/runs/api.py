@@ -24,6 +24,7 @@ class BadRecordsWarning(UserWarning):
 
 class BadRecordsError(ValueError):
     """Raised by ``run(..., strict=True)`` when any record was bad (the run itself is complete on disk)."""
+    exit_status = 3                     # the command line's exit status for it
 
 
 def run(model_factory, dataset, method: str = "integrated_gradients", out=None, *, backend: str = "local",

@@ -1,7 +1,8 @@
 """How a run gets its model: built once per worker from a factory, never shipped with each batch.
 
 A factory is a zero-argument callable (e.g. ``functools.partial(SmallCNN, in_size=32)``), an importable
-``"package.module:function"`` string, or the path of a model file written by ``attrkit.train.save``.
+``"package.module:function"`` string, or the path of a model file (``attrkit.train.save``, a zoo
+``.safetensors`` or TorchScript; read by :func:`attrkit.cli_io.load_model`).
 An ``nn.Module`` instance is accepted too (used as is in-process; copied once to each Ray worker).
 """
 from __future__ import annotations
@@ -58,11 +59,8 @@ class ModelFactory:
         if self.kind == "module":
             model = self.spec
         elif self.kind == "file":
-            try:
-                from ..train import load
-            except ImportError as err:  # pragma: no cover - attrkit.train is part of the package
-                raise ImportError("loading a saved model file needs attrkit.train") from err
-            model = load(self.spec)
+            from ..cli_io import load_model         # attrkit.train.save, zoo safetensors or TorchScript files
+            model = load_model(self.spec)
         else:
             fn = import_object(self.spec) if self.kind == "import" else self.spec
             if not callable(fn):
@@ -95,7 +93,8 @@ def model_id(model, factory: ModelFactory) -> str:
     h = hashlib.blake2b(digest_size=12)
     if isinstance(model, nn.Module):
         cls = f"{type(model).__module__}.{type(model).__qualname__}"
-        for name, t in model.state_dict().items():
+        net = getattr(model, "_script", model)   # a TorchScript model behind attrkit.cli_io.ScriptedModel
+        for name, t in net.state_dict().items():
             a = t.detach().to("cpu").contiguous()
             if a.dtype == torch.bfloat16:
                 a = a.float()

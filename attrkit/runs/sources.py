@@ -82,9 +82,11 @@ class TensorSource(Source):
         self._fp = None
 
     def load(self, start: int, stop: int) -> Batch:
-        idx = np.arange(start, stop)
-        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop]))
-        return Batch(torch.from_numpy(np.array(self.x[start:stop])), idx, self.ids[start:stop], y)
+        ok, errors = _finite_rows([self.x[start:stop]], start, self.ids)
+        idx = np.arange(start, stop)[ok]
+        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop][ok]))
+        x = torch.from_numpy(np.array(self.x[start:stop][ok])) if len(idx) else None
+        return Batch(x, idx, [self.ids[i] for i in idx], y, errors)
 
     def fingerprint(self) -> str:
         if self._fp is None:
@@ -135,10 +137,14 @@ class InputsSource(Source):
         self._fp = None
 
     def load(self, start: int, stop: int) -> Batch:
-        parts = [torch.from_numpy(np.array(a[start:stop])) for a in self.arrays]
+        ok, errors = _finite_rows([a[start:stop] for a in self.arrays], start, self.ids, self.names)
+        idx = np.arange(start, stop)[ok]
+        if not len(idx):
+            return Batch(None, idx, [], None, errors)
+        parts = [torch.from_numpy(np.array(a[start:stop][ok])) for a in self.arrays]
         x = dict(zip(self.names, parts)) if self.names is not None else tuple(parts)
-        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop]))
-        return Batch(x, np.arange(start, stop), self.ids[start:stop], y)
+        y = None if self.y is None else torch.from_numpy(np.array(self.y[start:stop][ok]))
+        return Batch(x, idx, [self.ids[i] for i in idx], y, errors)
 
     def fingerprint(self) -> str:
         if self._fp is None:
@@ -155,6 +161,28 @@ class InputsSource(Source):
     def describe(self) -> dict:
         return {"kind": self.kind, "n": len(self), "names": self.names,
                 "shapes": [list(a.shape[1:]) for a in self.arrays], "dtypes": [a.dtype.str for a in self.arrays]}
+
+
+def _finite_rows(arrays, start: int, ids, names=None) -> tuple[np.ndarray, list]:
+    """(which samples of a block hold only finite values, ``(index, id, reason)`` for the others): a sample
+    with NaN or Inf is a bad record (like a CSV row with one), named and skipped, not the end of the run."""
+    n = arrays[0].shape[0]
+    ok = np.ones(n, dtype=bool)
+    reasons = [[] for _ in range(n)]
+    for k, a in enumerate(arrays):
+        if not np.issubdtype(a.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(a.reshape(n, -1))
+        counts = bad.sum(1)
+        where = "" if len(arrays) == 1 else f"input {names[k] if names else k}: "
+        for i in np.flatnonzero(counts):
+            ok[i] = False
+            nan = int(np.isnan(a.reshape(n, -1)[i]).sum())
+            reasons[i].append(f"{where}{nan} NaN and {int(counts[i]) - nan} infinite value(s) of "
+                              f"{a[i].size}")
+    errors = [(start + i, ids[start + i], "sample holds non-finite values (" + "; ".join(reasons[i]) + ")")
+              for i in np.flatnonzero(~ok)]
+    return ok, errors
 
 
 def _as_numpy(t, what: str) -> np.ndarray:
@@ -223,15 +251,8 @@ class ImageFolderSource(Source):
         return self.shape
 
     def _read(self, rel: str) -> np.ndarray:
-        from PIL import Image
-        with Image.open(self.root / rel) as im:
-            im.load()
-            im = im.convert(self.mode)
-            if self.size is not None and im.size != (self.size[1], self.size[0]):
-                im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32) / 255.0
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        return (a - self.mean[:, None, None]) / self.std[:, None, None]
+        from ..cli_io import read_image               # the one image reader (attrkit explain uses it too)
+        return read_image(self.root / rel, self.mode, self.size, self.mean, self.std)
 
     def load(self, start: int, stop: int) -> Batch:
         _pillow()
@@ -257,11 +278,14 @@ class ImageFolderSource(Source):
         return Batch(x, idx_a, ids, y, errors)
 
     def fingerprint(self) -> str:
-        """Relative paths and file sizes of every image, plus the preprocessing (content is not read)."""
+        """Relative path and content hash of every image, plus the preprocessing. Each file's bytes are hashed
+        once; the digest is cached by path, size and modification time (:mod:`attrkit.runs.hashing`), so a
+        resumed run costs one ``stat`` per image and an edited image is never mixed into it."""
         if self._fp is None:
+            from .hashing import file_digests
             h = hashlib.blake2b(digest_size=16)
-            for rel in self.ids:
-                h.update(f"{rel}\0{(self.root / rel).stat().st_size}\n".encode())
+            for rel, digest in zip(self.ids, file_digests(self.root / rel for rel in self.ids)):
+                h.update(f"{rel}\0{digest}\n".encode())
             h.update(repr((self.size, self.mode, self.mean.tolist(), self.std.tolist())).encode())
             self._fp = h.hexdigest()
         return self._fp

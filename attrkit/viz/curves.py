@@ -183,3 +183,36 @@ def _to_view(m, index, class_names) -> SampleView:
 
 
 __all__ = ["plot_curves", "plot_cascade", "add_colorbar"]
+
+
+def plot_panels(rows: Sequence[Mapping], metrics: Sequence[str], label: str | Sequence[str], *,
+                titles: Mapping[str, str] | None = None, title: str | None = None, path=None):
+    """One horizontal bar panel per metric, side by side, sharing the row labels: quantities in different units
+    (seconds, correlations, fractions) each get their own axis instead of sharing one.
+
+    ``rows``: dicts; ``metrics``: the keys to draw; ``label``: the key(s) naming each row; ``titles``: panel
+    titles per metric (default: the key)."""
+    keys = (label,) if isinstance(label, str) else tuple(label)
+    names = [" / ".join(str(r.get(k)) for k in keys if r.get(k) is not None) for r in rows]
+    metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)]
+    if not metrics:
+        raise ValueError("plot_panels: none of the metrics has a value in the rows")
+    fig = new_figure(2.6 * len(metrics) + 1.6, 0.42 * len(rows) + 1.3)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    ys = np.arange(len(rows))
+    colours = ["#4d4d4d", "#b2182b", "#2166ac", "#1b7837", "#762a83"]
+    for k, (ax, m) in enumerate(zip(axes, metrics)):
+        vals = np.array([np.nan if r.get(m) is None else float(r.get(m)) for r in rows])
+        ax.barh(ys, np.nan_to_num(vals), color=colours[k % len(colours)], height=0.6)
+        for y, v in zip(ys, vals):
+            if np.isfinite(v):
+                ax.text(v, y, f" {v:.4g}", va="center", fontsize=7)
+        ax.set_title((titles or {}).get(m, m), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.margins(x=0.25)
+        ax.axvline(0, color="0.5", lw=0.6)
+    axes[0].set_yticks(ys, names, fontsize=7)
+    axes[0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return finish(fig, path)

@@ -1,7 +1,8 @@
 """Heatmaps in the thesis' colours: ``plot`` for one attribution, ``plot_grid`` for Figure 3.1's layout.
 
-Pixel-level maps are drawn on their own (over white); maps computed at a hidden layer are resized to the
-image and laid translucently over the image shown in grey (thesis section 3.1). Red = the region raised the
+Pixel-level gradient maps are drawn on their own (over white); maps computed at a hidden layer are resized to
+the image and laid translucently over the image shown in grey (thesis section 3.1), and so are the maps of
+coalition games and occlusion (players and windows are regions of the image: the image shows which). Red = the region raised the
 target's score, blue = it lowered it, transparent = no effect.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..attribution import Attribution
 from ._mpl import finish, listed_cmap, new_figure
-from .colors import Scale, check_mode, composite, grey, scale_for, shared_scale, to_rgba
+from .colors import Scale, check_mode, composite, grey, scale_for, to_rgba
 from .maps import SampleView, view
 
 EDGE_RGB = np.array([0.15, 0.15, 0.15])
@@ -26,7 +27,7 @@ def render(v: SampleView, scale: Scale, overlay: bool | None = None, opacity: fl
         raise ValueError(f"render draws image maps; this view is a {v.kind}")
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    overlay = v.at_layer if overlay is None else overlay
+    overlay = (v.at_layer or v.over_grey) if overlay is None else overlay
     rgba = to_rgba(v.map, scale)
     if overlay and v.image is not None:
         rgb = composite(rgba, grey(v.image), opacity)
@@ -55,6 +56,7 @@ def _title(v: SampleView, extra: str = "") -> str:
 
 
 def _input_title(v: SampleView, class_names) -> str:
+    class_names = class_names if class_names is not None else v.class_names
     if v.predicted is None:
         return "input" + (f"\noutput {v.output:.3g}" if v.output is not None else "")
     from .maps import class_label
@@ -96,19 +98,24 @@ def add_colorbar(fig, ax, scale: Scale, label: str | None = None, shrink: float 
 def plot(attribution: Attribution, index: int = 0, *, mode: str = "signed", clip: float = 99.5,
          overlay: bool | None = None, opacity: float = 0.8, show_input: bool = True, edges: bool = True,
          colorbar: bool = True, class_names=None, feature_names: Sequence[str] | None = None,
-         top: int = 20, title: str | None = None, ax=None, path=None, figsize=None):
+         top: int = 20, title: str | None = None, ax=None, path=None, figsize=None, raw=None):
     """Draw sample ``index`` of ``attribution``; return the matplotlib ``Figure``.
 
     Images: the input (left) and the map (right) with a colour bar; ``mode`` is signed | positive |
     negative | absolute; the colour scale is symmetric ``[-s, s]``, ``s`` = the ``clip``-th percentile of
-    ``|map|``. Layer-level maps are laid over the grey image (``overlay``, ``opacity``); superpixel
+    ``|map|``. Layer-level, game and occlusion maps are laid over the grey image (``overlay``, ``opacity``); superpixel
     boundaries are drawn when the attribution has ``players`` (``edges``). Tables: a bar per feature (the
-    ``top`` largest). ``ax``: draw the map into an existing axes. ``path``: also save the figure.
+    ``top`` largest), labelled ``name = value``; ``raw`` (rows ``[N, F]`` or a function of the model's inputs)
+    shows the values in raw units when the model reads standardised ones. ``ax``: draw the map into an existing
+    axes. ``path``: also save the figure. Class and feature names default to the attribution's.
     """
     check_mode(mode)
     v = view(attribution, index, class_names)
     if v.kind == "table":
-        return _plot_table(v, feature_names, top, title, ax, path, figsize)
+        names = feature_names if feature_names is not None else attribution.feature_names
+        if raw is not None:
+            v.image = raw_row(attribution, index, raw)
+        return _plot_table(v, names, top, title, ax, path, figsize)
     if v.kind == "series":
         return _plot_series(v, mode, clip, title, ax, path, figsize)
     scale = scale_for(v.map, mode, clip)
@@ -150,7 +157,7 @@ def _plot_table(v: SampleView, names, top, title, ax, path, figsize):
     for i in order:
         lab = names[i]
         if v.image is not None:
-            lab += f" = {v.image[i]:.3g}"
+            lab += f" = {v.image[i]:.4g}"
         labels.append(lab)
     ax.set_yticks(range(len(order)), labels, fontsize=8)
     ax.axvline(0, color="0.3", lw=0.8)
@@ -180,6 +187,27 @@ def _plot_series(v: SampleView, mode, clip, title, ax, path, figsize):
     return finish(fig, path)
 
 
+def raw_row(a: Attribution, index: int, raw) -> np.ndarray:
+    """Sample ``index``'s feature values in raw units: ``raw`` is an array ``[N, F]`` (or ``[F]`` for this one
+    sample) of raw values, or a function mapping the model's inputs ``[N, F]`` to raw values (an unscaler)."""
+    import torch
+    n_f = int(a.values[index].numel())
+    if callable(raw):
+        if a.inputs is None:
+            raise ValueError("raw= as a function needs the attribution's inputs, and this attribution has none")
+        row = raw(a.inputs[index:index + 1])
+    else:
+        row = raw
+    row = np.asarray(row.detach().cpu() if isinstance(row, torch.Tensor) else row, dtype=np.float64)
+    if row.ndim == 2 and row.shape[0] == len(a) and not callable(raw):
+        row = row[index]
+    row = row.reshape(-1)
+    if row.size != n_f:
+        raise ValueError(f"raw values have {row.size} entries for this sample but it has {n_f} features; give raw= "
+                         f"as rows [N, F] matching the explained batch, or a function of the model's inputs")
+    return row
+
+
 def _bar_colour(value: float):
     from .colors import BLUE, RED
     return RED if value >= 0 else BLUE
@@ -192,167 +220,3 @@ def _feature_names(names, n: int) -> list[str]:
     if len(names) != n:
         raise ValueError(f"feature_names has {len(names)} names for {n} features")
     return names
-
-
-# ------------------------------------------------------------------------------------- plot_grid
-KEYS = ("method", "target", "layer", "sample")
-
-
-def _key(v: SampleView, sample: int, key) -> str:
-    keys = (key,) if isinstance(key, str) else tuple(key)
-    parts = []
-    for k in keys:
-        if k not in KEYS:
-            raise ValueError(f"grid keys are {', '.join(KEYS)}; got {k!r}")
-        parts.append({"method": v.method, "target": v.target_label, "layer": v.layer or "pixels",
-                      "sample": f"sample {sample}"}[k])
-    return " / ".join(parts)
-
-
-def plot_grid(attributions, rows="method", cols="target", *, index=0, mode: str = "signed",
-              clip: float = 99.5, scale: str = "each", overlay: bool | None = None, opacity: float = 0.8,
-              show_input: bool = True, edges: bool = True, class_names=None, cell: float = 2.2,
-              title: str | None = None, path=None):
-    """A grid of heatmaps (the thesis' Figure 3.1: methods x classes x layers).
-
-    ``attributions``: a list of ``Attribution`` (or a dict ``label -> Attribution``); each sample ``index``
-    (an int, a list, or None for all) of each becomes a cell placed by ``rows`` and ``cols``, each one of
-    "method", "target", "layer", "sample" or a tuple of them (Figure 3.1: ``rows=("layer", "target"),
-    cols="method"``). A nested list (rows of attributions) is laid out as given.
-    ``scale``: "each" (each map spans its own ``±s``, printed under it), "row", "col" or "all" (shared, with
-    a colour bar). ``show_input`` adds a first column with each row's input image.
-    """
-    check_mode(mode)
-    if scale not in ("each", "row", "col", "all"):
-        raise ValueError(f"scale must be 'each', 'row', 'col' or 'all', got {scale!r}")
-    cells, row_keys, col_keys = _layout(attributions, rows, cols, index, class_names)
-    if not cells:
-        raise ValueError("plot_grid needs at least one attribution")
-    if any(v.kind not in ("image", "volume") for v in cells.values()):
-        raise ValueError("plot_grid draws image attributions; plot tabular ones with plot() or plot_importance()")
-    nr, nc = len(row_keys), len(col_keys)
-    scales = _scales(cells, row_keys, col_keys, scale, mode, clip)
-    inputs = show_input and any(v.image is not None for v in cells.values())
-    extra = 1 if inputs else 0
-    bar = scale != "each"
-    fig = new_figure(cell * (nc + extra) + (0.9 if bar else 0.2) + 0.9, cell * nr + 0.9 + (0.4 if title else 0))
-    axes = fig.subplots(nr, nc + extra, squeeze=False)
-    shown = None
-    for r, rk in enumerate(row_keys):
-        first = next((cells[(rk, ck)] for ck in col_keys if (rk, ck) in cells), None)
-        if inputs:
-            ax = axes[r, 0]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if first is not None and first.image is not None and \
-                    (shown is None or not np.array_equal(shown, first.image)):
-                ax.imshow(first.image, interpolation="nearest")
-                ax.set_title(_input_title(first, class_names), fontsize=8)
-                shown = first.image
-            else:
-                for side in ax.spines.values():
-                    side.set_visible(False)
-            ax.set_ylabel(rk, fontsize=8)
-        for c, ck in enumerate(col_keys):
-            ax = axes[r, c + extra]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            v = cells.get((rk, ck))
-            if v is None:
-                ax.text(0.5, 0.5, "not computed", ha="center", va="center", fontsize=7, color="0.5",
-                        transform=ax.transAxes)
-                ax.set_frame_on(False)
-            else:
-                sc = scales[(rk, ck)]
-                draw_image_map(ax, v, sc, overlay, opacity, edges)
-                if scale == "each":
-                    ax.set_xlabel(f"±{sc.limit:.2g}" if mode == "signed" else f"max {sc.limit:.2g}", fontsize=7)
-            if r == 0:
-                ax.set_title(ck, fontsize=8)
-            if c == 0 and not inputs:
-                ax.set_ylabel(rk, fontsize=8)
-        if scale == "row" and any((rk, ck) in cells for ck in col_keys):
-            add_colorbar(fig, list(axes[r, extra:]), scales[next((rk, ck) for ck in col_keys if (rk, ck) in cells)])
-    if scale == "col":
-        for c, ck in enumerate(col_keys):
-            key = next(((rk, ck) for rk in row_keys if (rk, ck) in cells), None)
-            if key is not None:
-                add_colorbar(fig, list(axes[:, c + extra]), scales[key], shrink=0.6)
-    if scale == "all":
-        add_colorbar(fig, list(axes[:, extra:].ravel()), next(iter(scales.values())), shrink=0.6)
-    legend = "red: raises the class score · blue: lowers it · clear: no effect"
-    if scale == "each":
-        legend += " · each map scaled to its own ±max (printed under it)"
-    fig.supxlabel(legend, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return finish(fig, path)
-
-
-def _layout(attributions, rows, cols, index, class_names):
-    """-> ({(row_key, col_key): SampleView}, ordered row keys, ordered col keys)."""
-    cells: dict = {}
-    row_keys: list = []
-    col_keys: list = []
-
-    def put(rk, ck, v):
-        if (rk, ck) in cells:
-            raise ValueError(f"two maps fall in the cell row {rk!r}, column {ck!r}; add a key to rows= or "
-                             f"cols= (e.g. rows=('method', 'layer')) or pass fewer attributions")
-        cells[(rk, ck)] = v
-        if rk not in row_keys:
-            row_keys.append(rk)
-        if ck not in col_keys:
-            col_keys.append(ck)
-
-    if isinstance(attributions, Attribution):
-        attributions = [attributions]
-    if isinstance(attributions, dict):
-        attributions = list(attributions.values())
-    attributions = list(attributions)
-    if attributions and all(isinstance(r, (list, tuple)) for r in attributions):   # explicit layout
-        i = index if isinstance(index, int) else 0
-        grid = [[None if a is None else view(a, i, class_names) for a in row] for row in attributions]
-        width = max(len(row) for row in grid)
-        col_labels = []
-        for c in range(width):
-            v = next((row[c] for row in grid if c < len(row) and row[c] is not None), None)
-            col_labels.append(_unique(_key(v, i, cols) if v is not None else f"column {c}", col_labels))
-        for r, row in enumerate(grid):
-            v = next((x for x in row if x is not None), None)
-            rk = _unique(_key(v, i, rows) if v is not None else f"row {r}", row_keys)
-            row_keys.append(rk)
-            for c, v in enumerate(row):
-                if v is not None:
-                    cells[(rk, col_labels[c])] = v
-        return cells, row_keys, col_labels
-    for a in attributions:
-        if not isinstance(a, Attribution):
-            raise TypeError(f"plot_grid takes Attribution objects, got {type(a).__name__}")
-        idx = range(len(a)) if index is None else [index] if isinstance(index, int) else list(index)
-        for i in idx:
-            v = view(a, i, class_names)
-            put(_key(v, i, rows), _key(v, i, cols), v)
-    return cells, row_keys, col_keys
-
-
-def _scales(cells, row_keys, col_keys, how, mode, clip) -> dict:
-    if how == "each":
-        return {k: scale_for(v.map, mode, clip) for k, v in cells.items()}
-    if how == "all":
-        s = shared_scale([v.map for v in cells.values()], mode, clip)
-        return {k: s for k in cells}
-    out = {}
-    groups = row_keys if how == "row" else col_keys
-    for g in groups:
-        members = [k for k in cells if (k[0] if how == "row" else k[1]) == g]
-        s = shared_scale([cells[k].map for k in members], mode, clip)
-        out.update({k: s for k in members})
-    return out
-
-
-def _unique(label: str, taken: list) -> str:
-    out, k = label, 2
-    while out in taken:
-        out, k = f"{label} ({k})", k + 1
-    return out

@@ -37,10 +37,14 @@ class SampleView:
     predicted: int | None = None         # the arg-max class (multi-output models)
     probability: float | None = None     # softmax probability of the target (multi-output models)
     note: str = ""
+    over_grey: bool = False             # draw over the grey image by default (layer maps, game/occlusion maps)
+    class_names: object = None          # the names used for the labels (given, else the attribution's)
 
 
 def class_label(cls, class_names=None) -> str:
     """``class_names`` may be a list/tuple, a dict, or None (then the id itself)."""
+    if isinstance(class_names, dict) and cls not in class_names and str(cls) in class_names:
+        return str(class_names[str(cls)])
     if cls is None:
         return "output"
     if class_names is not None:
@@ -67,6 +71,7 @@ def sample_target(a: Attribution, index: int) -> int | None:
 
 
 def target_label(a: Attribution, index: int, class_names=None) -> str:
+    class_names = class_names if class_names is not None else getattr(a, "class_names", None)
     cls = sample_target(a, index)
     if cls is None:
         return str(a.target) if isinstance(a.target, str) else "output"
@@ -88,6 +93,7 @@ def view(a: Attribution, index: int = 0, class_names=None) -> SampleView:
     """The :class:`SampleView` of sample ``index`` of ``a``."""
     index = check_index(a, index)
     a.require_single("a plot")
+    class_names = class_names if class_names is not None else getattr(a, "class_names", None)
     v = a.values.detach()
     inputs = a.inputs.detach().cpu() if a.inputs is not None else None
     # a map computed at a layer but returned at the input's shape (e.g. Guided Grad-CAM) is a pixel map
@@ -95,7 +101,8 @@ def view(a: Attribution, index: int = 0, class_names=None) -> SampleView:
     rank = inputs.dim() if inputs is not None else v.dim()
     cls = sample_target(a, index)
     common = dict(method=a.method, layer=a.layer, target=cls, target_label=target_label(a, index, class_names),
-                  at_layer=at_layer)
+                  at_layer=at_layer, over_grey=bool(at_layer or a.players is not None or "window_values" in a.info),
+                  class_names=class_names)
     common.update(_prediction(a, index, cls))
     if rank == 2 and v.dim() == 2:
         row = inputs[index].numpy().astype(np.float64) if inputs is not None else None

@@ -57,14 +57,18 @@ def _swarm_offsets(x: np.ndarray, width: float = 0.4, bins: int = 60) -> np.ndar
 
 
 def plot_beeswarm(attribution, features=None, names: Sequence[str] | None = None, *, top: int = 12,
-                  title: str | None = None, ax=None, path=None):
+                  title: str | None = None, ax=None, path=None, raw=None):
     """One row per feature (the ``top`` by mean ``|attribution|``): each dot is a sample, placed at its
     attribution and coloured by the feature's value (dark = low, yellow = high).
 
     ``attribution``: an ``Attribution`` of a table ``[N, F]`` (its inputs colour the dots) or an array
-    ``[N, F]`` with ``features`` given."""
+    ``[N, F]`` with ``features`` given. ``raw`` (rows ``[N, F]`` or a function of the inputs) colours the dots
+    by the raw values instead of the model's (standardised) inputs. Names default to the attribution's."""
     if isinstance(attribution, Attribution):
         attribution.require_single("a beeswarm plot")
+        names = names if names is not None else attribution.feature_names
+        if raw is not None and features is None:
+            features = raw(attribution.inputs) if callable(raw) else raw
         vals = _np(attribution.values)
         feats = _np(attribution.inputs) if features is None and attribution.inputs is not None else features
     else:
@@ -128,18 +132,29 @@ def base_value(a: Attribution, index: int, model=None) -> tuple[float | None, st
 
 def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str] | None = None, *,
                    top: int = 10, model=None, base: float | None = None, class_names=None,
-                   title: str | None = None, ax=None, path=None):
+                   title: str | None = None, ax=None, path=None, raw=None):
     """One prediction as a waterfall: start at the base value, add each feature's contribution (red up,
     blue down; the ``top`` largest, the rest in one bar), arrive at the model's output.
 
     The base value is ``base``, else the method's reported ``info["base_value"]``, else ``model(baseline)``,
     else implied (``output - sum``). When the contributions miss the output by more than 1% of the change
     they explain (a method without completeness), the gap is drawn as its own grey bar ("not explained"), so
-    the picture never pretends to an additivity it does not have."""
+    the picture never pretends to an additivity it does not have.
+
+    Each feature is labelled ``name = value``: the model's input, or with ``raw`` (rows ``[N, F]`` of raw values,
+    or a function mapping the model's inputs to raw units, e.g. ``lambda z: z * std + mean``) the raw value.
+    Names and class names default to the attribution's."""
     index = check_index(attribution, index)
     attribution.require_single("a waterfall plot")
     vals = _np(attribution.values[index]).reshape(-1)
-    names = _feature_names(names, vals.size)
+    names = _feature_names(names if names is not None else attribution.feature_names, vals.size)
+    class_names = class_names if class_names is not None else attribution.class_names
+    shown_values = None
+    if raw is not None:
+        from .heatmaps import raw_row
+        shown_values = raw_row(attribution, index, raw)
+    elif attribution.inputs is not None and attribution.inputs[index].numel() == vals.size:
+        shown_values = _np(attribution.inputs[index]).reshape(-1)
     cls = sample_target(attribution, index)
     pred = None
     if attribution.outputs is not None:
@@ -156,9 +171,8 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
         base, src = pred - float(vals.sum()), "implied: prediction - sum of contributions"
     order = np.argsort(-np.abs(vals))
     shown, rest = order[:top], order[top:]
-    steps = [(names[i] + (f" = {_np(attribution.inputs[index]).reshape(-1)[i]:.3g}"
-                          if attribution.inputs is not None and attribution.inputs[index].numel() == vals.size
-                          else ""), float(vals[i])) for i in shown]
+    steps = [(names[i] + (f" = {shown_values[i]:.4g}" if shown_values is not None else ""), float(vals[i]))
+             for i in shown]
     if rest.size:
         steps.append((f"{rest.size} other features", float(vals[rest].sum())))
     end = base + sum(s for _, s in steps)
