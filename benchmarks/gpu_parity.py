@@ -22,22 +22,23 @@ DETERMINISTIC_TOL = 1e-3     # float32 on two devices (conv algorithms, summatio
 SAMPLED_TOL = 1e-2
 ZOO = ("shapes_cnn", "digits_cnn", "faces_cnn", "breast_cancer_mlp", "diabetes_mlp", "text_transformer",
        "image_table_net")
-SMOKE_ZOO = ("shapes_cnn", "breast_cancer_mlp")
+SMOKE_ZOO = ("digits_cnn", "breast_cancer_mlp")
 
 
 def subjects(smoke: bool) -> list[tuple[str, torch.nn.Module, object]]:
-    """``(name, model, x)``: two held-out samples of each zoo model, one 112x112 (smoke: 32x32) photo through
-    the ResNet-18 (smoke: width 8)."""
+    """``(name, model, x)``: two held-out samples of each zoo model, one 112x112 photo through the ResNet-18
+    (smoke: one sample of two small zoo models, a 32x32 photo, width 4)."""
     import attrkit as ak
     from . import inputs
     from .resnet import resnet18
     out = []
     for name in (SMOKE_ZOO if smoke else ZOO):
         x = ak.zoo.dataset(name).x
-        x = tuple(t[:2] for t in x) if isinstance(x, tuple) else x[:2]
+        k = 1 if smoke else 2
+        x = tuple(t[:k] for t in x) if isinstance(x, tuple) else x[:k]
         out.append((name, ak.zoo.pretrained(name).eval(), x))
     size = 32 if smoke else 112
-    out.append((f"resnet18{'/8' if smoke else ''} {size}px", resnet18(8 if smoke else 64), inputs.chelsea(size)))
+    out.append((f"resnet18{'/4' if smoke else ''} {size}px", resnet18(4 if smoke else 64), inputs.chelsea(size)))
     return out
 
 
@@ -50,7 +51,7 @@ def options(spec, x, smoke: bool) -> dict:
     if spec.players and not isinstance(x, tuple) and first.dim() == 4:
         opts["players"] = ak.grid(x, cells=3)
     if "n_samples" in params:
-        opts["n_samples"] = (32 if smoke else 128) if spec.players else (4 if smoke else 8)
+        opts["n_samples"] = (64 if smoke else 128) if spec.players else (4 if smoke else 8)   # (30 features: >= 58)
     if "steps" in params:
         opts["steps"] = 4 if smoke else 16
     if spec.sampled:
