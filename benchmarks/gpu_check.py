@@ -41,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type not in ("cuda", "cpu"):
         print(f"--device must be cuda, cuda:N or cpu, got {args.device!r}", file=sys.stderr)
         return NO_CUDA
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return _check(args, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _check(args, device) -> int:
     from . import gpu_parity, gpu_timing, machine
     t_start = time.perf_counter()
     report = {"device": _device_name(device), "smoke": args.smoke, "machine": machine.describe(),
