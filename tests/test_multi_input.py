@@ -259,7 +259,7 @@ def test_layer_methods_with_several_inputs():
         (img, tab), target=T, n_steps=16, additional_forward_args=(scale,))
     assert close(ours.values, theirs)
     cam = ak.explain(model, (img, tab), "grad_cam", target=T, forward_args=(scale,))
-    assert cam.layer == "conv" and cam.heatmap().shape == (3, 6, 6)      # resized to the one image input
+    assert cam.layer == "pool" and cam.heatmap().shape == (3, 6, 6)      # the last map before the head, resized
 
 
 # ------------------------------------------------------------------------------------------- contract
