@@ -376,3 +376,11 @@ def test_migrating_page_runs():
     assert np.abs(s["deep_compat"] - s["deep_shap"]).max() < 1e-5
     assert np.abs(s["explanation"].values - s["kernel_shap"]).max() < 1e-5
     assert np.abs(s["e"].values - s["kernel_shap"][..., 2]).max() < 1e-5
+
+
+def test_last_attribution_carries_attrkits_error_figures():
+    ig = A.IntegratedGradients(ML)
+    values, delta = ig.attribute(D["x"], target=0, n_steps=16, return_convergence_delta=True)
+    info = ig.last_attribution.info
+    assert torch.allclose(info["completeness_gap"], delta.abs(), atol=1e-6)
+    assert info["n_evals"] == 4 * 16 + 2 * 4 and ig.last_attribution.method == "integrated_gradients"

@@ -12,7 +12,7 @@ from ...core.problem import Result
 from ...core.references import make_reference
 from ...gradients.engine import gradient_sum
 from ...gradients.quadrature import nodes
-from ._base import Attribution, as_tuple, baselines_for, forward_args, rows_per_call, run, spec, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, rows_per_call, spec, sum_per_sample
 from ._gradients import rule_of
 
 
@@ -44,7 +44,7 @@ class LayerIntegratedGradients(_LayerAttribution):
                   attribute_to_layer_input=False, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
+        a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
                         additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                         baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
@@ -62,10 +62,10 @@ class LayerGradCam(_LayerAttribution):
                   relu_attributions=False, attr_dim_summation=True, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         if attr_dim_summation:
-            return run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
+            return self._run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
                        additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
         # per channel: mean(dF/dA_k) * A_k, not summed over the channels
-        grads = run(self.forward_func, inputs, "saliency", target=target, layer=self.layer,
+        grads = self._run(self.forward_func, inputs, "saliency", target=target, layer=self.layer,
                     additional_forward_args=additional_forward_args, abs=False)[1]
         acts = LayerActivation(self.forward_func, self.layer).attribute(inputs, additional_forward_args)
         cam = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True) * acts
@@ -84,7 +84,7 @@ class LayerActivation(_LayerAttribution):
 
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input=False):
         _no_layer_input(attribute_to_layer_input)
-        return run(self.forward_func, inputs, ACTIVATION, layer=self.layer, check=False,
+        return self._run(self.forward_func, inputs, ACTIVATION, layer=self.layer, check=False,
                    additional_forward_args=additional_forward_args)[1]
 
 
@@ -132,7 +132,7 @@ class LayerConductance(_LayerAttribution):
                   attribute_to_layer_input=False, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
+        a, values = self._run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
                         additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                         baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
@@ -147,7 +147,7 @@ class LayerGradientXActivation(_LayerAttribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input=False,
                   grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
-        return run(self.forward_func, inputs, "input_x_gradient", target=target, layer=self.layer,
+        return self._run(self.forward_func, inputs, "input_x_gradient", target=target, layer=self.layer,
                    additional_forward_args=additional_forward_args)[1]
 
 
@@ -167,7 +167,7 @@ class LayerDeepLift(_LayerAttribution):
         if custom_attribution_func is not None:
             raise ValueError("custom_attribution_func is not supported by the compat LayerDeepLift")
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
+        a, values = self._run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
                         additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             from ._propagation import _delta
@@ -189,7 +189,7 @@ class LayerFeatureAblation(_LayerAttribution):
             shape = _layer_shape(self.forward_func, self.layer, xs, additional_forward_args)
             layer_mask = torch.arange(int(torch.tensor(shape).prod())).view((1,) + shape)
         base = 0.0 if layer_baselines is None else layer_baselines
-        return run(self.forward_func, inputs, "feature_ablation", target=target, layer=self.layer,
+        return self._run(self.forward_func, inputs, "feature_ablation", target=target, layer=self.layer,
                    additional_forward_args=additional_forward_args, players=torch.as_tensor(layer_mask).long(),
                    baseline=float(base) if isinstance(base, (int, float)) else base, spread="paint",
                    batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]))[1]
@@ -258,7 +258,7 @@ class NeuronGradient(_LayerAttribution):
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input=False):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
-        return run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "saliency",
+        return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "saliency",
                    additional_forward_args=additional_forward_args, abs=False)[1]
 
 
@@ -269,6 +269,6 @@ class NeuronIntegratedGradients(_LayerAttribution):
                   method="gausslegendre", internal_batch_size=None, attribute_to_neuron_input=False):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
         xs, _ = as_tuple(inputs)
-        return run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
+        return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
                    additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                    baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]

@@ -8,7 +8,7 @@ import torch
 
 from ...core.problem import Result
 from ...core.references import make_reference
-from ._base import Attribution, as_tuple, baselines_for, feature_players, rows_per_call, run, spec
+from ._base import Attribution, as_tuple, baselines_for, feature_players, rows_per_call, spec
 
 
 def exp_cosine_similarity(original, perturbed, width: float = 1.0) -> torch.Tensor:
@@ -111,7 +111,7 @@ class Lime(Attribution):
                 o += k
             return tuple(parts)
 
-        a, values = run(self.forward_func, inputs, SURROGATE, target=target,
+        a, values = self._run(self.forward_func, inputs, SURROGATE, target=target,
                         additional_forward_args=additional_forward_args, show_progress=show_progress,
                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
                         players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, run, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, sum_per_sample
 from ._gradients import _scores, per_input_background
 
 
@@ -39,7 +39,7 @@ class DeepLift(Attribution):
         if custom_attribution_func is not None:
             raise ValueError("custom_attribution_func is not supported by the compat DeepLift")
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "deeplift", target=target,
+        a, values = self._run(self.forward_func, inputs, "deeplift", target=target,
                         additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
@@ -67,7 +67,7 @@ class DeepLiftShap(DeepLift):
         refs = tuple(b.repeat((n,) + (1,) * (b.dim() - 1)) for b in bgs)
         tgt = _expand_target(target, m, n)
         fargs = _expand_args(additional_forward_args, m, n)
-        a, values = run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
+        a, values = self._run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
                         additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
         parts = (values,) if single else values
         mean = tuple(v.reshape((n, m) + tuple(v.shape[1:])).mean(1) for v in parts)
@@ -98,7 +98,7 @@ class GuidedBackprop(Attribution):
     """Guided Backpropagation (Springenberg et al. 2015): ReLUs pass only positive gradients for positive inputs."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        return run(self.forward_func, inputs, "guided_backprop", target=target,
+        return self._run(self.forward_func, inputs, "guided_backprop", target=target,
                    additional_forward_args=additional_forward_args)[1]
 
 
@@ -106,7 +106,7 @@ class Deconvolution(Attribution):
     """DeconvNet (Zeiler & Fergus 2014): ReLUs pass the positive part of the gradient, whatever the input."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        return run(self.forward_func, inputs, "deconvnet", target=target,
+        return self._run(self.forward_func, inputs, "deconvnet", target=target,
                    additional_forward_args=additional_forward_args)[1]
 
 
@@ -125,7 +125,7 @@ class GuidedGradCam(Attribution):
                              "before it as layer")
         if interpolate_mode not in ("nearest", "bilinear"):
             raise ValueError(f"interpolate_mode must be 'nearest' or 'bilinear' here, got {interpolate_mode!r}")
-        return run(self.forward_func, inputs, "guided_grad_cam", target=target, layer=self.layer,
+        return self._run(self.forward_func, inputs, "guided_grad_cam", target=target, layer=self.layer,
                    additional_forward_args=additional_forward_args, interpolate=interpolate_mode, input_shaped=True)[1]
 
 
@@ -139,7 +139,7 @@ class LRP(Attribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta=False,
                   verbose=False):
-        a, values = run(self.forward_func, inputs, "lrp", target=target,
+        a, values = self._run(self.forward_func, inputs, "lrp", target=target,
                         additional_forward_args=additional_forward_args, rule="epsilon", epsilon=1e-9,
                         canonize=False)
         if return_convergence_delta:
