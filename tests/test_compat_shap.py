@@ -74,7 +74,9 @@ def test_gradient_explainer_within_sampling_error():
 def test_to_shap_fields(tabular):
     multi, _, bg, x = tabular
     a = ak.explain(multi, x, "integrated_gradients", target=1, steps=256)
+    a.class_names = ["cat", "dog", "owl"]
     e = a.to_shap(feature_names=["a", "b", "c", "d"])
+    assert e.output_names == "dog"
     assert e.values.shape == (3, 4) and e.data.shape == (3, 4) and e.feature_names == ["a", "b", "c", "d"]
     f_x = multi(x)[:, 1].detach().numpy()
     assert np.allclose(e.values.sum(1) + e.base_values, f_x, atol=1e-3)           # IG is complete

@@ -65,11 +65,25 @@ def explanation(attribution, feature_names=None, output_names=None):
     err = _channels_last(err.detach().cpu().double().numpy()) if isinstance(err, torch.Tensor) and \
         tuple(err.shape) == tuple(values.shape) else None
     names = feature_names if feature_names is not None else getattr(a, "feature_names", None)
+    if output_names is None:
+        output_names = _class_name(a)
     data = a.inputs.detach().cpu().numpy() if isinstance(a.inputs, torch.Tensor) else None
     return shap.Explanation(values=_channels_last(values), base_values=base,
                             data=_channels_last(data) if data is not None else None,
                             feature_names=list(names) if names is not None else None,
                             output_names=output_names, error_std=err)
+
+
+def _class_name(a):
+    """The explained class's name when every sample explains the same class and the names are known."""
+    classes, t = getattr(a, "class_names", None), a.target
+    if classes is None or not isinstance(t, torch.Tensor) or t.numel() == 0 or bool((t != t[0]).any()):
+        return None
+    k = int(t[0])
+    try:
+        return str(classes[k])
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------ explainers
