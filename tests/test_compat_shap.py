@@ -37,7 +37,8 @@ def test_kernel_exact_permutation_equal_shap_kernel(tabular, which):
     ours = S.KernelExplainer(model, bg)
     for values in (ours.shap_values(x, nsamples=100), S.KernelExplainer(_numpy_fn(model), bg.numpy())
                    .shap_values(x.numpy(), nsamples=100), S.ExactExplainer(model, bg)(x).values,
-                   S.PermutationExplainer(model, bg)(x).values):
+                   S.PermutationExplainer(model, bg)(x).values, S.Explainer(model, bg)(x).values,
+                   S.Explainer(model, bg, algorithm="permutation")(x, max_evals=200).values):
         assert values.shape == theirs.shape
         assert np.abs(values - theirs).max() < 1e-5
     assert np.allclose(ours.expected_value, ref.expected_value, atol=1e-6)

@@ -1,7 +1,8 @@
 """SHAP's explainers over torch models on attrkit's engines, and ``shap.Explanation`` from attrkit results.
 
-``KernelExplainer(model, data)``, ``ExactExplainer(model, masker)``, ``PermutationExplainer(model, masker)``,
-``GradientExplainer(model, data)`` and ``DeepExplainer(model, data)`` follow SHAP's call conventions:
+``Explainer(model, data)``, ``KernelExplainer(model, data)``, ``ExactExplainer(model, masker)``,
+``PermutationExplainer(model, masker)``, ``GradientExplainer(model, data)`` and ``DeepExplainer(model, data)``
+follow SHAP's call conventions:
 ``.shap_values(X)`` returns an array ``[N, *features]`` (``[N, *features, K]`` for a model with ``K`` outputs
 per sample, as SHAP >= 0.45 does), ``explainer(X)`` a ``shap.Explanation``, ``.expected_value`` the mean output
 over ``data``. ``model`` is a torch module or a callable on numpy arrays (SHAP's model-agnostic form). The
@@ -237,6 +238,24 @@ class PermutationExplainer(_GameExplainer):
                  outputs=None, silent=False):
         x = _tensor(args[0])
         return self._explanation(args[0], self._values(x, n_samples=self._budget(x, max_evals), seed=self.seed))
+
+
+def Explainer(model, masker, algorithm: str = "auto", feature_names=None, seed=None, **kwargs):
+    """SHAP's ``shap.Explainer(model, data)`` entry point for tabular data: ``algorithm="auto"`` picks the exact
+    explainer up to 10 features and permutation sampling above (SHAP's rule); ``"exact"``, ``"permutation"``,
+    ``"kernel"``, ``"deep"`` and ``"gradient"`` choose one. Call the result on ``X`` for a ``shap.Explanation``."""
+    data = _background(masker)
+    if algorithm == "auto":
+        algorithm = "exact" if int(np.prod(data.shape[1:])) <= 10 else "permutation"
+    if algorithm == "exact":
+        return ExactExplainer(model, data, feature_names=feature_names)
+    if algorithm == "permutation":
+        return PermutationExplainer(model, data, feature_names=feature_names, seed=seed)
+    if algorithm == "kernel":
+        return KernelExplainer(model, data, feature_names=feature_names)
+    if algorithm in ("deep", "gradient"):
+        return (DeepExplainer if algorithm == "deep" else GradientExplainer)(model, data)
+    raise ValueError(f"unknown algorithm {algorithm!r}; use auto, exact, permutation, kernel, deep or gradient")
 
 
 class _TorchExplainer(_Explainer):
