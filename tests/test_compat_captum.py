@@ -384,3 +384,10 @@ def test_last_attribution_carries_attrkits_error_figures():
     info = ig.last_attribution.info
     assert torch.allclose(info["completeness_gap"], delta.abs(), atol=1e-6)
     assert info["n_evals"] == 4 * 16 + 2 * 4 and ig.last_attribution.method == "integrated_gradients"
+
+
+def test_layer_attribution_interpolate_and_token_reference():
+    cam = A.LayerGradCam(CNN, CNN.conv1).attribute(D["img"], target=0)
+    _close(A.LayerAttribution.interpolate(cam, (6, 6)), C.LayerAttribution.interpolate(cam, (6, 6)))
+    assert torch.equal(A.TokenReferenceBase(3).generate_reference(4),
+                       C.TokenReferenceBase(3).generate_reference(4, "cpu"))

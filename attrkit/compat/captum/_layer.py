@@ -272,3 +272,23 @@ class NeuronIntegratedGradients(_LayerAttribution):
         return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
                    additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                    baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]
+
+
+class LayerAttribution:
+    """Captum's helper for layer maps: ``LayerAttribution.interpolate(attr, (H, W))`` resizes a layer map to an
+    input's size (``interpolate_mode`` as ``torch.nn.functional.interpolate``'s ``mode``)."""
+
+    @staticmethod
+    def interpolate(layer_attribution, interpolate_dims, interpolate_mode: str = "nearest"):
+        import torch.nn.functional as F
+        return F.interpolate(layer_attribution, size=interpolate_dims, mode=interpolate_mode)
+
+
+class TokenReferenceBase:
+    """Captum's text helper: a reference sequence of ``reference_token_idx`` (e.g. the padding id)."""
+
+    def __init__(self, reference_token_idx: int = 0):
+        self.reference_token_idx = int(reference_token_idx)
+
+    def generate_reference(self, sequence_length: int, device=None):
+        return torch.full((int(sequence_length),), self.reference_token_idx, dtype=torch.long, device=device)
