@@ -131,7 +131,8 @@ class GradientShap(Attribution):
         # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
         big = tuple(x.repeat_interleave(s, 0) for x in xs)
         tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
-        _, pairs = self._run(self.forward_func, big[0] if single else big, PAIRS, target=tgt, additional_forward_args=fargs,
+        _, pairs = self._run(self.forward_func, big[0] if single else big, PAIRS, target=tgt,
+                             additional_forward_args=fargs,
                        pair_refs=pack(refs), pair_noise=pack(noise), alphas=alphas, samples_per_input=1)
         parts = (pairs,) if single else pairs
         mean = tuple(v.reshape((n, s) + tuple(v.shape[1:])).mean(1) for v in parts)

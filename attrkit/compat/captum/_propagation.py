@@ -12,7 +12,8 @@ def _delta(model, xs, baselines, values, target, fargs):
     """``sum(attr) - (f(x) - f(r))`` per sample (Captum's convergence delta)."""
     refs = baselines_for(baselines, xs)
     refs = refs if isinstance(refs, tuple) else (refs,)
-    rs = tuple(torch.broadcast_to(torch.as_tensor(r, dtype=x.dtype, device=x.device), x.shape) for r, x in zip(refs, xs))
+    rs = tuple(torch.broadcast_to(torch.as_tensor(r, dtype=x.dtype, device=x.device), x.shape)
+               for r, x in zip(refs, xs))
     total = sum_per_sample(values)
     return total - (_scores(model, xs, target, fargs) - _scores(model, rs, target, fargs)).to(total.dtype)
 
