@@ -24,7 +24,7 @@ class Saliency(Attribution):
 
     def attribute(self, inputs, target=None, abs=True, additional_forward_args=None):
         return self._run(self.forward_func, inputs, "saliency", target=target,
-                   additional_forward_args=additional_forward_args, abs=bool(abs))[1]
+                         additional_forward_args=additional_forward_args, abs=bool(abs))[1]
 
 
 class InputXGradient(Attribution):
@@ -32,7 +32,7 @@ class InputXGradient(Attribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
         return self._run(self.forward_func, inputs, "input_x_gradient", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class IntegratedGradients(Attribution):
@@ -59,8 +59,8 @@ class IntegratedGradients(Attribution):
                   method="gausslegendre", internal_batch_size=None, return_convergence_delta=False):
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -126,14 +126,14 @@ class GradientShap(Attribution):
         pack = lambda parts: parts[0] if len(parts) == 1 else torch.cat([p.reshape(p.shape[0], -1) for p in parts], 1)
         if not return_convergence_delta:
             return self._run(self.forward_func, inputs, PAIRS, target=target,
-                       additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
-                       alphas=alphas, samples_per_input=s)[1]
+                             additional_forward_args=additional_forward_args, pair_refs=pack(refs),
+                             pair_noise=pack(noise), alphas=alphas, samples_per_input=s)[1]
         # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
         big = tuple(x.repeat_interleave(s, 0) for x in xs)
         tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
         _, pairs = self._run(self.forward_func, big[0] if single else big, PAIRS, target=tgt,
-                             additional_forward_args=fargs,
-                       pair_refs=pack(refs), pair_noise=pack(noise), alphas=alphas, samples_per_input=1)
+                             additional_forward_args=fargs, pair_refs=pack(refs), pair_noise=pack(noise),
+                             alphas=alphas, samples_per_input=1)
         parts = (pairs,) if single else pairs
         mean = tuple(v.reshape((n, s) + tuple(v.shape[1:])).mean(1) for v in parts)
         noisy = tuple(b + e for b, e in zip(big, noise))
@@ -251,7 +251,7 @@ class NoiseTunnel(Attribution):
         if kwargs:
             raise TypeError(f"unexpected argument(s) for {type(self.attribution_method).__name__}: {sorted(kwargs)}")
         return self._run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
-                   base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
+                         base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
 
 
 def _per_copy(value, n, s):

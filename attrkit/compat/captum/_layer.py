@@ -45,8 +45,8 @@ class LayerIntegratedGradients(_LayerAttribution):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -63,10 +63,10 @@ class LayerGradCam(_LayerAttribution):
         _no_layer_input(attribute_to_layer_input)
         if attr_dim_summation:
             return self._run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
-                       additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
+                             additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
         # per channel: mean(dF/dA_k) * A_k, not summed over the channels
         grads = self._run(self.forward_func, inputs, "saliency", target=target, layer=self.layer,
-                    additional_forward_args=additional_forward_args, abs=False)[1]
+                          additional_forward_args=additional_forward_args, abs=False)[1]
         acts = LayerActivation(self.forward_func, self.layer).attribute(inputs, additional_forward_args)
         cam = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True) * acts
         return cam.clamp_min(0) if relu_attributions else cam
@@ -85,7 +85,7 @@ class LayerActivation(_LayerAttribution):
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input=False):
         _no_layer_input(attribute_to_layer_input)
         return self._run(self.forward_func, inputs, ACTIVATION, layer=self.layer, check=False,
-                   additional_forward_args=additional_forward_args)[1]
+                         additional_forward_args=additional_forward_args)[1]
 
 
 def _conductance(problem, baseline, steps: int, rule: str):
@@ -133,8 +133,8 @@ class LayerConductance(_LayerAttribution):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -148,7 +148,7 @@ class LayerGradientXActivation(_LayerAttribution):
                   grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         return self._run(self.forward_func, inputs, "input_x_gradient", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args)[1]
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class LayerDeepLift(_LayerAttribution):
@@ -168,7 +168,7 @@ class LayerDeepLift(_LayerAttribution):
             raise ValueError("custom_attribution_func is not supported by the compat LayerDeepLift")
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
+                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             from ._propagation import _delta
             return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
@@ -190,9 +190,9 @@ class LayerFeatureAblation(_LayerAttribution):
             layer_mask = torch.arange(int(torch.tensor(shape).prod())).view((1,) + shape)
         base = 0.0 if layer_baselines is None else layer_baselines
         return self._run(self.forward_func, inputs, "feature_ablation", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, players=torch.as_tensor(layer_mask).long(),
-                   baseline=float(base) if isinstance(base, (int, float)) else base, spread="paint",
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]))[1]
+                         additional_forward_args=additional_forward_args, players=torch.as_tensor(layer_mask).long(),
+                         baseline=float(base) if isinstance(base, (int, float)) else base, spread="paint",
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]))[1]
 
 
 class _Stop(Exception):
@@ -259,7 +259,7 @@ class NeuronGradient(_LayerAttribution):
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input=False):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
         return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "saliency",
-                   additional_forward_args=additional_forward_args, abs=False)[1]
+                         additional_forward_args=additional_forward_args, abs=False)[1]
 
 
 class NeuronIntegratedGradients(_LayerAttribution):
@@ -270,8 +270,8 @@ class NeuronIntegratedGradients(_LayerAttribution):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
         xs, _ = as_tuple(inputs)
         return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
-                   additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                   baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]
+                         additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                         baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]
 
 
 class LayerAttribution:

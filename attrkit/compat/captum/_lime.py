@@ -112,9 +112,9 @@ class Lime(Attribution):
             return tuple(parts)
 
         a, values = self._run(self.forward_func, inputs, SURROGATE, target=target,
-                        additional_forward_args=additional_forward_args, show_progress=show_progress,
-                        batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                        players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
-                        n_draws=int(n_samples), perturb=self.perturb_func, similarity=self.similarity_func,
-                        structure=structure, captum_kwargs=dict(kwargs))
+                              additional_forward_args=additional_forward_args, show_progress=show_progress,
+                              batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                              players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
+                              n_draws=int(n_samples), perturb=self.perturb_func, similarity=self.similarity_func,
+                              structure=structure, captum_kwargs=dict(kwargs))
         return values if return_input_shape else a.info["player_values"]

@@ -24,10 +24,10 @@ class FeatureAblation(Attribution):
         _no_kwargs(kwargs, "FeatureAblation")
         xs, _ = as_tuple(inputs)
         return self._run(self.forward_func, inputs, "feature_ablation", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
-                   spread="paint")[1]
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
+                         spread="paint")[1]
 
 
 def _permute(problem, players, features, perms):
@@ -94,9 +94,9 @@ class FeaturePermutation(Attribution):
                         perm = torch.randperm(n)
                     perms[l, k] = perm
         return self._run(self.forward_func, inputs, PERMUTE, target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, n), players=players, features=features,
-                   perms=perms)[1]
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, n), players=players, features=features,
+                         perms=perms)[1]
 
 
 class Occlusion(Attribution):
@@ -120,11 +120,11 @@ class Occlusion(Attribution):
             s = (s,) * len(w) if isinstance(s, int) else tuple(s)
             geos.append((tuple(x.shape[1:]), w, s))
         return self._run(self.forward_func, inputs, "occlusion", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   window=geos[0][1] if k == 1 else tuple(g[1] for g in geos),
-                   stride=geos[0][2] if k == 1 else tuple(g[2] for g in geos),
-                   baseline=baselines_for(baselines, xs))[1]
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         window=geos[0][1] if k == 1 else tuple(g[1] for g in geos),
+                         stride=geos[0][2] if k == 1 else tuple(g[2] for g in geos),
+                         baseline=baselines_for(baselines, xs))[1]
 
 
 class ShapleyValueSampling(Attribution):
@@ -143,12 +143,12 @@ class ShapleyValueSampling(Attribution):
         budget = max(2 * (L - 1), int(n_samples) * (L - 1), 1)
         if L == 1:
             return self._run(self.forward_func, inputs, "shapley", target=target,
-                       additional_forward_args=additional_forward_args, players=players,
-                       baseline=baselines_for(baselines, xs), spread="paint")[1]
+                             additional_forward_args=additional_forward_args, players=players,
+                             baseline=baselines_for(baselines, xs), spread="paint")[1]
         return self._run(self.forward_func, inputs, "shapley_sampling", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]), players=players,
-                   baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint", seed=torch_seed())[1]
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]), players=players,
+                         baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint", seed=torch_seed())[1]
 
 
 class ShapleyValues(Attribution):
@@ -160,10 +160,10 @@ class ShapleyValues(Attribution):
                   perturbations_per_eval=1, show_progress=False):
         xs, _ = as_tuple(inputs)
         return self._run(self.forward_func, inputs, "shapley", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   players=feature_players(feature_mask, xs),
-                   baseline=baselines_for(baselines, xs), spread="paint")[1]
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         players=feature_players(feature_mask, xs),
+                         baseline=baselines_for(baselines, xs), spread="paint")[1]
 
 
 class KernelShap(Attribution):
@@ -176,11 +176,11 @@ class KernelShap(Attribution):
                   n_samples=25, perturbations_per_eval=1, return_input_shape=True, show_progress=False):
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, "kernel_shap", target=target,
-                        additional_forward_args=additional_forward_args, show_progress=show_progress,
-                        batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                        players=feature_players(feature_mask, xs),
-                        baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint",
-                        seed=torch_seed())
+                              additional_forward_args=additional_forward_args, show_progress=show_progress,
+                              batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                              players=feature_players(feature_mask, xs),
+                              baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint",
+                              seed=torch_seed())
         if return_input_shape:
             return values
         pv = a.info["player_values"]

@@ -41,7 +41,7 @@ class DeepLift(Attribution):
             raise ValueError("custom_attribution_func is not supported by the compat DeepLift")
         xs, _ = as_tuple(inputs)
         a, values = self._run(self.forward_func, inputs, "deeplift", target=target,
-                        additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
+                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
                                   additional_forward_args)
@@ -69,7 +69,7 @@ class DeepLiftShap(DeepLift):
         tgt = _expand_target(target, m, n)
         fargs = _expand_args(additional_forward_args, m, n)
         a, values = self._run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
-                        additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
+                              additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
         parts = (values,) if single else values
         mean = tuple(v.reshape((n, m) + tuple(v.shape[1:])).mean(1) for v in parts)
         out = formatted(mean[0] if single else mean, single)
@@ -100,7 +100,7 @@ class GuidedBackprop(Attribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
         return self._run(self.forward_func, inputs, "guided_backprop", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class Deconvolution(Attribution):
@@ -108,7 +108,7 @@ class Deconvolution(Attribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
         return self._run(self.forward_func, inputs, "deconvnet", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class GuidedGradCam(Attribution):
@@ -127,7 +127,8 @@ class GuidedGradCam(Attribution):
         if interpolate_mode not in ("nearest", "bilinear"):
             raise ValueError(f"interpolate_mode must be 'nearest' or 'bilinear' here, got {interpolate_mode!r}")
         return self._run(self.forward_func, inputs, "guided_grad_cam", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, interpolate=interpolate_mode, input_shaped=True)[1]
+                         additional_forward_args=additional_forward_args, interpolate=interpolate_mode,
+                         input_shaped=True)[1]
 
 
 class LRP(Attribution):
@@ -141,8 +142,8 @@ class LRP(Attribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta=False,
                   verbose=False):
         a, values = self._run(self.forward_func, inputs, "lrp", target=target,
-                        additional_forward_args=additional_forward_args, rule="epsilon", epsilon=1e-9,
-                        canonize=False)
+                              additional_forward_args=additional_forward_args, rule="epsilon", epsilon=1e-9,
+                              canonize=False)
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, a.info["f_x"].to(total.dtype) - total      # Captum's sign for LRP: f(x) - sum(R)
