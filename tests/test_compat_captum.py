@@ -146,6 +146,8 @@ CASES = [
     ("shapley-multi-mask", "ShapleyValues", (MI,),
      dict(**MULTI, target=1, feature_mask=MASKS2, baselines=(0.1, torch.ones(1, 2, 2))), False),
     ("lime-wls", "Lime", (ML,), dict(inputs=D["x"], target=T4, n_samples=30, feature_mask=MASK), True),
+    ("lime-default-lasso", "Lime", (ML,), dict(inputs=D["x"], target=T4, n_samples=40, baselines=0.2), True),
+    ("lime-multi", "Lime", (MI,), dict(**MULTI, target=1, n_samples=30, feature_mask=MASKS2), True),
     ("layer-ig", "LayerIntegratedGradients", (ML, ML.linear1), dict(inputs=D["x"], target=1, n_steps=12), False),
     ("layer-ig-delta", "LayerIntegratedGradients", (CNN, CNN.conv1),
      dict(inputs=D["img"], target=[0, 1, 2], baselines=0.1, return_convergence_delta=True), False),
@@ -188,9 +190,10 @@ def test_equals_captum(case):
     theirs_obj = getattr(C, cls)(*ctor)
     ours_obj = getattr(A, cls)(*ctor) if cls != "NoiseTunnel" else \
         A.NoiseTunnel(getattr(A, type(ctor[0]).__name__)(ctor[0].forward_func))      # wrap the compat class
-    if cls == "Lime":
+    if name == "lime-wls":
         from captum._utils.models.linear_model import SkLearnLinearRegression
         theirs_obj = C.Lime(*ctor, interpretable_model=SkLearnLinearRegression())
+        ours_obj = A.Lime(*ctor, interpretable_model=SkLearnLinearRegression())
     results = []
     for obj in (ours_obj, theirs_obj):
         if seeded:
