@@ -58,6 +58,7 @@ bench-quick: $(VENV)/.bench
 	$(PY) -m benchmarks --quick
 
 # `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py), the
+# rule methods on torchvision's backbones with Zennit / Captum agreement and timing (crosscheck/graphs.py), the
 # automatic layer and token-layer CAMs on torchvision/timm nets (layers.py), AttnLRP against lxt. All
 # need torchvision, which only imports beside torch 2.14.1, so they run in .venv-crosscheck (~5.5 GB, built once).
 XVENV := .venv-crosscheck
@@ -69,6 +70,7 @@ $(XVENV)/.ready:
 
 crosscheck: $(XVENV)/.ready
 	$(XVENV)/bin/python crosscheck/compare.py --json crosscheck/results.json
+	$(XVENV)/bin/python crosscheck/graphs.py --json crosscheck/graphs.json
 	$(XVENV)/bin/python crosscheck/layers.py --json crosscheck/layers_results.json
 	$(XVENV)/bin/python crosscheck/attnlrp_lxt.py --json crosscheck/attnlrp_lxt_results.json
 

@@ -119,6 +119,13 @@ class Attribution:
             raise ValueError(f"{what} shows one input, and this attribution has {len(self.input_names)} inputs "
                              f"({self.input_names}); pick one with a.part(input), e.g. a.part({self.input_names[0]!r})")
 
+    def to_shap(self, feature_names=None, output_names=None):
+        """This attribution as a ``shap.Explanation`` (values, base_values, data, feature_names, output_names), so
+        ``shap.plots.bar/beeswarm/waterfall/heatmap/image`` take it; images as ``[N, H, W, C]`` (SHAP's layout).
+        See :func:`attrkit.compat.shap.explanation`."""
+        from .compat.shap import explanation
+        return explanation(self, feature_names, output_names)
+
     def to_numpy(self):
         """``values`` as numpy (a tuple/dict of arrays for several inputs)."""
         return _map(lambda t: t.detach().cpu().numpy(), self.values)

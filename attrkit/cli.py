@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import os
@@ -26,7 +27,11 @@ DELEGATED = {
     "bench": ("attrkit.bench", "main", "benchmark attrkit against Captum, SHAP, LIME and pytorch-grad-cam"),
     "landscape": ("attrkit.cli_landscape", "main", "the loss landscape around the trained weights (Li et al. 2018)"),
 }
-# subcommands added by other modules: name -> module with add_parser(subparsers, parents) (sets func=...)
+# delegated commands that print their own JSON object under --json (the flag is passed on, no envelope added)
+OWN_JSON = {"landscape"}
+# subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
+# parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
+# result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
 EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")
 
 
@@ -141,7 +146,11 @@ def _main(argv: list[str], as_json: bool) -> int:
     while head < len(argv) and argv[head] in ("-q", "--quiet", "--json", "--no-progress"):
         head += 1
     if head < len(argv) and argv[head] in DELEGATED:
-        return _delegate(argv[head], [a for a in argv[head + 1:] if a != "--json"], argv[:head], as_json)
+        name = argv[head]
+        rest = [a for a in argv[head + 1:] if a != "--json"] + (["--json"] if as_json and name in OWN_JSON else [])
+        if name in OWN_JSON:          # it reads -q / --no-progress too: hand over those given before its name
+            rest = [f for f in argv[:head] if f != "--json" and f not in rest] + rest
+        return _delegate(name, rest, argv[:head], as_json)
     parser = build_parser()
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
@@ -157,8 +166,11 @@ def _main(argv: list[str], as_json: bool) -> int:
     progress = False if quiet or getattr(args, "no_progress", False) else None
     _one_line_warnings()
     fn = COMMANDS.get(args.command) or args.func
+    kwargs = {"quiet": quiet}
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs["progress"] = progress
     try:
-        result = fn(args, quiet=quiet, progress=progress)
+        result = fn(args, **kwargs)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", INTERRUPTED, as_json)
     except Exception as err:           # one line, no traceback (ATTRKIT_DEBUG=1 shows it)
@@ -217,7 +229,7 @@ def _delegate(name: str, rest: list[str], flags: list[str], as_json: bool) -> in
         return _fail(name, _one_line(err), FAILED, as_json)
     if any(a in ("-h", "--help") for a in rest) and not code:
         print(f"\n{EXIT_CODES}")
-    if as_json:
+    if as_json and name not in OWN_JSON:
         print(json.dumps({"command": name, "exit": int(code or 0)}))
     return int(code or 0)
 

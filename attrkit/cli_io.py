@@ -253,16 +253,18 @@ def infer_channels(model) -> int | None:
 
 
 def in_features(model) -> int | None:
-    """Inputs of the model's first linear layer when it has no convolution (a tabular model), else None."""
+    """Inputs of the model's first layer with weights when that layer is a ``Linear`` (a tabular model), else
+    None (convolutions, embeddings of token ids, or unknown)."""
     net = getattr(model, "_script", model)
-    if not isinstance(net, nn.Module) or infer_channels(model) is not None:
+    if not isinstance(net, nn.Module):
         return None
     for m in net.modules():
-        if isinstance(m, nn.Linear):
-            return m.in_features
-    for _, p in net.named_parameters():
-        if p.dim() == 2:
-            return int(p.shape[1])
+        own = dict(m.named_parameters(recurse=False))
+        if not own:
+            continue
+        kind = getattr(m, "original_name", type(m).__name__)     # TorchScript keeps the class name here
+        w = own.get("weight")
+        return int(w.shape[1]) if kind == "Linear" and w is not None and w.dim() == 2 else None
     return None
 
 

@@ -25,6 +25,8 @@ MEANINGS = {
     "beta": "beta of the alpha-beta rule",
     "canonize": "fold BatchNorm into the preceding layer before propagating (the relevance then follows the "
                 "network's function)",
+    "canonizers": "a list of canonizer objects replacing the default [MergeBatchNorm()] (docs/extending.md: the "
+                  "canonizer protocol); None: the default, or none with canonize=False",
     "composite": "a named set of rules per layer type: epsilon_plus (default), epsilon_plus_flat, "
                  "epsilon_plus_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat, epsilon_gamma_box",
     "distance": "the distance in LIME's exponential kernel between a coalition and the full input: "
@@ -58,6 +60,9 @@ MEANINGS = {
     "players": "the groups of features: a label tensor (ak.grid(x, 4), ak.superpixels(x, 50), "
                "ak.features(x)); on the command line grid:K or superpixels:N; at a layer \"cells\", "
                "\"channels\" or \"grid:K\" (K x K blocks of cells)",
+    "reshape": "how a layer output becomes maps [N, channels, *grid]: None reads it automatically (channels-first "
+               "maps, ViT token grids with class/register tokens dropped, channels-last maps), or a function "
+               "(tensor -> maps) as pytorch-grad-cam's reshape_transform",
     "relu": "keep only the positive part of the map (False: the signed map)",
     "reshape": "how the layer's output reads as a map [N, C, *grid] (None: automatic — token layers on the patch "
                "grid, class/register tokens dropped; channels-last maps): \"channels_first\", \"channels_last\", "

@@ -174,33 +174,6 @@ def test_explain_target_column_for_a_labelled_csv(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ one vocabulary
-def test_readme_commands_run_as_written(tmp_path, capsys, monkeypatch):
-    """Every `attrkit ...` line of the README's bash block runs (model.pt, cat.png, images/ made here)."""
-    import re
-    import shlex
-    from attrkit.models import SmallCNN
-    from attrkit.train import save
-    monkeypatch.chdir(tmp_path)
-    save(SmallCNN(in_channels=3, num_classes=3, in_size=16, width=2, hidden=8), tmp_path / "model.pt",
-         meta={"classes": ["a", "b", "c"]})
-    rgb = lambda p, s: PIL.fromarray(np.random.default_rng(s).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(p)
-    rgb(tmp_path / "cat.png", 0)
-    (tmp_path / "images").mkdir()
-    for i in range(3):
-        rgb(tmp_path / "images" / f"{i}.png", i)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    lines = [ln.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
-             for ln in block.splitlines() if ln.startswith("attrkit ")]
-    assert any(ln.startswith("attrkit run --model model.pt --data images/") for ln in lines)
-    for line in lines:
-        args = shlex.split(line)[1:]
-        if args[0] == "run":
-            args += ["-O", "steps=4"]
-        code, out, err = cli(args, capsys)
-        assert code == 0, (line, err)
-    assert (tmp_path / "out" / "cat_grad_cam.png").exists() and len(ak.load_run(tmp_path / "run")) == 3
-
-
 def test_every_help_shows_the_exit_status_table_and_no_restructuredtext(capsys):
     for command in ["demo", "explain", "train", "methods", "evaluate", "run", "bench"]:
         code, out, _ = cli([command, "--help"], capsys)
@@ -279,3 +252,29 @@ def test_figure_names_stay_distinct_when_stems_collide(tmp_path, capsys):
     assert len(figs) == 4 and len(set(figs)) == 4 and all(Path(f).exists() for f in figs)
     assert [Path(f).name for f in figs] == ["d1_cat_saliency.png", "d2_cat_saliency.png", "a_b_saliency.png",
                                             "a_b-2_saliency.png"]
+
+
+def test_methods_name_lists_options_and_run_takes_weights(tmp_path, capsys, monkeypatch):
+    code, out, _ = cli(["methods", "kernel_shap"], capsys)
+    assert code == 0 and "n_samples" in out and "2000" in out and "model evaluations" in out
+    code, _, err = cli(["methods", "gradients"], capsys)
+    assert code == 2 and "Did you mean gradient" in err
+    write_net(tmp_path, "usernet_b")
+    monkeypatch.chdir(tmp_path)
+    import importlib
+    sys.path.insert(0, str(tmp_path))                      # restored by the autouse fixture
+    net = importlib.import_module("usernet_b").Net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-2)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    folder = tmp_path / "imgs"
+    for i in range(2):
+        grey_png(folder / f"{i}.png", seed=i)
+    code, out, err = cli(["run", "--model", "usernet_b:Net", "--weights", tmp_path / "w.pt", "--data", folder,
+                          "-m", "saliency", "-o", tmp_path / "r", "--json"], capsys)
+    assert code == 0, err
+    r = ak.load_run(tmp_path / "r")
+    x = torch.stack([torch.from_numpy(np.asarray(PIL.open(folder / f"{i}.png"), np.float32) / 255)[None]
+                     for i in range(2)])
+    torch.testing.assert_close(r.values(), ak.explain(net.eval(), x, method="saliency").values)

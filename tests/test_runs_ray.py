@@ -3,6 +3,7 @@ import functools
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -111,3 +112,7 @@ def test_ray_address_connects_to_existing_cluster(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS")
     ray_backend.ensure_ray(3)
     assert calls[1]["num_cpus"] == 3 and calls[1]["include_dashboard"] is False
+    from attrkit.runs import reaper                         # a local start has its watchdog; end it here
+    assert ray_backend._REAPER is not None or not sys.platform.startswith("linux")
+    reaper.stop(ray_backend._REAPER)
+    ray_backend._REAPER = None

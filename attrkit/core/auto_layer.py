@@ -56,6 +56,10 @@ def _first_tensor(out):
     return None
 
 
+def _in_place(module: nn.Module) -> bool:
+    return bool(getattr(module, "inplace", False)) and not isinstance(module, nn.modules.dropout._DropoutNd)
+
+
 def _storages(args) -> set:
     keep = set()
     for a in args:
@@ -87,7 +91,9 @@ def _record(model, x, forward):
             counts[name] = counts.get(name, 0) + 1
             t = _first_tensor(out)
             if t is not None and t.is_floating_point():
-                shared = t.untyped_storage().data_ptr() in _storages(args)
+                # an output on its input's storage is a view (Identity, Flatten) unless the module changed it in
+                # place (nn.ReLU(inplace=True): torchvision's pattern — its output is the stage's map)
+                shared = t.untyped_storage().data_ptr() in _storages(args) and not _in_place(module)
                 calls.append(_Call(len(calls), name, module, t, shared))
         return fn
 

@@ -286,9 +286,10 @@ class Game:
         R = self.reps
         base, refs = self.base, self.references
         share_ref = refs.shape[0] == 1
+        rows = rows.to(base.device)             # once: a copy per chunk would wait for the device each time
 
         def forward(s, e):
-            r = rows[s:e].to(base.device)
+            r = rows[s:e]
             keep = mask_fn(s, e)
             x = base[r]
             ref = refs[0] if share_ref else refs[r]                     # [R, ...] or [b, R, ...]

@@ -46,7 +46,7 @@ def _connect():
 
 def file_digests(paths) -> list[str]:
     """The content digest of each path (absolute or not), reusing cached digests of unchanged files."""
-    paths = [str(Path(p).resolve()) for p in paths]
+    paths = [os.path.abspath(p) for p in paths]
     stats = [os.stat(p) for p in paths]
     keys = [(p, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats)]
     con = _connect()

@@ -2,7 +2,8 @@
 
 Ray is imported lazily (``pip install attrkit[ray]``). With ``RAY_ADDRESS`` set the run joins that cluster;
 otherwise, when no Ray instance is running in this process, a local one is started
-(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end. In a Ray instance that
+(``num_cpus=workers * cpus_per_worker``, no dashboard) and shut down at the end; a watchdog
+(:mod:`attrkit.runs.reaper`) ends its processes if the driver is killed before that. In a Ray instance that
 outlives the run, ``keep_workers=True`` keeps the actors for the next run (their model and data are dropped;
 each keeps its CPU reserved until :func:`release_workers` or ``ray.shutdown()``). Workers write their
 shards straight to ``out`` (which must therefore be shared storage on a multi-machine cluster); the driver
@@ -37,9 +38,25 @@ def ensure_ray(workers: int | None, cpus_per_worker: float = 1.0) -> tuple[objec
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
     else:
+        global _REAPER
         n = max(1, int(round((workers or os.cpu_count() or 1) * cpus_per_worker)))
         ray.init(num_cpus=n, include_dashboard=False, logging_level=logging.WARNING)
+        from . import reaper
+        reaper.stop(_REAPER)
+        _REAPER = reaper.start()          # ends Ray's processes should this driver be killed (SIGKILL, OOM)
     return ray, True
+
+
+_REAPER = None
+
+
+def _shutdown(ray) -> None:
+    """``ray.shutdown()`` of a Ray instance this module started, and its watchdog with it."""
+    global _REAPER
+    ray.shutdown()
+    from . import reaper
+    reaper.stop(_REAPER)
+    _REAPER = None
 
 
 def default_workers(ray, cpus_per_worker: float) -> int:
@@ -146,7 +163,7 @@ def run_ray(plan: Plan, factory, source, shards: Iterable[int], on_done: Callabl
     finally:
         if owned:
             _POOL.clear()
-            ray.shutdown()
+            _shutdown(ray)
         elif not ok or not keep_workers:
             _forget(ray, actors)                # a failed run may leave actors busy or broken
         else:

@@ -100,6 +100,11 @@ class Capture:
 
     # ----------------------------------------------------------------- install / remove
     def __enter__(self) -> "Capture":
+        fast = getattr(getattr(torch.backends, "mha", None), "get_fastpath_enabled", None)
+        if fast is not None:          # nn.TransformerEncoderLayer's fused path would skip its self_attn module
+            old_fast = fast()
+            torch.backends.mha.set_fastpath_enabled(False)
+            self._undo.append(lambda: torch.backends.mha.set_fastpath_enabled(old_fast))
         for name, m in self.model.named_modules():
             if isinstance(m, nn.MultiheadAttention):
                 self._undo.append(m.register_forward_hook(self._mha_hook, with_kwargs=True).remove)

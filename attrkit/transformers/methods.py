@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..core.auto_layer import LayerChoice
+from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
 from ..core.token_grid import read_grid
 from ..registry import register
@@ -32,13 +33,14 @@ FUSIONS = ("mean", "max", "min")
 def run_attention(problem: Problem, rows: torch.Tensor, gradients: bool, mode=None):
     """``(weights, grads)`` for samples ``rows``: lists over attention calls of ``[B, H, T, S]`` tensors."""
     x = problem.inputs
-    with Capture(_user_model(problem), mode) as cap, torch.enable_grad():
+    require_hooks(_user_model(problem), "attention methods")
+    with Capture(_user_model(problem), mode) as cap, (torch.enable_grad() if gradients else torch.no_grad()):
         out = problem.forward(x[rows.to(x.device)], rows)
         if not cap.records:
             raise ValueError("no attention weights over tokens were seen in the forward pass: attention methods "
-                             "read nn.MultiheadAttention, Hugging Face and timm attention modules (with parameters "
-                             "that require gradients, so PyTorch's fused encoder path is not taken); for a model "
-                             "without attention use a gradient, CAM or game method")
+                             "read nn.MultiheadAttention (also inside nn.TransformerEncoderLayer), Hugging Face and "
+                             "timm attention modules; for a model without attention use a gradient, CAM or game "
+                             "method")
         names = [n for n, _ in cap.records]
         weights = [a for _, a in cap.records]
         grads = None
@@ -168,6 +170,7 @@ def attention_relevance(problem: Problem, query=None) -> Result:
 
 def default_attention_layer(model, x, forward=None, input_layout=None) -> LayerChoice:
     """The last attention module in ``named_modules()``."""
+    require_hooks(model, "attention_probe")
     sites = attention_sites(model)
     if not sites:
         raise ValueError("attention_probe needs an attention module over tokens (nn.MultiheadAttention, a Hugging "
@@ -184,6 +187,7 @@ def attention_probe(problem: Problem, query=None) -> Result:
     the full weights ``[N, heads, T, S]``."""
     name = problem.layer_name
     model = _user_model(problem)
+    require_hooks(model, "attention_probe")
     sites = [s for s in attention_sites(model) if s == name or s.startswith(name + ".")]
     if len(sites) != 1:
         raise ValueError(f"attention_probe: layer {name!r} holds {len(sites)} attention modules "
@@ -207,7 +211,8 @@ def attention_probe(problem: Problem, query=None) -> Result:
         vals = torch.stack([rd.values(per_head[:, k]).squeeze(1) for k in range(h)], 1)
     else:
         vals = per_head
-    return Result(vals, {"n_evals": problem.n, "attention": a, "attention_layer": site, **rd.info()})
+    return Result(vals, {"n_evals": problem.n, "attention": a, "attention_layer": site, "class_agnostic": True,
+                         **rd.info()})
 
 
 attention_probe.default_layer = default_attention_layer
