@@ -57,7 +57,8 @@ bench: $(VENV)/.bench
 bench-quick: $(VENV)/.bench
 	$(PY) -m benchmarks --quick
 
-# `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py). Both
+# `make crosscheck`: LRP and the CAM family against Zennit and pytorch-grad-cam (crosscheck/compare.py), and the
+# rule methods on torchvision's backbones with Zennit / Captum agreement and timing (crosscheck/graphs.py). Both
 # need torchvision, which only imports beside torch 2.14.1, so they run in .venv-crosscheck (~5.5 GB, built once).
 XVENV := .venv-crosscheck
 $(XVENV)/.ready:
@@ -68,6 +69,7 @@ $(XVENV)/.ready:
 
 crosscheck: $(XVENV)/.ready
 	$(XVENV)/bin/python crosscheck/compare.py --json crosscheck/results.json
+	$(XVENV)/bin/python crosscheck/graphs.py --json crosscheck/graphs.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -131,7 +131,7 @@ class MergeBatchNorm:
             if s.module is not None:
                 uses[s.module] = uses.get(s.module, 0) + 1
         for site in binding.order:
-            if site.kind != "batch_norm":
+            if site.kind != "batch_norm" or site.tapped:
                 continue
             affine = _bn_affine(site, ()) if site.module is not None else _fn_bn_affine(binding, site)
             src = binding.producer(site)

@@ -76,15 +76,31 @@ def _secant(dy, dz, fallback):
     return torch.where(small, fallback, dy / torch.where(small, torch.ones_like(dz), dz))
 
 
+def _difference(site, inputs, z, z_ref, y, y_ref):
+    """``(f(z) - f(z_r), z - z_r)`` in float64 for lower precisions: in float32 the difference of two close
+    outputs is mostly rounding, and the secant would carry it (DeepLIFT maps then changed with the batch size
+    at 1e-3 on efficientnet_b0)."""
+    fn = site.op if site.op is not None else site.module
+    if z.dtype in (torch.float16, torch.bfloat16, torch.float32) and fn is not None:
+        try:
+            with torch.no_grad():
+                zd, zrd = z.double(), z_ref.double()
+                rest, kw = tuple(inputs[1:]), dict(site.kwargs)
+                return fn(zd, *rest, **kw) - fn(zrd, *rest, **kw), zd - zrd
+        except (RuntimeError, TypeError):     # parameters in another dtype (PReLU): stay in the model's dtype
+            pass
+    return y - y_ref, z - z_ref
+
+
 class Rescale(_ReferenceRule):
     """Elementwise nonlinearity: multiplier ``(f(z) - f(z_r)) / (z - z_r)``."""
     name = "rescale"
 
     def rescale(self, site, inputs, output, ins_ref, y_ref):
         z, z_ref = inputs[0], ins_ref[0]
-        dz = z.detach() - z_ref
+        dy, dz = _difference(site, inputs, z.detach(), z_ref, output.detach(), y_ref)
         small = dz.abs() < _EPS
-        m = (output.detach() - y_ref) / torch.where(small, torch.ones_like(dz), dz)
+        m = (dy / torch.where(small, torch.ones_like(dz), dz)).to(z.dtype)
         return surrogate(output, torch.where(small, output, z * m))
 
 
@@ -106,9 +122,10 @@ def _min_norm(dv, d, dims):
 
 
 class NormRescale(_ReferenceRule):
-    """LayerNorm ``y = w c / sigma(c) + b`` with ``c = x - mean(x)``: ``c/sigma - c_r/sigma_r = dc (k + k_r)/2 +
-    (c + c_r)/2 (k - k_r)`` with ``k = 1/sigma``, the change of ``k`` attributed along ``dc`` (minimum-norm
-    secant), so summation to delta holds exactly."""
+    """LayerNorm ``y = w c / sigma(c) + b`` with ``c = x - mean(x)``, ``k = 1/sigma``: ``c k - c_r k_r =
+    dc k + c_r (k - k_r)`` (or ``dc k_r + c (k - k_r)`` where ``k > k_r``: the smaller multiplier, so a reference
+    with almost no variance, such as all zeros, does not blow the multipliers up), the change of ``k`` attributed
+    along ``dc`` (minimum-norm secant). Summation to delta holds exactly."""
     name = "layer_norm_rescale"
 
     def rescale(self, site, inputs, output, ins_ref, y_ref):
@@ -121,7 +138,8 @@ class NormRescale(_ReferenceRule):
         k_r = torch.rsqrt(x_r.var(dims, unbiased=False, keepdim=True) + eps)
         dc = c.detach() - c_r
         u = _min_norm(k - k_r, dc, dims)
-        y = c * ((k + k_r) / 2) + ((c.detach() + c_r) / 2) * (u * c).sum(dims, keepdim=True)
+        mine = k <= k_r
+        y = c * torch.where(mine, k, k_r) + torch.where(mine, c_r, c.detach()) * (u * c).sum(dims, keepdim=True)
         if w is not None:
             y = y * w.detach()
         if b is not None:

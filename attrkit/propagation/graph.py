@@ -78,6 +78,7 @@ class Site:
         self.post = None
         self.skip = False
         self.gate = None
+        self.tapped = False          # the explained layer: canonizers leave it in place
         self.kwargs: dict = {}
 
     def __repr__(self) -> str:
@@ -291,6 +292,7 @@ def bind(model: nn.Module, leaves=()) -> Binding:
                 op = operator.mul if fname == "imul" else node.target
             where = _caller(node)
             site = Site(f"{where + ':' if where else ''}{fname}", kind, node=node, op=_no_inplace(op))
+        site.tapped = site.module is not None and any(site.module is leaf for leaf in leaves)
         sites.append(site)
         by_node[node] = site
     # reused modules: name each call
