@@ -164,6 +164,10 @@ MUTATIONS = [
              'props.setdefault("torchscript", family in ("gradient", "game"))',
              'props.setdefault("torchscript", family in ("gradient",))',
              (CONTRACT,), "the registry declares that game methods refuse TorchScript models (they accept them)"),
+    Mutation("attn_lrp_accepts_torchscript", "attrkit/transformers/attnlrp.py",
+             'require_hooks(model, "attn_lrp")', "None",
+             (CONTRACT,), "AttnLRP runs on a TorchScript model, where its rules cannot be installed (a silently "
+             "different map)", k="attn_lrp"),
 ]
 
 
