@@ -12,8 +12,8 @@ Relevance is gradient x input under a modified backward pass (as the authors' ``
   flows only through the values and is conserved on bias-free networks;
 - linear layers and convolutions: the plain gradient (LRP-0 / epsilon -> 0); ReLU needs no rule.
 
-``info["relevance_sum"]`` is ``sum R`` per sample, ``info["completeness_gap"]`` ``|sum R - f(x)|`` per sample and
-``info["relative_gap"]`` the largest ``|sum R - f(x)| / |f(x)|``: biases (and, with the paper's softmax rule, the
+``info["relevance_sum"]`` is ``sum R`` per sample, ``info["completeness_gap"]`` ``|sum R - f(x)|`` and
+``info["relative_gap"]`` ``|sum R - f(x)| / |f(x)|`` per sample: biases (and, with the paper's softmax rule, the
 softmax) take the difference.
 """
 from __future__ import annotations
@@ -113,8 +113,7 @@ def attn_lrp(problem: Problem, softmax: str = "attnlrp") -> Result:
         res = input_x_gradient(problem)
     out = problem.target(problem.outputs, torch.arange(problem.n)).double().cpu()
     total = res.values.detach().double().flatten(1).sum(1).cpu()
-    gap = (total - out).abs()
-    res.info.update(relevance_sum=total, f_x=out, completeness_gap=gap.to(res.values.dtype),
-                    relative_gap=float((gap / out.abs().clamp_min(1e-12)).max()) if len(gap) else 0.0,
+    gap = ((total - out).abs() / out.abs().clamp_min(1e-12))
+    res.info.update(relevance_sum=total, completeness_gap=(total - out).abs(), relative_gap=gap,
                     softmax_rule=softmax)
     return res
