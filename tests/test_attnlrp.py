@@ -99,3 +99,27 @@ def test_attn_lrp_on_hugging_face_models():
     b = ak.explain(bert, ids, "attn_lrp", target=("logits", 1), forward_kwargs={"attention_mask": torch.ones_like(ids)})
     assert b.values.shape == ids.shape and b.layer == "bert.embeddings.word_embeddings"
     assert b.info["embedding_values"].shape == (2, 8, 16)
+
+
+def test_attn_lrp_on_a_transformer_encoder_with_functional_gelu():
+    """nn.TransformerEncoderLayer(activation="gelu") calls F.gelu: the rule is put on it for the call and taken off
+    after; bias-free with constant attention weights, relevance is conserved through post-norm layers."""
+    torch.manual_seed(0)
+
+    class Enc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True,
+                                                     bias=False)
+            self.enc = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = torch.nn.Linear(8, 3, bias=False)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(1))
+    model = Enc().eval()
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    a = ak.explain(model, x, "attn_lrp", target=1, softmax="constant")
+    assert float(a.info["relative_gap"].max()) < 1e-3
+    assert all(layer.activation is F.gelu for layer in model.enc.layers)
+    plain = ak.explain(model, x, "input_x_gradient", target=1).values
+    assert rel(a.values, plain) > 1e-2

@@ -91,8 +91,9 @@ def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
                 undo.append(m.register_forward_hook(lambda mod, args, out: identity_rule(args[0], out)).remove)
             elif isinstance(m, nn.TransformerEncoderLayer) and m.activation in (F.gelu,):
                 old = m.activation
-                m.activation = _Activation(old)
-                undo.append(lambda m=m, old=old: setattr(m, "activation", old))
+                m.activation = _Activation(old)        # registered as a child module for the call
+                undo.append(lambda m=m, old=old: (m._modules.pop("activation", None),
+                                                  m.__dict__.__setitem__("activation", old)))
         with Capture(model, softmax):
             yield
     finally:
