@@ -114,14 +114,14 @@ def test_safetensors_files_are_the_standard_format(tmp_path):
 
 # Retraining every recipe takes ~20 s without shapes_cnn (~30-60 s alone on 2 cores): make test retrains the
 # others; ATTRKIT_RETRAIN_ALL=1 (or `make zoo`, which prints each score and its band) covers shapes_cnn too.
-SLOW = {"shapes_cnn"}
+SLOW = {"shapes_cnn", "shapes_vit"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.names())
 def test_recipe_reproduces_a_model_in_its_band(name, tmp_path):
     if name in SLOW and os.environ.get("ATTRKIT_RETRAIN_ALL") != "1":
-        pytest.skip("shapes_cnn retrains in ~45 s: run with ATTRKIT_RETRAIN_ALL=1 (or `make zoo`)")
+        pytest.skip(f"{name} retrains in ~30-45 s: run with ATTRKIT_RETRAIN_ALL=1 (or `make zoo`)")
     model = zoo.pretrained(name, retrain=True, directory=tmp_path, progress=False)
     band = zoo.RECIPES[name].band
     assert band[0] <= _score(model.meta) <= band[1], (name, _score(model.meta))

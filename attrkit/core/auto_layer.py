@@ -4,8 +4,8 @@ One forward and backward pass of the first sample, with a hook on every module, 
 Candidates are outputs that read as a map (:mod:`attrkit.core.token_grid`: channels-first maps with more than
 one cell, channels-last maps, token grids), from modules called once, that are not pooling layers and not views
 of their input (``Identity``, ``Permute``, ``Flatten``); pooling layers are skipped too, so a final max-pool
-hands over to the rectified maps before it (VGG: ``features.29`` of VGG16, Grad-CAM's relu5_3). Token layers count only as elements of a stack of
-blocks (``blocks.11``, ``encoder.layer.3``), not as the projections inside one. A candidate whose gradient on its
+hands over to the rectified maps before it (VGG: ``features.29`` of VGG16, Grad-CAM's relu5_3). Token layers count
+only as elements of a stack of blocks (``blocks.11``, ``encoder.layer.3``), not as the projections inside one. A candidate whose gradient on its
 grid is exactly zero is skipped: the output does not depend on it (a ViT classifying from its class token: the
 patch tokens after the last block reach nothing, so the chosen layer is the one before it).
 

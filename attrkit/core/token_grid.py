@@ -6,9 +6,9 @@ CAMs and layer games need a layer output laid out as ``[N, C, *spatial]``. Three
 - **tokens** ``[N, T, D]`` of vision transformers (ViT, DeiT, BEiT): ``T = prefix + h * w`` where the ``prefix``
   leading tokens (class, distillation, register tokens) are dropped and the rest is the patch grid, row-major.
   The grid comes from the patch embedding (the first ``Conv2d`` whose stride equals its kernel, applied to the
-  input's ``H, W``; merged stages of hierarchical models read as that grid halved ``m`` times), else from a Hugging
-  Face ``config`` (``image_size``, ``patch_size``). For token-id inputs ``[N, L]`` a layer ``[N, L, D]`` is a
-  1-D grid of the ``L`` positions (nothing dropped);
+  input's ``H, W``; merged stages of hierarchical models read as that grid halved ``m`` times), else from the model's
+  ``config`` (Hugging Face ``patch_size``, attrkit's ``config["patch"]``). For token-id inputs ``[N, L]`` a
+  layer ``[N, L, D]`` is a 1-D grid of the ``L`` positions (nothing dropped);
 - **channels-last** ``[N, H, W, C]`` (torchvision Swin, timm ConvNeXt blocks' internals): channels moved first.
 
 A layout that cannot be read is refused with the way out (``reshape=``): never a map over the wrong axes.
@@ -105,9 +105,14 @@ def patch_embedding(model) -> tuple[str, nn.Conv2d] | None:
 
 
 def _config_grid(model, hw) -> tuple | None:
+    """The patch size a model's config states: ``config.patch_size`` (Hugging Face) or ``config["patch"]``
+    (attrkit's models, e.g. a hybrid ViT whose patch embedding reads a CNN's feature map)."""
     for obj in (model, getattr(model, "model", None)):
         cfg = getattr(obj, "config", None)
-        patch = getattr(cfg, "patch_size", None) if cfg is not None and not isinstance(cfg, dict) else None
+        if isinstance(cfg, dict):
+            patch = cfg.get("patch_size", cfg.get("patch"))
+        else:
+            patch = getattr(cfg, "patch_size", None) if cfg is not None else None
         if patch is not None:
             ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
             return hw[0] // ph, hw[1] // pw
@@ -124,7 +129,7 @@ def _token_grid(model, tokens: int, hw: tuple) -> GridView | None:
                            f"stride {sh}x{sw} on the {hw[0]}x{hw[1]} input"))
     cg = _config_grid(model, hw)
     if cg is not None:
-        candidates.append(cg + (f"config.patch_size on the {hw[0]}x{hw[1]} input",))
+        candidates.append(cg + (f"the model config's patch size on the {hw[0]}x{hw[1]} input",))
     for h, w, why in candidates:
         for merge in range(5):                         # hierarchical models: the grid halved per merged stage
             gh, gw = -(-h // 2 ** merge), -(-w // 2 ** merge)
@@ -223,7 +228,8 @@ def _given(model, x, acts_shape, reshape, where, input_layout) -> GridView:
         return GridView("channels_first", tuple(acts_shape[2:]))
     if reshape == "channels_last":
         if len(acts_shape) < 3:
-            raise ValueError(f"reshape='channels_last' needs a layer output [N, *spatial, C]; {where} gives {acts_shape}")
+            raise ValueError(f"reshape='channels_last' needs a layer output [N, *spatial, C]; {where} gives "
+                             f"{acts_shape}")
         return GridView("channels_last", tuple(acts_shape[1:-1]), source="reshape= given")
     view = read_grid(model, x, acts_shape, None, None, None, input_layout) if len(acts_shape) == 3 else None
     if view is None or view.layout != "tokens":

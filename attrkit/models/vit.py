@@ -29,10 +29,11 @@ class ViTBlock(nn.Module):
 class SmallViT(nn.Module):
     """``patch`` (Conv2d, kernel = stride = `patch`), a class token and learned positions, ``blocks`` (`depth`
     pre-norm blocks of width `dim`), ``norm`` and ``head`` on the class token. ``in_size / patch`` patches per side.
-    ``stem > 0``: early convolutions before the patch embedding (Xiao et al. 2021: small ViTs train far better with
-    them): conv 3x3 (`stem` channels), ReLU, conv 3x3 (2 `stem`), ReLU, max-pool 2, conv 3x3, ReLU, max-pool 2; the
-    patch embedding then takes ``patch / 4`` pixels of that quarter-resolution map (the same patch grid). ``pool="mean"``: no class
-    token; the head reads the mean of the patch tokens after ``norm``.
+    ``stem > 0``: a hybrid ViT (Dosovitskiy et al. 2021, section 3.1): the patch embedding reads the feature map of
+    a convolutional backbone, ``SmallCNN(width=stem).features`` (64 px -> 8 x 8), with kernel = stride =
+    ``patch / (in_size / map size)``, so a token still covers a `patch` x `patch` pixel patch. ``config["patch"]`` is
+    that patch size (attrkit reads the token grid from it). ``pool="mean"``: no class token; the head reads the
+    mean of the patch tokens after ``norm``.
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 5, in_size: int = 64, patch: int = 8,
@@ -53,14 +54,18 @@ class SmallViT(nn.Module):
         tokens = (in_size // patch) ** 2 + (pool == "cls")
         self.pool = pool
         with seeded(seed):
-            if stem and patch % 4:
-                raise ValueError(f"with a stem, patch ({patch}) must be a multiple of 4.")
-            self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, stem, 3, padding=1), nn.ReLU(), nn.Conv2d(stem, 2 * stem, 3, padding=1),
-                nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2 * stem, 2 * stem, 3, padding=1), nn.ReLU(),
-                nn.MaxPool2d(2)) if stem else nn.Identity()
-            k = patch // 4 if stem else patch
-            self.patch = nn.Conv2d(2 * stem if stem else in_channels, dim, k, stride=k)
+            self.stem, c, k = nn.Identity(), in_channels, patch
+            if stem:
+                from .cnn import SmallCNN
+                self.stem = SmallCNN(in_channels, num_classes, in_size, width=stem, seed=None).features
+                with torch.no_grad():
+                    c, side = self.stem(torch.zeros(1, in_channels, in_size, in_size)).shape[1:3]
+                down = in_size // side
+                if patch % down:
+                    raise ValueError(f"with a stem the patch ({patch}) must be a multiple of its downsampling "
+                                     f"({down}).")
+                k = patch // down
+            self.patch = nn.Conv2d(c, dim, k, stride=k)
             self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
             self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
             self.blocks = nn.Sequential(*[ViTBlock(dim, heads, mlp) for _ in range(depth)])
