@@ -27,3 +27,13 @@ def test_vit_specificity_table_rows():
     assert rollout["rank_corr_ab"] > 0.999                      # class-agnostic: the same map for A and B
     md = section_markdown(t)
     assert md.startswith("<!-- vit-specificity:start -->") and "| grad_cam | token |" in md
+
+
+def test_vit_sanity_table_rows():
+    from attrkit.experiments_vit import SANITY, vit_sanity_table
+    net = SmallViT(3, 5, 64, 8, 16, 2, 2, 32, seed=0).eval()
+    t = vit_sanity_table(n=2, net=net)
+    assert [r["method"] for r in t] == [m for m, _ in SANITY]
+    rollout = [r for r in t if r["method"] == "attention_rollout"][0]
+    assert rollout["after_head"] > 0.999            # rollout never reads the head: randomising it changes nothing
+    assert all(r["after_all"] < 0.999 for r in t)   # every map depends on some weight
