@@ -412,3 +412,35 @@ def test_deeplift_layernorm_with_an_all_zero_reference_stays_exact():
     x = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
     a = ak.explain(model, x, "deeplift", baseline="zeros", target=1)
     assert float(a.info["completeness_gap"].max()) < 1e-5
+
+
+@pytest.mark.parametrize("final", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1)])
+def test_deeplift_through_a_final_softmax_keeps_summation(final):
+    """A classifier exported with its softmax (MTCNN's ONet, many others), confident predictions: without a
+    softmax rule the gap was most of f(x) - f(r); the exact (log)softmax multipliers keep it at rounding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+                          final).eval()
+    with torch.no_grad():
+        model[4].weight.mul_(20)                         # confident: the top probability close to 1
+    x = data()
+    t = model(x).argmax(1)
+    for base in ("zeros", 0.5):
+        a = ak.explain(model, x, "deeplift", baseline=base, target=t)
+        assert float(a.info["completeness_gap"].max()) < 1e-5, (base, a.info["completeness_gap"])
+        assert float((a.info["f_x"] - a.info["f_baseline"]).abs().max()) > 1e-2
+    assert set(a.info["rules"]) == {"1", "2", "5"}
+
+
+def test_deeplift_prelu_and_overlapping_max_pool_sum_to_delta_at_every_batch_size():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.PReLU(6), nn.MaxPool2d(3, 2, 1),
+                          nn.Conv2d(6, 6, 3, padding=1), nn.PReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+                          nn.Linear(6 * 3 * 3, 4)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(-0.5, 0.5)
+        model[4].weight.fill_(-0.3)
+    x = data()
+    runs = [ak.explain(model, x, "deeplift", baseline=0.3, target=[0, 3, 1], batch_size=b) for b in (1, 2, 3)]
+    assert float(runs[0].info["completeness_gap"].max()) < 1e-5
+    assert max(rel(r.values, runs[0].values) for r in runs[1:]) < 1e-5, [rel(r.values, runs[0].values) for r in runs]
