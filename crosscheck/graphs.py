@@ -172,6 +172,42 @@ def zennit_rows(size: int) -> list[tuple]:
     return rows
 
 
+# ------------------------------------------------------------------------------------ timm
+def timm_rows(size: int) -> list[tuple]:
+    """timm's regnetx_002: every BatchNormAct2d (F.batch_norm, then its activation) folded; conservation on the
+    bias-free copy; DeepLIFT's gap. Skipped when timm is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return []
+    torch.manual_seed(0)
+    model = timm.create_model("regnetx_002", pretrained=False).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.running_mean.zero_()
+            m.bias.data.zero_()
+        elif isinstance(getattr(m, "bias", None), nn.Parameter):
+            m.bias.data.zero_()
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    a = ak.explain(model, x, "lrp", composite="epsilon_gamma_box", low=0.0, high=1.0, epsilon=1e-9, stabilizer=1e-9,
+                   target=t)
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    gap = float((a.info["completeness_gap"] / a.info["f_x"].abs()).max())
+    d = ak.explain(model, x, "deeplift", target=t)
+    dgap = float((d.info["completeness_gap"] / d.info["f_x"].abs().clamp_min(1e-6)).max())
+    rows = [("timm", f"regnetx_002 BatchNormAct2d folded: {len(a.info['canonized'])} of {n_bn}; LRP conservation "
+                     "(bias-free, gamma-box, stabilisers 1e-9)", gap, gap <= TOL and len(a.info["canonized"]) == n_bn),
+            ("timm", "regnetx_002 DeepLIFT completeness gap (relative to f(x))", dgap, dgap <= TOL)]
+    for r in rows:
+        print(f"  {r[1]}: {r[2]:.3e}", flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------------------ Captum
 def captum_rows(size: int) -> list[tuple]:
     """DeepLIFT and Guided Backprop on torchvision's resnet50 (one ReLU module reused per block) against Captum on
@@ -282,7 +318,7 @@ def main(argv=None) -> int:
         n_ok = sum(bool(e.get("ok")) for e in r["methods"].values())
         print(f"{r['model']:<20} {n_ok:>4}/{len(r['methods']):<3} {c if isinstance(c, str) else f'{c:.2e}':>31} "
               f"{max(gaps):>17.2e}  {'PASS' if passed(r) else 'FAIL'}")
-    zrows = (zennit_rows(size) + captum_rows(size)) if not args.quick else []
+    zrows = (zennit_rows(size) + captum_rows(size) + timm_rows(size)) if not args.quick else []
     ok &= all(r[3] is not False for r in zrows)
     timings = [] if (args.quick or args.no_timing) else timing_rows()
     for label, sz, n, ours, theirs, ratio, target, peer in timings:

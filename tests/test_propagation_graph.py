@@ -239,6 +239,7 @@ def test_timm_style_batchnorm_act_is_folded():
             self.act = nn.ReLU()
 
         def forward(self, x):
+            torch._assert(x.ndim == 4, "expected 4D input")        # timm checks the shape: not a use of the value
             x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
             return self.act(x)
 
