@@ -30,7 +30,6 @@ from .rules import Rule, surrogate
 _EPS = 1e-10
 _LINEAR_PIECES = ("relu", "relu6", "leaky_relu", "prelu", "hardtanh")   # their float32 secants are exact enough
 _RULE_KINDS = ("max_pool", "mul", "layer_norm", "softmax", "log_softmax")
-MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _NEEDS = ("relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softplus", "hardswish", "hardsigmoid",
           "mish", "max_pool1d", "max_pool2d", "max_pool3d")
 

@@ -8,7 +8,6 @@ refused: the result would be the plain gradient.
 """
 from __future__ import annotations
 
-from torch import nn
 
 from ..core.problem import Problem, Result
 from ..registry import register

@@ -15,7 +15,6 @@ import numbers
 import warnings
 
 import torch
-from torch import nn
 
 from ..core.problem import Problem, Result
 from ..registry import register
