@@ -83,6 +83,9 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
+        if layer_name is not None and spec.family in ("gradient", "propagation"):   # token layers: on the grid
+            from .core.token_grid import layer_values_grid
+            layer_values_grid(problem, result)
         name = _name(spec, options, noise)
     info = dict(result.info)
     info.setdefault("n_evals", 0)

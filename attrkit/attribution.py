@@ -83,17 +83,17 @@ class Attribution:
                 same = [t for t in (inputs.values() if isinstance(inputs, dict) else inputs) if t.dim() == v.dim()]
                 inputs = same[0] if len(same) == 1 else None
         v = v.detach()
+        grid = self.info.get("token_grid") if not self.multi else None
+        if isinstance(grid, dict) and v.dim() >= 3:       # a token / channels-last layer game: on its patch grid
+            from .games.token_players import grid_values
+            v = grid_values(v, grid)
+            m = v.mean(dim=1) if self.info.get("spread") == "value" else v.sum(dim=1)
+            return _resized(m, size, inputs, v.dim())
         if v.dim() <= 2:
             return v.clone()
         # values painted alike on every channel (occlusion windows, game players over all channels): show once
         m = v.mean(dim=1) if self.info.get("channels") == "same" and not self.multi else v.sum(dim=1)
-        spatial = size
-        if spatial is None and inputs is not None and inputs.dim() == v.dim():
-            spatial = tuple(inputs.shape[2:])
-        if spatial is not None and tuple(m.shape[1:]) != tuple(spatial):
-            mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
-            m = F.interpolate(m.unsqueeze(1).float(), size=spatial, mode=mode, align_corners=False).squeeze(1)
-        return m
+        return _resized(m, size, inputs, v.dim())
 
     def part(self, input) -> "Attribution":
         """The attribution of one of several inputs (a position or a dict key) as a single-input Attribution
@@ -118,6 +118,13 @@ class Attribution:
         if self.multi or isinstance(self.inputs, (tuple, list, dict)):
             raise ValueError(f"{what} shows one input, and this attribution has {len(self.input_names)} inputs "
                              f"({self.input_names}); pick one with a.part(input), e.g. a.part({self.input_names[0]!r})")
+
+    def to_shap(self, feature_names=None, output_names=None):
+        """This attribution as a ``shap.Explanation`` (values, base_values, data, feature_names, output_names), so
+        ``shap.plots.bar/beeswarm/waterfall/heatmap/image`` take it; images as ``[N, H, W, C]`` (SHAP's layout).
+        See :func:`attrkit.compat.shap.explanation`."""
+        from .compat.shap import explanation
+        return explanation(self, feature_names, output_names)
 
     def to_numpy(self):
         """``values`` as numpy (a tuple/dict of arrays for several inputs)."""
@@ -266,3 +273,14 @@ def _short(target) -> str:
         vals = target.tolist()
         return str(vals if len(vals) <= 6 else vals[:6] + ["..."])
     return repr(target)
+
+
+def _resized(m: torch.Tensor, size, inputs, dim: int) -> torch.Tensor:
+    """A map ``[N, *spatial]`` resized (bilinear) to ``size`` or to the input's spatial size."""
+    spatial = size
+    if spatial is None and inputs is not None and inputs.dim() == dim:
+        spatial = tuple(inputs.shape[2:])
+    if spatial is not None and tuple(m.shape[1:]) != tuple(spatial):
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+        m = F.interpolate(m.unsqueeze(1).float(), size=spatial, mode=mode, align_corners=False).squeeze(1)
+    return m

@@ -237,6 +237,8 @@ def method_options(spec, x: torch.Tensor, level: str, S: Settings, n_players: in
         return None
     if level == "table" and spec.layer == "required":
         return None
+    if spec.family == "attention":              # attention methods need a transformer; the demo's nets have none
+        return None
     params = inspect.signature(spec.fn).parameters
     opts: dict = {}
     if "steps" in params and spec.name == "integrated_gradients":

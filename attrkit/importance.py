@@ -45,6 +45,8 @@ def global_importance(attributions, names: list | None = None, signed: bool = Fa
     n, s1, s2 = 0, None, None
     for c in chunks:
         v = c.values if isinstance(c, Attribution) else torch.as_tensor(c)
+        if names is None and isinstance(c, Attribution) and c.feature_names is not None:
+            names = list(c.feature_names)          # the attribution's own column names
         v = v.detach().to(torch.float64)
         v = v if signed else v.abs()
         if s1 is None:

@@ -70,7 +70,8 @@ def loss_landscape(model: nn.Module, data, loss=None, *, directions: int = 2, st
 
     data: an attrkit ``Dataset`` (``.x``, ``.y``; ``x`` may be a tuple for several inputs), a tuple ``(x, y)``
         of tensors, or an iterable of ``(x, y)`` batches (a ``DataLoader``; then it is read once per grid point).
-    loss: "cross_entropy" | "bce" | "mse" | a callable ``(output, y) -> mean loss``; None picks cross-entropy
+    loss: "cross_entropy" | "bce" | "mse" | a callable ``(output, y) -> loss`` (a mean, or one value per row,
+        then averaged); None picks cross-entropy
         for integer targets (BCE for one output), MSE for float targets (as ``attrkit.train.fit`` does).
     steps: grid points per direction over ``[-span, span]`` (odd puts the trained weights on the grid).
     seed: draws the directions (the same seed gives the same directions for models of the same shapes).
@@ -99,7 +100,8 @@ def loss_landscape(model: nn.Module, data, loss=None, *, directions: int = 2, st
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters: there is no landscape to draw")
-    batches, name, criterion = _data(model, data, loss, batch_size, max_memory)
+    with eval_mode(model, warn=False):      # (sizing the batches runs the model: no BN statistics updates)
+        batches, name, criterion = _data(model, data, loss, batch_size, max_memory)
     gen = torch.Generator().manual_seed(int(seed))
     dirs = [random_direction(params, gen, norm, bias) for _ in range(directions)]
     alphas = np.linspace(-span, span, steps)
@@ -172,6 +174,9 @@ def _data(model, data, loss, batch_size, max_memory):
         batches = [(tuple(t[s:s + rows] for t in xs), y[s:s + rows]) for s in range(0, n, rows)]
         first = batches[0]
     elif hasattr(data, "__iter__") and not isinstance(data, (torch.Tensor, str, dict)):
+        if iter(data) is data:
+            raise TypeError("the data is a one-pass iterator (a generator); the loss is evaluated once per grid point, "
+                            "so give a re-iterable: a DataLoader, a list of (x, y) batches, or (x, y) tensors")
         batches = data
         first = next(iter(data), None)
         if first is None:
@@ -181,7 +186,7 @@ def _data(model, data, loss, batch_size, max_memory):
         raise TypeError(f"data must be an attrkit Dataset, a tuple (x, y) of tensors or an iterable of (x, y) "
                         f"batches, got {type(data).__name__}")
     x0, y0 = first
-    with torch.no_grad(), eval_mode(model, warn=False):
+    with torch.no_grad():
         out = model(*(t[:1].to(device) for t in x0))
     n_out = 1 if out.dim() == 1 else int(out.shape[-1])
     name, criterion = _loss_fn(loss, y0, getattr(data, "is_classification", None), n_out,
@@ -216,8 +221,10 @@ def _mean_loss(model, batches, criterion) -> float:
         x, y = _split_batch(b) if not (isinstance(b, tuple) and len(b) == 2 and isinstance(b[0], tuple)) else b
         out = model(*(t.to(device) for t in x))
         k = int(y.shape[0])
-        total += float(criterion(out, y.to(device))) * k
+        total += float(torch.as_tensor(criterion(out, y.to(device))).mean()) * k   # a per-row loss is averaged
         n += k
+    if n == 0:
+        raise ValueError("the data gave no rows")
     return total / n
 
 

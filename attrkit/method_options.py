@@ -64,6 +64,15 @@ MEANINGS = {
                "maps, ViT token grids with class/register tokens dropped, channels-last maps), or a function "
                "(tensor -> maps) as pytorch-grad-cam's reshape_transform",
     "relu": "keep only the positive part of the map (False: the signed map)",
+    "reshape": "how the layer's output reads as a map [N, C, *grid] (None: automatic — token layers on the patch "
+               "grid, class/register tokens dropped; channels-last maps): \"channels_first\", \"channels_last\", "
+               "\"tokens\", {\"prefix\": p, \"grid\": (h, w)} or a callable",
+    "head_fusion": "how the heads' attention matrices are combined per layer: \"mean\", \"max\" or \"min\"",
+    "residual": "add the identity for the residual connection (rows renormalised), as Abnar & Zuidema do",
+    "query": "which token's row carries the prediction: \"cls\" (row 0), \"mean\" (over the real tokens) or a "
+             "position (None: cls for ViTs with a class token and Hugging Face text models, else mean)",
+    "attn_lrp.softmax": "rule at the softmax: \"attnlrp\" (the paper's, relevance through q and k too) or "
+                        "\"constant\" (attention weights held constant: CP-LRP, conservative)",
     "ridge": "L2 penalty of LIME's weighted least squares (0: plain least squares)",
     "rule": "integrated_gradients: quadrature rule (gauss_legendre, riemann_left/right/middle, riemann_trapezoid, "
             "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma)",

@@ -16,6 +16,8 @@ METHOD_MODULES = (
     "attrkit.propagation.cam",
     "attrkit.propagation.cam_perturb",
     "attrkit.games.estimators",
+    "attrkit.transformers.methods",
+    "attrkit.transformers.attnlrp",
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}
@@ -36,7 +38,7 @@ class MethodSpec:
     """
     name: str
     fn: Callable
-    family: str                    # "gradient" | "propagation" | "cam" | "game"
+    family: str                    # "gradient" | "propagation" | "cam" | "game" | "attention"
     summary: str
     gradients: bool = True
     layer: str = "optional"

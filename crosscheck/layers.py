@@ -34,7 +34,7 @@ def models(quick: bool):
     import timm
     import torchvision.models as tv
     out = [("torchvision resnet18", tv.resnet18(weights=None), "layer4"),
-           ("torchvision vgg11_bn", tv.vgg11_bn(weights=None), "features"),
+           ("torchvision vgg11_bn", tv.vgg11_bn(weights=None), "features.26"),
            ("torchvision swin_t", tv.swin_t(weights=None), "norm"),
            ("timm vit_tiny_patch16_224", timm.create_model("vit_tiny_patch16_224", pretrained=False), "blocks.10"),
            ("timm convnext_atto", timm.create_model("convnext_atto", pretrained=False), "stages.3")]

@@ -33,6 +33,7 @@ class Mutation:
     new: str
     tests: tuple       # pytest node ids / files that must catch it
     what: str
+    k: str = ""        # optional pytest -k expression (a slow file: only its tests that concern the mutation)
 
 
 CAM, GRAD, CONTRACT = "tests/test_cam.py", "tests/test_gradients.py", "tests/test_contract.py"
@@ -57,11 +58,12 @@ MUTATIONS = [
              (CAM,), "Ablation-CAM's weights: score rise instead of drop"),
     Mutation("vargrad_std_err_one", "attrkit/gradients/noise.py",
              "se = ((m4 - values ** 2).clamp_min(0) / s).sqrt()", "se = torch.ones_like(values)",
-             (GRAD,), "VarGrad's std_err replaced by 1.0"),
+             (GRAD,), "VarGrad's std_err replaced by 1.0", k="noise"),
     Mutation("smoothgrad_sigma_range", "attrkit/gradients/noise.py",
              "return noise_level * (flat.max(1).values - flat.min(1).values)",
              "return noise_level * flat.max(1).values",
-             (GRAD, "tests/test_gradients_captum.py"), "SmoothGrad's noise scale: max instead of the value range"),
+             (GRAD, "tests/test_gradients_captum.py"), "SmoothGrad's noise scale: max instead of the value range",
+             k="noise or smooth"),
     Mutation("trapezoid_end_weight", "attrkit/gradients/quadrature.py",
              "w[0] = w[-1] = 0.5 / (n - 1)", "w[0] = w[-1] = 1.0 / (n - 1)",
              (GRAD,), "a quadrature weight: the trapezoid's end points counted fully"),
@@ -80,9 +82,8 @@ MUTATIONS = [
              "flat = torch.arange(start, min(total - 1, start + step), device=samples.device)",
              (CONTRACT,), "the gradient engine's chunking drops the last point"),
     Mutation("engine_tap_leaks_on_error", "attrkit/gradients/engine.py",
-             "        if tap_ctx is not None:\n            tap_ctx.__exit__(None, None, None)\n    if int(bad):",
-             f"        if tap_ctx is not None and {ERR}:\n            tap_ctx.__exit__(None, None, None)\n"
-             "    if int(bad):",
+             "        if tap_ctx is not None:\n            tap_ctx.__exit__(None, None, None)",
+             f"        if tap_ctx is not None and {ERR}:\n            tap_ctx.__exit__(None, None, None)",
              (CONTRACT,), "the layer hook stays when the model raises during a gradient method"),
     Mutation("composite_leaks_on_error", "attrkit/propagation/composites.py",
              "    def __exit__(self, *exc) -> None:\n        self._detach()",
@@ -104,14 +105,14 @@ MUTATIONS = [
              ("tests/test_tokens.py",), "a token-id reference (baseline=5, pad_id=...) silently becomes id 0"),
     Mutation("kernel_shap_efficiency", "attrkit/games/kernel_shap.py",
              "phi = ab - a1 @ lam", "phi = ab",
-             ("tests/test_games_shapley.py", "tests/test_games_estimators.py"),
-             "KernelSHAP without its efficiency correction"),
+             ("tests/test_games_shapley.py",), "KernelSHAP without its efficiency correction"),
     Mutation("shapley_weights", "attrkit/games/shapley.py",
              "torch.lgamma(l - s) - math.lgamma(l + 1)", "torch.lgamma(l - s + 1) - math.lgamma(l + 1)",
              ("tests/test_games_shapley.py",), "exact Shapley with s! (l - s)! / l! weights"),
     Mutation("occlusion_window_short", "attrkit/games/ablation.py",
              "(j * s, min(size, j * s + k))", "(j * s, min(size, j * s + k - 1))",
-             ("tests/test_games_estimators.py", "tests/test_games_peers.py"), "occlusion windows one element short"),
+             ("tests/test_games_estimators.py", "tests/test_games_peers.py"), "occlusion windows one element short",
+             k="occlusion"),
     Mutation("shuffle_masker_ignores_players", "attrkit/games/maskers.py",
              "u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 0.5",
              "u = torch.rand(li.shape, generator=g, dtype=torch.float64).to(li.device) * 1e6",
@@ -123,7 +124,8 @@ MUTATIONS = [
     Mutation("spread_rule_swapped", "attrkit/games/players.py",
              "        if share:\n            phi = phi / self.counts",
              "        if not share:\n            phi = phi / self.counts",
-             ("tests/test_games_estimators.py", "tests/test_games_shapley.py"), "spread: paint and share swapped"),
+             ("tests/test_games_shapley.py", "tests/test_games_estimators.py"), "spread: value and share swapped",
+             k="spread or test_games_shapley"),
     Mutation("lrp_stabiliser_sign", "attrkit/propagation/rules.py",
              "return z + ((z == 0).to(z) + z.sign()) * eps", "return z + eps",
              ("tests/test_propagation.py",), "the LRP stabiliser ignores the sign of z"),
@@ -141,6 +143,27 @@ MUTATIONS = [
     Mutation("morf_lerf_sign", "attrkit/metrics/faithfulness.py",
              "diff = le.per_sample - mo.per_sample", "diff = mo.per_sample - le.per_sample",
              ("tests/test_metrics.py",), "a metric's sign: MoRF - LeRF instead of LeRF - MoRF"),
+    Mutation("lime_kernel_without_sqrt", "attrkit/games/lime.py",
+             "return torch.exp(-(d ** 2) / width ** 2).sqrt()", "return torch.exp(-(d ** 2) / width ** 2)",
+             ("tests/test_games_peers.py", "tests/test_games_estimators.py"), "LIME's kernel without lime's sqrt",
+             k="lime"),
+    Mutation("lime_cosine_distance", "attrkit/games/lime.py",
+             "d = 1.0 - torch.sqrt(k / l)", "d = 1.0 - k / l",
+             ("tests/test_games_peers.py", "tests/test_games_estimators.py"), "LIME's cosine distance to the full "
+             "coalition without the square root", k="lime"),
+    Mutation("relevance_mass_abs", "attrkit/metrics/localisation.py",
+             "pos = maps.clamp_min(0).reshape(n, -1)", "pos = maps.abs().reshape(n, -1)",
+             ("tests/test_metrics.py",), "relevance mass counts negative relevance too"),
+    Mutation("infidelity_sign", "attrkit/metrics/faithfulness.py",
+             "raw = ((p - d) ** 2).mean(1)", "raw = ((p + d) ** 2).mean(1)",
+             ("tests/test_metrics.py",), "infidelity compares I.F with the output rise, not the drop"),
+    Mutation("game_chunk_targets_reversed", "attrkit/games/game.py",
+             "self.problem.target(y, rr).view(-1, 1)", "self.problem.target(y, rr.flip(0)).view(-1, 1)",
+             (CONTRACT,), "batching: a chunk of coalitions reads its samples' targets in reverse order"),
+    Mutation("torchscript_declaration", "attrkit/registry.py",
+             'props.setdefault("torchscript", family in ("gradient", "game"))',
+             'props.setdefault("torchscript", family in ("gradient",))',
+             (CONTRACT,), "the registry declares that game methods refuse TorchScript models (they accept them)"),
 ]
 
 
@@ -161,8 +184,9 @@ def scratch_copy(root: Path) -> Path:
     return dest
 
 
-def run_tests(repo: Path, tests, env) -> tuple[int, str, float]:
+def run_tests(repo: Path, tests, env, k: str = "") -> tuple[int, str, float]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *tests]
+    cmd += ["-k", k] if k else []
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr, time.perf_counter() - t
@@ -190,7 +214,7 @@ def main(argv=None) -> int:
     if args.list:
         for m in muts:
             print(f"{m.id:36s} {m.path:36s} {m.what}\n{'':36s} - {m.old!r}\n{'':36s} + {m.new!r}\n"
-                  f"{'':36s} tests: {' '.join(m.tests)}")
+                  f"{'':36s} tests: {' '.join(m.tests)}{' -k ' + repr(m.k) if m.k else ''}")
         return 0
     problems = check_patterns(ROOT, muts)
     if problems:
@@ -204,7 +228,7 @@ def main(argv=None) -> int:
     status = 0
     try:
         if not args.skip_baseline:
-            files = sorted({t for m in muts for t in m.tests})
+            files = sorted({t.split("::")[0] for m in muts for t in m.tests})
             rc, out, sec = run_tests(repo, files, env)
             print(f"baseline ({len(files)} files, unmutated): {'pass' if rc == 0 else 'FAIL'} in {sec:.0f} s",
                   flush=True)
@@ -217,7 +241,7 @@ def main(argv=None) -> int:
             original = f.read_text()
             f.write_text(original.replace(m.old, m.new))
             try:
-                rc, out, sec = run_tests(repo, m.tests, env)
+                rc, out, sec = run_tests(repo, m.tests, env, m.k)
             finally:
                 f.write_text(original)
             caught = first_failure(out)

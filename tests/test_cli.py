@@ -192,7 +192,8 @@ def test_demo_fast_writes_report_and_figures(tmp_path, zoo_model_file):
     assert {"figure_3_1_classes_x_layers.png", "deletion_curves.png", "insertion_curves.png",
             "table_importance.png", "table_waterfall.png", "table_beeswarm.png"} <= set(pngs)
     families = {ak.methods()[m].family for m in summary["methods"] if m in ak.methods()}
-    assert families == {s.family for s in ak.methods().values()}               # every method family is there
+    # every method family is there (attention methods need a transformer, which the demo's models are not)
+    assert families == {s.family for s in ak.methods().values()} - {"attention"}
     assert set(summary["methods"]) >= {"saliency", "integrated_gradients"}
     for p in pngs:
         with PIL.open(out / p) as im:

@@ -47,6 +47,8 @@ def _options(spec, x):
 
 def _cases(spec):
     """(model, x, layer) combinations this method is expected to support."""
+    if spec.family == "attention":
+        return [("vit", None)]
     cases = [("cnn", None)]
     if spec.layer == "required":
         return [("cnn", None)]
@@ -60,6 +62,9 @@ def _cases(spec):
 def _make(kind):
     if kind == "cnn":
         return TinyCNN().eval(), torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    if kind == "vit":
+        from nets_transformer import TinyViT
+        return TinyViT().eval(), torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     return tiny_mlp().eval(), torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
 
 
@@ -174,13 +179,16 @@ torch.fx.wrap("tripwire")      # a call of its own in traced graphs (games and p
 
 
 class TrippedCNN(nn.Module):
-    """conv-BN-relu-conv-relu-pool | tripwire | linear; the BatchNorm (random statistics) is folded by LRP's
-    canonizer, so a failure must also restore the weights."""
+    """conv-BN-relu(inplace)-conv-relu-pool | tripwire | linear. The BatchNorm (random statistics) is folded by
+    LRP's canonizer and the in-place ReLU switched off by rule bindings, so a failure must also restore the weights
+    and the flag. ``traceable=False``: data-dependent Python control flow, so torch.fx cannot trace it and rules,
+    splits and taps fall back to hooks on the model's modules."""
 
-    def __init__(self):
+    def __init__(self, traceable: bool = True):
         super().__init__()
         torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        self.traceable = traceable
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
                                       nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
         bn = self.features[1]
@@ -188,7 +196,15 @@ class TrippedCNN(nn.Module):
         nn.init.uniform_(bn.weight, 0.5, 1.5), nn.init.uniform_(bn.bias, -0.2, 0.2)
 
     def forward(self, x):
-        return self.classifier(tripwire(self.features(x)))
+        h = tripwire(self.features(x))
+        if not self.traceable and not bool(torch.isfinite(h).all()):
+            raise ValueError("non-finite features")
+        return self.classifier(h)
+
+
+def _module_state(model) -> dict:
+    """Every module's public attributes (training, inplace, ...; an instance-level ``forward`` patch too)."""
+    return {n: {k: v for k, v in vars(m).items() if not k.startswith("_")} for n, m in model.named_modules()}
 
 
 def _traceback_codes(tb) -> list:
@@ -205,16 +221,22 @@ def test_error_inside_the_method_leaves_no_hook_and_restores_the_model(name):
     last such call whose output is differentiated (backward, for gradient methods); explain lets the error
     through and leaves no hook, mode, weight or requires_grad flag changed."""
     spec = ak.methods()[name]
-    cases = [(None, {})] + ([("features.3", {})] if spec.layer == "optional" else [])
+    # (layer, options, traceable model); hooks must exist at the failure where the method works through them:
+    # layer taps (gradient and CAM methods), rules on an untraceable model, games with the replacing hook
+    cases = [(None, {}, True)] + ([("features.3", {}, True)] if spec.layer == "optional" else [])
+    if spec.family == "propagation":
+        cases.append((None, {}, False))
     if spec.family == "game":     # at a layer: the split model (torch.fx, no hooks) and the replacing hook
-        cases.append(("features.3", {"head_only": False}))
-    for layer, extra in cases:
-        model = TrippedCNN()
+        cases.append(("features.3", {"head_only": False}, True))
+    for layer, extra, traceable in cases:
+        model = TrippedCNN(traceable)
         x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         opts, layer_kw = {**_options(spec, x), **extra}, ({"layer": layer} if layer else {})
         model.train()
         base, weights = all_hooks(model), {k: v.clone() for k, v in model.state_dict().items()}
-        flags = [p.requires_grad for p in model.parameters()]
+        flags, state = [p.requires_grad for p in model.parameters()], _module_state(model)
+        expect_hooks = spec.family == "cam" or bool(extra) or (spec.family == "propagation" and not traceable) \
+            or (layer is not None and spec.family == "gradient")
 
         def run():
             with warnings.catch_warnings():
@@ -229,9 +251,8 @@ def test_error_inside_the_method_leaves_no_hook_and_restores_the_model(name):
             TRIP.arm()
         assert seen, f"{name}: the method never called the model"
         most = max(h for h, _ in seen)
-        # propagation rules run on the traced graph (attrkit.propagation: an interpreter, no module hooks)
-        if (layer is not None and spec.family not in ("game", "propagation")) or extra or spec.family == "cam":
-            assert most > base, f"{name} ({layer}): no hook on the model while it ran"
+        if expect_hooks:
+            assert most > base, f"{name} ({layer}, {extra}, traceable={traceable}): no hook on the model while it ran"
         # the last call with the most hooks (earlier calls have run: partial results, caches, split models exist)
         modes = [("forward", max(i + 1 for i, (h, _) in enumerate(seen) if h == most))]
         grads = [i for i, (_, g) in enumerate(seen) if g]
@@ -245,12 +266,13 @@ def test_error_inside_the_method_leaves_no_hook_and_restores_the_model(name):
                     run()
             finally:
                 TRIP.arm()
-            where = f"{name} ({layer}, {extra}, {mode} failure at call {at} of {len(seen)})"
+            where = f"{name} ({layer}, {extra}, traceable={traceable}, {mode} failure at call {at} of {len(seen)})"
             assert spec.fn.__code__ in _traceback_codes(err.tb), f"{where}: not raised inside the method"
             if mode == "forward":
                 assert err.value.hooks == most, f"{where}: raised with {err.value.hooks} hooks, not {most}"
             assert all_hooks(model) == base, f"{where}: hooks left behind"
             assert all(m.training for m in model.modules()), f"{where}: train mode not restored"
+            assert _module_state(model) == state, f"{where}: module attributes changed"
             assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items()), f"{where}: weights"
             assert [p.requires_grad for p in model.parameters()] == flags, f"{where}: requires_grad flags"
             assert torch.is_grad_enabled() and not x.requires_grad
@@ -262,7 +284,7 @@ def _expected_shape(spec, model, x, layer):
         return tuple(x.shape)
     if spec.name == "guided_grad_cam":              # the CAM upsampled, times guided backpropagation
         return tuple(x.shape)
-    acts = dict(model.named_modules())[layer or "features.3"]
+    acts = dict(model.named_modules())[layer]
     with torch.no_grad():
         out = []
         h = acts.register_forward_hook(lambda m, a, o: out.append(o.shape))
@@ -287,7 +309,7 @@ def test_shape_targets_and_error_figure(name):
         layer_kw = {"layer": layer} if layer else {}
         a = ak.explain(model, x, name, target=[0, 1], **layer_kw, **opts)
         b = ak.explain(model, x, name, target=[1, 0], **layer_kw, **opts)
-        assert tuple(a.values.shape) == _expected_shape(spec, model, x, layer or a.layer), (name, layer)
+        assert tuple(a.values.shape) == _expected_shape(spec, model, x, a.layer), (name, layer, a.layer)
         # two targets, two maps: the maps of (0, 1) and (1, 0) swap unless the method ignores the target
         agnostic = bool(a.info.get("class_agnostic"))
         for i in range(2):

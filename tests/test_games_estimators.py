@@ -192,3 +192,14 @@ def test_occlusion_map_shows_the_window_drop_once():
     from attrkit.viz.maps import view
     assert view(a, 0).over_grey and view(ak.explain(model, x, "shapley", players=grid(x, 2)), 0).over_grey
     assert not view(ak.explain(model, x, "saliency"), 0).over_grey
+
+
+def test_kernel_shap_refuses_a_singular_regression():
+    """30 features, 32 evaluations: 16 antithetic pairs cannot determine 30 values (the solution used to come
+    back as +-inf with NaN standard errors, silently)."""
+    model = ak.zoo.pretrained("breast_cancer_mlp")
+    x = ak.zoo.dataset("breast_cancer_mlp").x[:1]
+    with pytest.raises(ValueError, match="singular.*n_samples=32.*30 players"):
+        ak.explain(model, x, "kernel_shap", n_samples=32, seed=0)
+    a = ak.explain(model, x, "kernel_shap", n_samples=128, seed=0)
+    assert torch.isfinite(a.values).all() and torch.isfinite(a.info["std_err"]).all()

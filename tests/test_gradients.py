@@ -301,15 +301,17 @@ def test_noise_std_err_is_the_standard_error_of_each_estimate():
 
 
 def test_gradient_shap_is_seeded_and_converges_to_ig_for_single_baseline(mlp):
-    x = torch.randn(2, 5)
+    g0 = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, generator=g0)
     a = ak.explain(mlp, x, "gradient_shap", target=0, n_samples=16, seed=1)
     b = ak.explain(mlp, x, "gradient_shap", target=0, n_samples=16, seed=1)
     assert torch.equal(a.values, b.values)
     lin = linear_model(5, 2)
-    bg = torch.randn(10, 5)
+    bg = torch.randn(10, 5, generator=g0)
     g = ak.explain(lin, x, "gradient_shap", target=1, baseline=bg, n_samples=4000, seed=0)
     expected = lin.weight[1] * (x - bg.mean(0))
-    assert torch.allclose(g.values, expected, atol=0.15)
+    # linear model: only the background draw is random; max abs error 0.0015..0.011 (seeds 0-9 x 3 data draws)
+    assert torch.allclose(g.values, expected, atol=0.05)
 
 
 def test_save_and_load_roundtrip(tmp_path, cnn):

@@ -114,6 +114,12 @@ def test_plots_and_errors(tmp_path):
         ak.loss_landscape(lambda t: t, (x, y))
     with pytest.raises(TypeError, match="data must be"):
         ak.loss_landscape(model, x)
+    with pytest.raises(TypeError, match="one-pass iterator"):
+        ak.loss_landscape(model, ((x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)))
+    per_row = ak.loss_landscape(model, (x, y), loss=lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"),
+                                directions=1, steps=3, progress=False)
+    mean = ak.loss_landscape(model, (x, y), directions=1, steps=3, progress=False)
+    assert np.allclose(per_row.loss, mean.loss, atol=1e-12)                # a per-row loss is averaged
 
 
 def test_cli_landscape(tmp_path, capsys):
@@ -124,7 +130,7 @@ def test_cli_landscape(tmp_path, capsys):
                  "--out", str(tmp_path), "--json"])
     assert code == 0
     got = json.loads(capsys.readouterr().out)
-    assert got["ok"] and got["shape"] == [3] and (tmp_path / "landscape.png").is_file()
+    assert got["exit"] == 0 and got["shape"] == [3] and (tmp_path / "landscape.png").is_file()
     saved = json.loads((tmp_path / "landscape.json").read_text())
     assert abs(saved["values"][1] - got["center"]) < 1e-6                  # the middle point: the trained weights
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.int64))
@@ -132,6 +138,10 @@ def test_cli_landscape(tmp_path, capsys):
                  str(tmp_path)]) == 1                                      # 3 columns for a 30-feature model
     assert "landscape: error" in capsys.readouterr().err
     assert main(["landscape", "--model", "breast_cancer_mlp", "--directions", "3"]) == 2
+    capsys.readouterr()
+    assert main(["--json", "landscape", "--model", "no_such_model", "--out", str(tmp_path)]) == 1
+    err = json.loads(capsys.readouterr().out)                              # errors as JSON too
+    assert err["exit"] == 1 and "no such model" in err["error"]
 
 
 def test_demo_landscape_figure_and_table(tmp_path):
@@ -143,3 +153,27 @@ def test_demo_landscape_figure_and_table(tmp_path):
     assert row["model"] == "breast_cancer_mlp" and row["grid min"] <= row["at the weights"] <= row["grid max"]
     assert "breast_cancer_mlp" in caption("landscape_breast_cancer_mlp") and caption("deletion_curves") is None
     assert list(figs) == ["landscape_breast_cancer_mlp"]
+
+
+def test_biases_and_batch_norm_stay_put_and_the_model_is_restored():
+    from attrkit.landscape import random_direction
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    model.train()                                                   # left in train mode by the user
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    model(x)                                                        # running statistics that are not the init
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    ls = ak.loss_landscape(model, (x, y), directions=1, steps=3, progress=False)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    d = random_direction(list(model.parameters()), torch.Generator().manual_seed(0))
+    for (name, p), t in zip(model.named_parameters(), d):
+        if p.dim() <= 1:                                            # biases, BN weight and bias: zero direction
+            assert float(t.abs().max()) == 0, name
+        else:                                                       # each filter has the norm of the weights'
+            assert torch.allclose(t.reshape(t.shape[0], -1).norm(dim=1), p.reshape(p.shape[0], -1).norm(dim=1),
+                                  rtol=1e-5)
+    with torch.no_grad():                                           # eval mode: the centre is the eval loss
+        model.eval()
+        ref = float(torch.nn.functional.cross_entropy(model(x), y))
+    assert abs(ls.center - ref) < 1e-6 and abs(ls.loss[1] - ref) < 1e-6

@@ -218,6 +218,8 @@ def test_pointing_game_and_localisation_on_known_maps():
     assert M.pointing_game(near, masks, tolerance=4).score == 1.0   # the dilated mask reaches it
     assert M.pointing_game(near, masks, tolerance=3).score == 0.0
     assert M.relevance_mass(on, masks).score == 1.0 and M.relevance_mass(off, masks).score == 0.0
+    assert M.relevance_mass(torch.where(masks, 2.0, -1.0), masks).score == 1.0   # only positive relevance counts
+    assert M.relevance_mass(on + off, masks).score == pytest.approx(35 / 44)    # 35 px inside, 9 outside
     assert M.relevance_rank(on, masks).score == 1.0 and M.relevance_rank(off, masks).score == 0.0
     assert M.mask_auc(on, masks).score == 1.0 and M.mask_auc(off, masks).score < 0.5
     flat = torch.ones(3, 16, 16)                                   # ties: a pointer drawn among the maxima

@@ -259,7 +259,7 @@ def test_layer_methods_with_several_inputs():
         (img, tab), target=T, n_steps=16, additional_forward_args=(scale,))
     assert close(ours.values, theirs)
     cam = ak.explain(model, (img, tab), "grad_cam", target=T, forward_args=(scale,))
-    assert cam.layer == "pool" and cam.heatmap().shape == (3, 6, 6)      # the last map before the head, resized
+    assert cam.layer == "act1" and cam.heatmap().shape == (3, 6, 6)      # the rectified conv maps; resized
 
 
 # ------------------------------------------------------------------------------------------- contract
@@ -295,6 +295,11 @@ def test_contract_two_inputs(name):
     model, (img, tab, scale) = TwoInputs().eval(), data()
     opts = _options(spec)
     hooks = count_hooks(model)
+    if spec.family == "attention":          # a CNN + MLP: no attention to read (tested on transformers elsewhere)
+        with pytest.raises(ValueError, match="attention"):
+            ak.explain(model, (img, tab), name, target=0, forward_args=(scale,), **opts)
+        assert count_hooks(model) == hooks
+        return
     targets = [0, 2, 1]
     runs = [ak.explain(model, (img, tab), name, target=targets, batch_size=b, forward_args=(scale,), **opts)
             for b in (1, 2, 3)]

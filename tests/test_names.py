@@ -64,6 +64,9 @@ def test_waterfall_and_bar_labels_in_raw_units():
         assert "area = 1326" in labels and "radius = 20.57" in labels, labels
     plain = " ".join(t.get_text() for t in ak.plot_waterfall(a, 1, top=3).axes[0].get_yticklabels())
     assert f"area = {float(z[1, 2]):.4g}" in plain                        # without raw=: the model's input
+    assert ak.global_importance(a).names == ["radius", "texture", "area"]
+    imp = " ".join(t.get_text() for t in ak.plot_importance(a).axes[0].get_yticklabels())
+    assert "radius" in imp and "area" in imp
     bar = " ".join(t.get_text() for t in ak.plot(a, 0, raw=raw).axes[0].get_yticklabels())
     assert "texture = 10.38" in bar
     with pytest.raises(ValueError, match="raw values have 2 entries"):

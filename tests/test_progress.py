@@ -63,3 +63,11 @@ def test_no_bar_off_a_terminal_and_with_false(bars, monkeypatch):
     assert len(bars) == 1 and bars[0].delay == P.DELAY
     with pytest.raises(TypeError, match="progress"):
         ak.explain(model, x, "saliency", progress="yes")
+
+
+def test_a_metric_and_the_explanations_inside_it_share_one_bar(bars):
+    from attrkit import metrics as M
+    model, x = _cnn(), torch.rand(2, 3, 8, 8)
+    M.cascading_randomisation(model, x, "integrated_gradients", target=0, steps=4, progress=True)
+    assert len(bars) == 1, [b.desc for b in bars]
+    assert bars[0].n == bars[0].total > 0

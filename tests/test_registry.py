@@ -14,7 +14,7 @@ def test_docs_method_table_is_generated_from_registry():
 
 def test_every_method_states_its_needs():
     for name, spec in ak.methods().items():
-        assert spec.family in {"gradient", "propagation", "cam", "game"}, name
+        assert spec.family in {"gradient", "propagation", "cam", "game", "attention"}, name
         assert spec.layer in {"optional", "required", "never"}, name
         assert spec.summary and spec.fn.__doc__, f"{name} needs a summary and a docstring"
 
@@ -41,7 +41,7 @@ def test_methods_by_family_by_name_and_unknown_names():
     assert list(one) == ["kernel_shap"]
     text = str(one)
     assert "n_samples" in text and "2000" in text and "model evaluations" in text and "Captum" in text
-    with pytest.raises(ValueError, match=r"Did you mean gradient.*Families: cam, game, gradient, propagation"):
+    with pytest.raises(ValueError, match=r"Did you mean gradient.*Families: attention, cam, game, gradient, propagation"):
         ak.methods("gradients")
     with pytest.raises(TypeError, match="family or method name"):
         ak.methods(3)

@@ -230,3 +230,95 @@ def test_pngs_are_valid(page_file):
         im = Image.open(io.BytesIO(base64.b64decode(u)))
         im.load()
         assert im.size == (16, 16)
+
+
+# ------------------------------------------------------------------------------------------ layout (issue 17)
+@pytest.fixture(scope="module")
+def wide_file(attrs, tmp_path_factory):
+    """A report with what used to overflow: a wide table, a wide figure, a tabular sample, a game map."""
+    from attrkit.viz._mpl import new_figure
+    fig = new_figure(16, 3)
+    fig.subplots().plot([0, 1], [0, 1])
+    model = TinyCNN(classes=4, size=16).eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    game = ak.explain(model, x, "kernel_shap", players=ak.grid(x, 4), n_samples=40, seed=0, target=0)
+    wide = [{f"a rather long column name {k}": 0.123456 * k for k in range(18)} | {"method": "integrated_gradients"}]
+    path = tmp_path_factory.mktemp("wide") / "wide.html"
+    cam = ak.explain(model, x, "grad_cam", layer="features.4", target=0)           # 8x8 cells on 16x16 pixels
+    report([attrs[("saliency", 0, None)], game, attrs["table"], cam], path, tables={"wide": wide},
+           figures={"a wide figure": fig}, feature_names=["age", "bmi", "bp", "s1", "s2"])
+    return path
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_no_horizontal_overflow_at_desktop_and_phone_width(browser, wide_file, width):
+    pg = browser.new_page()
+    pg.set_viewport_size({"width": width, "height": 900})
+    errors = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(wide_file.as_uri())
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    pg.wait_for_timeout(100)
+    for sample in ("0", "2", "3"):                                   # image, game map, table row
+        pg.select_option("#pick-sample", sample)
+        sw, cw = pg.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert sw <= cw, f"sample {sample}: the page is {sw} px wide in a {cw} px window"
+    # the wide table and figure scroll inside their own boxes; the figure is not shrunk below 640 px
+    if width == 390:
+        assert pg.evaluate("document.querySelector('#tables .scroll').scrollWidth > "
+                           "document.querySelector('#tables .scroll').clientWidth")
+    img_w = pg.evaluate("document.querySelector('.figs img').getBoundingClientRect().width")
+    assert img_w >= 640 - 1
+    assert not errors, errors
+    pg.close()
+
+
+def test_image_controls_only_for_images_and_game_maps_over_grey(browser, wide_file):
+    pg = browser.new_page()
+    pg.goto(wide_file.as_uri())
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    assert pg.locator("#ctl-opacity").is_visible() and pg.locator("#ctl-background").is_visible()
+    assert not pg.locator("#ctl-edges").is_visible()                 # saliency: no players to outline
+    pg.select_option("#pick-sample", "2")                             # the kernel_shap map: players, over grey
+    assert pg.locator("#ctl-edges").is_visible()
+    assert pg.evaluate("document.getElementById('heat').style.opacity") == "0.8"
+    pg.select_option("#pick-sample", "3")                             # a table row: no image controls
+    for ctl in ("#ctl-opacity", "#ctl-background", "#ctl-edges"):
+        assert not pg.locator(ctl).is_visible()
+    pg.close()
+
+
+def test_layer_maps_are_enlarged_in_the_page_as_torch_does(browser, wide_file):
+    import json
+    from attrkit.report.encode import unpack
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', wide_file.read_text(), re.S).group(1))
+    m = next(m for m in data["maps"] if m["layer"] == "features.4")
+    assert m["values"] is None and (m["lh"], m["lw"]) == (8, 8)        # only the 64 layer cells are stored
+    raw = torch.from_numpy(unpack(m["raw"]).reshape(8, 8)).double()
+    up = torch.nn.functional.interpolate(raw[None, None], size=(16, 16), mode="bilinear", align_corners=False)[0, 0]
+    pg = browser.new_page()
+    pg.goto(wide_file.as_uri())
+    pg.wait_for_selector("body[data-ready='1']", timeout=15000)
+    pg.select_option("#pick-sample", "2")
+    pg.select_option("#pick-method", "grad_cam")
+    assert "enlarged from 8×8" in pg.locator("#map-cap").inner_text()
+    for (x, y) in [(0, 0), (7, 9), (15, 3), (4, 12)]:
+        shown = float(_hover(pg, x, y).get_attribute("data-value"))
+        assert shown == pytest.approx(float(up[y, x]), rel=1e-5, abs=1e-9 * float(up.abs().max()))
+    pg.close()
+
+
+def test_arrays_are_packed_losslessly_and_layer_maps_stored_small(attrs, tmp_path):
+    import json
+    from attrkit.report.encode import packed, unpack
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    assert np.array_equal(unpack(packed(x)), x.reshape(-1))
+    assert np.array_equal(unpack(packed(np.arange(9) % 2, "u8")), np.arange(9) % 2)
+    lay, pix = attrs[("saliency", 0, "features.2")], attrs[("saliency", 0, None)]
+    html = report([lay, pix], tmp_path / "r.html").read_text()
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', html, re.S).group(1))
+    by = {m["layer"]: m for m in data["maps"] if m["sample"] == 0}
+    assert by["features.2"]["values"] is None and by["features.2"]["raw"]["n"] == by["features.2"]["lh"] * by[
+        "features.2"]["lw"]                                             # only the layer's own cells are stored
+    assert np.array_equal(unpack(by["pixels"]["values"]), view(pix, 0).map.astype(np.float32).reshape(-1))

@@ -6,6 +6,13 @@ from torch import nn
 import attrkit as ak
 from nets_transformer import DenseLike, ResNetLike, SwinLike, TinyViT
 
+def maybe_scale(h, scale):
+    """A call the fx tracer keeps as one node; it reads a forward argument left at its default (None)."""
+    return h if scale is None else h * scale
+
+
+torch.fx.wrap("maybe_scale")
+
 CAMS = ["grad_cam", "grad_cam_pp", "hires_cam", "layer_cam", "xgrad_cam", "eigen_cam", "score_cam",
         "ablation_cam"]
 
@@ -122,7 +129,7 @@ def test_automatic_layer_on_attrkit_nets():
     assert ak.explain(cnn, torch.rand(2, 3, 32, 32), "grad_cam", target=0).layer == cnn.last_relu
     vgg = VGG("vgg11", num_classes=3, in_size=64, width=0.125, fc_width=16)
     a = ak.explain(vgg, torch.rand(2, 3, 64, 64), "grad_cam", target=0)
-    assert a.layer == "features.20" and isinstance(vgg.features[20], nn.MaxPool2d)   # VGG's last stage: 2x2
+    assert a.layer == vgg.last_relu                  # the rectified maps of the last conv (before the max-pool)
     series = nn.Sequential(nn.Conv1d(2, 4, 3, stride=3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
                            nn.Linear(4, 2))
     with pytest.warns(UserWarning, match="only 3 cells"):       # doubtful: a very coarse map
@@ -148,3 +155,69 @@ def test_hugging_face_vit_and_text_transformer_token_layers():
     t = ak.explain(tt, data.x, "grad_cam", target=1, forward_kwargs={"attention_mask": data.attention_mask})
     assert t.layer == "encoder.layers.0" and t.values.shape == (4, 1, data.x.shape[1])
     assert "token position" in t.info["layer_grid"]
+
+
+# ------------------------------------------------------------------------------ layer games on patch tokens
+def test_patch_token_shapley_after_block_k(images):
+    """Players = 2 x 2 blocks of patch tokens after block 0 (class/register tokens kept); the game runs only the
+    part after the block; values equal exact Shapley values computed by hand with absent tokens set to zero."""
+    import itertools
+    from math import factorial
+    model = TinyViT(registers=1)
+    x, t = images[:2], torch.tensor([1, 2])
+    a = ak.explain(model, x, "shapley", target=t, layer="blocks.0", players="grid:2", masker="zeros")
+    assert a.info["head_only"] and a.info["token_grid"]["prefix"] == 2 and a.info["token_grid"]["grid"] == (4, 4)
+    acts = {}
+    h = model.blocks[0].register_forward_hook(lambda m, i, o: acts.update(a=o.detach()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    block = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]).flatten()
+
+    def v(s, keep):
+        act = acts["a"][s:s + 1].clone()
+        for p in range(4):
+            if p not in keep:
+                act[:, 2:][:, block == p] = 0
+        with torch.no_grad():
+            return float(model.head(model.norm(model.blocks[1](act))[:, 0])[0, t[s]])
+    for s in range(2):
+        phi = []
+        for p in range(4):
+            others = [q for q in range(4) if q != p]
+            total = 0.0
+            for r in range(4):
+                for c in itertools.combinations(others, r):
+                    w = factorial(r) * factorial(3 - r) / factorial(4)
+                    total += w * (v(s, set(c) | {p}) - v(s, set(c)))
+            phi.append(total)
+        got = a.info["player_values"][s, :4]
+        assert rel(got, torch.tensor(phi)) < 1e-5
+    assert a.heatmap().shape == (2, 16, 16)
+    # default players at a token layer: one per patch token; the map is drawn on the patch grid
+    fa = ak.explain(model, x, "feature_ablation", target=t, layer="blocks.0")
+    assert fa.info["token_grid"]["grid"] == (4, 4) and int(fa.info["n_players"][0]) == 16
+    assert fa.values[:, :2].abs().max() == 0                    # class/register tokens are no players
+
+
+def test_layer_split_with_a_default_forward_argument(images):
+    """timm's ViT passes attn_mask=None on to every block: the split head reads a non-tensor constant."""
+    class WithMask(TinyViT):
+        def forward(self, x, attn_mask=None):
+            t = self.patch(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1) + self.pos
+            t = self.blocks[1](maybe_scale(self.blocks[0](t), attn_mask))
+            return self.head(self.norm(t)[:, 0])
+    model = WithMask()
+    a = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0")
+    b = ak.explain(model, images, "feature_ablation", target=0, layer="blocks.0", head_only=False)
+    assert a.info["head_only"] and rel(a.values, b.values) < 1e-6
+
+
+def test_gradient_values_at_a_token_layer_draw_on_the_patch_grid(images):
+    model = TinyViT(registers=1, pool="mean")
+    a = ak.explain(model, images, "input_x_gradient", target=0, layer="blocks.0")
+    assert a.values.shape == (3, 18, 16) and a.info["token_grid"]["prefix"] == 2
+    per_token = a.values[:, 2:].sum(-1).reshape(3, 1, 4, 4)
+    want = torch.nn.functional.interpolate(per_token, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    assert rel(a.heatmap(), want) < 1e-6

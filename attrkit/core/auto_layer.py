@@ -3,7 +3,8 @@
 One forward and backward pass of the first sample, with a hook on every module, records each module's output.
 Candidates are outputs that read as a map (:mod:`attrkit.core.token_grid`: channels-first maps with more than
 one cell, channels-last maps, token grids), from modules called once, that are not pooling layers and not views
-of their input (``Identity``, ``Permute``, ``Flatten``). Token layers count only as elements of a stack of
+of their input (``Identity``, ``Permute``, ``Flatten``); pooling layers are skipped too, so a final max-pool
+hands over to the rectified maps before it (VGG: ``features.29`` of VGG16, Grad-CAM's relu5_3). Token layers count only as elements of a stack of
 blocks (``blocks.11``, ``encoder.layer.3``), not as the projections inside one. A candidate whose gradient on its
 grid is exactly zero is skipped: the output does not depend on it (a ViT classifying from its class token: the
 patch tokens after the last block reach nothing, so the chosen layer is the one before it).
@@ -11,8 +12,8 @@ patch tokens after the last block reach nothing, so the chosen layer is the one 
 The last candidate in execution order is the last feature map before pooling and head. It is then widened to
 the outermost module producing the very same tensor whose outputs inside are all at that resolution — the
 stage (torchvision ResNet: ``layer4``, not ``layer4.1.conv2``; DenseNet: ``features.norm5``, since ``features``
-holds earlier resolutions; VGG: ``features.N``, its last max-pool; Swin: ``norm``; ViT: the last block whose
-patch tokens reach the output).
+holds earlier resolutions; VGG: its last ReLU; Swin: ``norm``; ViT: the last block whose patch tokens reach the
+output).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from .modules import require_hooks
 from .token_grid import GridView, read_grid
 
 _POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-          nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+          nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+          nn.AvgPool2d, nn.AvgPool3d)
 
 
 @dataclass
@@ -123,10 +125,11 @@ def choose_layer(model, x: torch.Tensor, forward=None, what: str = "a CAM method
     calls, counts, out = _record(model, x, forward)
     stack = _stacked(model)
     cands = []
+    pooled = {id(c.out) for c in calls if isinstance(c.module, _POOLS)}    # containers ending in a pool count as it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for c in calls:
-            if counts[c.name] != 1 or c.is_view or isinstance(c.module, _POOLS) or c.out.dim() < 3:
+            if counts[c.name] != 1 or c.is_view or id(c.out) in pooled or c.out.dim() < 3:
                 continue
             try:
                 view = read_grid(model, x, (x.shape[0],) + tuple(c.out.shape[1:]), c.module, c.name,

@@ -25,6 +25,7 @@ class Target:
         self.classes = classes
         self._fn = fn
         self.label = label
+        self._on: dict = {}        # device -> (classes, their copy there): one copy, not one per batch
 
     def __call__(self, outputs: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         if self._fn is not None:
@@ -38,8 +39,12 @@ class Target:
             return outputs
         if self.classes is None:  # single-output model viewed as [B, 1]
             return outputs.reshape(outputs.shape[0], -1)[:, 0]
-        cls = self.classes.to(outputs.device)
-        cls = cls if rows is None else cls[rows.to(outputs.device)]
+        dev = outputs.device
+        src, cls = self.__dict__.setdefault("_on", {}).get(dev, (None, None))
+        if src is not self.classes:          # first use on this device (or classes replaced): one copy
+            cls = self.classes.to(dev)
+            self._on[dev] = (self.classes, cls)
+        cls = cls if rows is None else cls[rows.to(dev)]
         return outputs.gather(1, cls.view(-1, 1)).squeeze(1)
 
     def subset(self, rows: torch.Tensor) -> "Target":

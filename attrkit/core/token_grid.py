@@ -229,3 +229,20 @@ def _given(model, x, acts_shape, reshape, where, input_layout) -> GridView:
         raise ValueError(f"reshape='tokens' needs a token layer [N, tokens, dim] whose grid attrkit can read; "
                          f"{where} gives {acts_shape}. Pass reshape={{'prefix': p, 'grid': (h, w)}}")
     return view
+
+
+def layer_values_grid(problem, result) -> None:
+    """Layer values of a token or channels-last layer: ``result.info["token_grid"]`` (what ``heatmap()`` reads to
+    draw them on the patch grid); an image model's 3-D layer that reads as no grid gets a note instead."""
+    v = result.values
+    if not isinstance(v, torch.Tensor) or v.dim() < 3 or "token_grid" in result.info:
+        return
+    try:
+        view = read_grid(problem.model, problem.inputs, tuple(v.shape), problem.layer, problem.layer_name,
+                         input_layout=problem.layout)
+    except ValueError as e:
+        result.info["layer_grid"] = f"not drawn as a map: {e}"
+        return
+    if view.layout in ("tokens", "channels_last"):
+        result.info["token_grid"] = {"layout": view.layout, "prefix": view.prefix, "grid": tuple(view.grid),
+                                     "how": view.describe()}

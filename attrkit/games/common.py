@@ -100,6 +100,8 @@ def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full
         out["player_values_all"] = phi.permute(0, 2, 1).contiguous()        # [N, K, L]
     if game.at_layer:
         out["head_only"] = bool(game.head_only)
+        if getattr(game, "token_grid", None):
+            out["token_grid"] = game.token_grid
         if not game.head_only and game.split_reason:
             out["split_note"] = game.split_reason
     if game.players.relabelled:

@@ -84,6 +84,12 @@ class Game:
             self._run = lambda inp, rows: problem.forward(inp, rows)
             self.head_only, self.chunk, self.split_reason = None, game_chunk(problem), ""
             self._cl = self.base.dim() == 4 and _has_conv2d(problem.model)
+        self.token_grid = None
+        if self.at_layer and (players is None or isinstance(players, str)):     # token / channels-last layers
+            from .token_players import layer_token_players
+            tok = layer_token_players(problem, self.base, players)
+            if tok is not None:
+                players, self.token_grid = tok
         if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
@@ -280,9 +286,10 @@ class Game:
         R = self.reps
         base, refs = self.base, self.references
         share_ref = refs.shape[0] == 1
+        rows = rows.to(base.device)             # once: a copy per chunk would wait for the device each time
 
         def forward(s, e):
-            r = rows[s:e].to(base.device)
+            r = rows[s:e]
             keep = mask_fn(s, e)
             x = base[r]
             ref = refs[0] if share_ref else refs[r]                     # [R, ...] or [b, R, ...]

@@ -207,6 +207,11 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
         else:
             exact[i] = not s["sampling"] and s["z_e"].shape[0] == (1 << l) - 2
         used[i] = s["z_e"].shape[0] + 2 * s["done"] if l > 1 else 0
+    singular = ~torch.isfinite(phi).flatten(1).all(1)
+    if bool(singular.any()):       # too few distinct coalitions: the regression does not determine the values
+        raise ValueError(f"KernelSHAP's regression is singular for {int(singular.sum())} of {n} sample(s): "
+                         f"n_samples={n_samples} coalitions do not determine the values of {L} players (its "
+                         f"solution is not finite); use more samples, e.g. n_samples >= {4 * L} (default 2000)")
     info = {"std_err": se, "n_samples": used, "exact": bool(exact.all())}
     return finish(game, phi, info, share, v_full, v_empty)
 

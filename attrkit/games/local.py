@@ -6,7 +6,8 @@ input pixels in ``q``'s receptive field, hence only on the players ``P(q)`` touc
 position ``q`` takes at most ``2^|P(q)|`` distinct values (12 superpixels of a 64x64 image: 4,096 coalitions,
 but at most 2-32 patterns per position after four 3x3 convolutions and two poolings).
 
-The plan (built per sample when enough coalitions are asked for) picks a cut after some node of that chain,
+The plan (built per sample when enough coalitions are asked for) picks a cut after some node of the local
+prefix (:mod:`attrkit.games.chain`: through residual additions, shortcuts and concatenations),
 builds a small *family* of coalitions that shows every position every pattern of its own players (a covering
 array, built greedily), runs the prefix on the family only, and assembles the cut activation of any coalition
 by gathering, per position, the family row with the same pattern; only the rest of the network (the head)
@@ -19,7 +20,6 @@ the head) against the plain whole network per coalition (its multiply-adds count
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..core.budget import DEFAULT_MAX_MEMORY
+from .chain import Chain, local_chain, run_prefix  # noqa: F401 (local_chain: public here)
 from .covering import covering_family
 from .split import head_after
 
@@ -41,102 +42,6 @@ MIN_WHOLE_SAVING = 0.1     # ... and this fraction of the whole network's multip
                            # ~6 % fewer multiply-adds, ran 1.6x slower than the whole network)
 AGREE_ROWS = 4             # family rows the plan is checked on against the whole network
 HEAD_ROWS = 1024           # coalitions per call of a head without convolutions
-
-_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                      nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
-                      nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
-_POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, torch.sigmoid,
-                        F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.hardswish, F.softplus}
-_POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
-_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
-               torch.div}
-
-
-@dataclass
-class _Step:
-    node: fx.Node
-    module: nn.Module | None      # Conv2d / pooling module, or None for a pointwise op
-
-
-@dataclass
-class Chain:
-    """The local prefix of a traced model: its steps in order, and the traced graph module."""
-    gm: fx.GraphModule
-    steps: list
-
-
-def local_chain(model) -> Chain | None:
-    """The longest chain of local ops from the model's single input (each value used once), or None."""
-    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
-        return None
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception:    # not traceable: the game runs the whole network
-        return None
-    places = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(places) != 1:
-        return None
-    steps, cur = [], places[0]
-    while len(cur.users) == 1:
-        nxt = next(iter(cur.users))
-        if any(a is not cur and a.op != "get_attr" for a in nxt.all_input_nodes):
-            break                                   # another value enters: not a chain any more
-        mod = _local_module(gm, nxt, cur)
-        if mod is None and not _pointwise(gm, nxt, cur):
-            break
-        steps.append(_Step(nxt, mod if not isinstance(mod, bool) else None))
-        cur = nxt
-    if not any(isinstance(s.module, nn.Conv2d) for s in steps):
-        return None
-    return Chain(gm, steps)
-
-
-def _local_module(gm, node, cur):
-    """The node's Conv2d / pooling module; True for a pointwise module; None otherwise."""
-    if node.op != "call_module" or tuple(node.args) != (cur,) or node.kwargs:
-        return None
-    m = gm.get_submodule(node.target)
-    if isinstance(m, nn.Conv2d):
-        return m
-    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        return None if isinstance(m, nn.MaxPool2d) and m.return_indices else m
-    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)) and m.training:
-        return None            # random masks and batch statistics are not local
-    return True if isinstance(m, _POINTWISE_MODULES) else None
-
-
-def _pointwise(gm, node, cur) -> bool:
-    """A pointwise function of ``cur`` (activation functions; arithmetic with numbers or model constants,
-    e.g. a normalisation ``(x - mean) / std`` inside the model)."""
-    args = list(node.args) + list(node.kwargs.values())
-    if node.op == "call_function" and node.target in _ARITHMETIC:
-        consts = [a for a in args if a is not cur]
-        return len(args) == 2 and len(consts) == 1 and _constant(gm, consts[0])
-    if not node.args or node.args[0] is not cur or any(isinstance(a, fx.Node) for a in args[1:]):
-        return False
-    if node.op == "call_function":
-        return node.target in _POINTWISE_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in _POINTWISE_METHODS
-    return False
-
-
-def _constant(gm, v) -> bool:
-    """A number, or a model tensor that broadcasts over one sample (no batch dimension of its own)."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return True
-    if isinstance(v, fx.Node) and v.op == "get_attr":
-        t = _attr(gm, v.target)
-        return isinstance(t, torch.Tensor) and (t.dim() < 4 or (t.dim() == 4 and t.shape[0] == 1))
-    return False
-
-
-def _attr(gm, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
 
 # ------------------------------------------------------------------------------------ receptive fields
 def _pair(v) -> tuple[int, int]:
@@ -285,15 +190,12 @@ class LocalPlanner:
     def _build(self, row: int, n: int, force: bool = False) -> LocalPlan | None:
         """Pick the cut with the lowest estimated cost for ``n`` coalitions; use it only when it beats the
         whole network by ``MIN_WHOLE_SAVING`` (see the module doc). Records the choice in ``choices``."""
-        dep, l = self._incidence(row)
+        dep0, l = self._incidence(row)
         steps = self.chain.steps
-        shapes, costs = [], []          # along the chain, from one run of the prefix on the sample itself
+        shapes, costs = [], []          # along the prefix, from one run of it on the sample itself
         with torch.inference_mode():
-            a = self.base[row:row + 1]
-            for st in steps:
-                a = _call(self.chain.gm, st.node, a)
-                shapes.append(tuple(a.shape[1:]))
-                costs.append(_cost(st.module, a.shape[1:]))
+            run_prefix(self.chain, self.base[row:row + 1], len(steps) - 1,
+                       lambda k, a: (shapes.append(tuple(a.shape[1:])), costs.append(_cost(steps[k].module, a.shape[1:]))))
         counted = self.whole_macs(row)
         if counted != counted:
             if not force:
@@ -306,19 +208,24 @@ class LocalPlanner:
         best, best_est, cheapest = None, float("inf") if force else 0.0, None
         stop = ""
         prefix = 0.0
+        deps = {self.chain.input: dep0}                 # players reaching each position of each prefix value
         for k, st in enumerate(steps):
-            dep = _spread(dep, st.module)
+            srcs = [deps[s] for s in st.sources]
+            if any(d.shape[1:] != srcs[0].shape[1:] for d in srcs):
+                break                                       # a merge of different sizes: not followed
+            dep = _spread(srcs[0], st.module) if len(srcs) == 1 else torch.stack(srcs).amax(0)
+            deps[st.node] = dep
             prefix += costs[k]
             if len(shapes[k]) != 3 or tuple(dep.shape[1:]) != shapes[k][1:]:
                 break
-            if k + 1 < len(steps) and not isinstance(steps[k + 1].module, nn.Conv2d):
-                continue                                    # cut only before a convolution or at the chain's end
+            if not st.cut or (k + 1 < len(steps) and not isinstance(steps[k + 1].module, nn.Conv2d)):
+                continue            # cut only where nothing later reads earlier values, before a convolution
             sets = _sets(dep)
             widest = max(len(s) for s in sets[0])
             if widest > MAX_LOCAL_PLAYERS or ((1 << widest) >= n and not force):
-                stop = (f"after {st.node.target} a position sees {widest} players: {1 << widest} patterns, "
+                stop = (f"after {_name(st.node)} a position sees {widest} players: {1 << widest} patterns, "
                         f"not fewer than the {n} coalitions" if widest <= MAX_LOCAL_PLAYERS else
-                        f"after {st.node.target} a position sees {widest} players (more than {MAX_LOCAL_PLAYERS})")
+                        f"after {_name(st.node)} a position sees {widest} players (more than {MAX_LOCAL_PLAYERS})")
                 break                                       # deeper cuts only see more players per position
             elems = float(np.prod(shapes[k]))
 
@@ -334,14 +241,14 @@ class LocalPlanner:
 
             if pays(1 << widest) is None:
                 if cheapest is None or cost(1 << widest) < cheapest[1]:
-                    cheapest = (str(st.node.target), cost(1 << widest))
+                    cheapest = (_name(st.node), cost(1 << widest))
                 continue                                    # not even the smallest conceivable family would pay
             fam = covering_family(sets[0], l)
             if fam.shape[0] * elems * 4 > self.budget // 4:
                 continue                                    # its table would not fit; a deeper cut may
             est = pays(fam.shape[0])
             if cheapest is None or cost(fam.shape[0]) < cheapest[1]:
-                cheapest = (str(st.node.target), cost(fam.shape[0]))
+                cheapest = (_name(st.node), cost(fam.shape[0]))
             if est is not None:
                 best, best_est = (k, fam, sets), est
         plan = None if best is None else self._make(row, l, *best)
@@ -382,9 +289,7 @@ class LocalPlanner:
         with torch.inference_mode():
             for s in range(0, z.shape[0], self.chunk):
                 a = torch.where(keep[s:s + self.chunk], x, ref).contiguous(memory_format=torch.channels_last)
-                for st in steps[:k + 1]:
-                    a = _call(gm, st.node, a)
-                outs.append(a)
+                outs.append(run_prefix(self.chain, a, k))
             act = torch.cat(outs)                                                  # [m, C, H', W']
         m, c, h, w = act.shape
         table = act.permute(2, 3, 0, 1).reshape(h * w * m, c).contiguous()
@@ -407,7 +312,7 @@ class LocalPlanner:
         per_row = 4 * c * h * w * act.element_size()
         has_conv = any(isinstance(mod, nn.Conv2d) for mod in head.modules())
         chunk = self.chunk if has_conv else max(1, min(HEAD_ROWS, self.budget // per_row))
-        plan = LocalPlan(cut=str(cut.target), family=m, chunk=chunk, head=head, table=table, set_of=set_of.to(dev),
+        plan = LocalPlan(cut=_name(cut), family=m, chunk=chunk, head=head, table=table, set_of=set_of.to(dev),
                          weights=weights.to(dev), offsets=offsets.to(dev), lut=lut.to(dev), shape=(c, h, w))
         return plan if self._agrees(plan, z, keep, x, ref) else None
 
@@ -436,16 +341,6 @@ def _sets(dep: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
     return sets, inv
 
 
-def _call(gm, node, a):
-    """Run one chain node on ``a`` (the chain's value; other node arguments are model constants)."""
-    def val(v):
-        if isinstance(v, fx.Node):
-            return _attr(gm, v.target) if v.op == "get_attr" else a
-        return v
-
-    args, kwargs = tuple(val(v) for v in node.args), {k: val(v) for k, v in node.kwargs.items()}
-    if node.op == "call_module":
-        return gm.get_submodule(node.target)(*args, **kwargs)
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)
-    return getattr(args[0], node.target)(*args[1:], **kwargs)
+def _name(node) -> str:
+    """A node's module name (``layer1.1.relu``), or its graph name for functions (``relu_2``, ``add_1``)."""
+    return str(node.target) if node.op == "call_module" else node.name

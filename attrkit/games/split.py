@@ -98,7 +98,10 @@ def _fx_split(problem: Problem) -> LayerSplit:
     with torch.inference_mode():
         parts = [prefix(x[s:s + step]) for s in range(0, x.shape[0], step)]
         act = torch.cat([p[0] for p in parts])
-        ext = [torch.cat([p[k + 1] for p in parts]) for k in range(len(extras))]
+        # earlier values the head reads: per-sample tensors, or constants (a forward argument left at its default,
+        # e.g. timm's attn_mask=None) passed as they are
+        ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
+               else _Const(parts[0][k + 1]) for k in range(len(extras))]
         if not isinstance(act, torch.Tensor):
             raise TypeError("the layer's output is not a tensor")
         out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
@@ -110,9 +113,22 @@ def _fx_split(problem: Problem) -> LayerSplit:
             raise ValueError("the split model does not reproduce the model's outputs")
 
     def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return head(masked, *[e[rows] for e in ext])
+        return head(masked, *[e[rows].value if isinstance(e, _Const) else e[rows] for e in ext])
 
     return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
+
+
+class _Const:
+    """A non-tensor value the head reads (``None``, a flag): the same for every row."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getitem__(self, rows):
+        return self
+
+    def clone(self):
+        return self.value
 
 
 def head_after(gm: fx.GraphModule, hit: fx.Node, extras=(), consts=None) -> fx.GraphModule:
@@ -136,7 +152,8 @@ def head_after(gm: fx.GraphModule, hit: fx.Node, extras=(), consts=None) -> fx.G
 def _head_chunk(problem: Problem, head, act, ext) -> int:
     if problem.batch_size is not None:
         return problem.chunk(grad=False)
-    per_row = 4 * act[:1].numel() * act.element_size() + sum(e[:1].numel() * e.element_size() for e in ext)
+    per_row = 4 * act[:1].numel() * act.element_size() + sum(e[:1].numel() * e.element_size() for e in ext
+                                                              if isinstance(e, torch.Tensor))
     budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
     cap = HEAD_CAP * (GPU_CAP if act.device.type != "cpu" else CPU_CAP)
     return int(max(1, min(cap, budget // max(1, per_row))))

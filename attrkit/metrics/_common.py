@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,12 +68,14 @@ def to_np(t) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- progress
 def progress_bar(iterable, total: int | None, desc: str, progress: bool | None):
-    """tqdm over ``iterable`` when ``progress`` (None: only on a terminal); silent otherwise."""
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    if not show:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    """``iterable``, stepping the metric's one progress bar (``attrkit.progress``: None = on a terminal after
+    2 s); the ``explain`` calls made inside the loop join that bar instead of starting bars of their own."""
+    from ..progress import bar, call_bar
+    with call_bar(progress, desc, unit="step"):
+        b = bar(total or 0, desc, progress, unit="step")
+        for item in iterable:
+            yield item
+            b.update(1)
 
 
 # --------------------------------------------------------------------------------------- attributions

@@ -14,9 +14,10 @@ from .mlp import ACTIVATIONS, MLP, LogisticModel, SimpleMLP, bench_mlp
 from .multimodal import ImageTableNet
 from .text import TextTransformer
 from .vgg import VGG, VGG_CONFIGS, vgg, vgg16_quarter
+from .vit import SmallViT
 
 __all__ = [
     "LogisticModel", "SimpleMLP", "MLP", "SmallCNN", "VGG", "vgg", "vgg16_quarter",
     "bench_cnn", "BenchCNN", "bench_mlp", "build", "registered", "ACTIVATIONS", "VGG_CONFIGS",
-    "DEFAULT_SEED", "TextTransformer", "ImageTableNet",
+    "DEFAULT_SEED", "TextTransformer", "ImageTableNet", "SmallViT",
 ]

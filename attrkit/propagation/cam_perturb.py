@@ -68,22 +68,25 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True, reshape
     flat = acts.reshape(n, k, -1)
     live = flat.amax(2) > flat.amin(2)                     # constant maps normalise to an all-zero mask
     pairs = live.nonzero()
+    pairs_cpu = pairs.cpu()                          # targets read rows on the CPU: one copy, not one per chunk
     scores = torch.empty(n, k, dtype=torch.float64, device=x.device)
     step = problem.chunk(grad=False)
     need_zero = (~live).any(1) | torch.tensor(not softmax, device=live.device).expand(n)
     zero_rows = need_zero.nonzero().flatten()
+    zero_cpu = zero_rows.cpu()
     bar = _bar(problem, len(pairs) + len(zero_rows), "score-cam")
     with torch.no_grad():
         zero_score = torch.zeros(n, dtype=torch.float64, device=x.device)
         for s in range(0, len(zero_rows), step):
             rows = zero_rows[s:s + step]
-            zero_score[rows] = problem.target(problem.forward(_layout(x[rows] * 0), rows), rows.cpu()).double()
+            zero_score[rows] = problem.target(problem.forward(_layout(x[rows] * 0), rows),
+                                              zero_cpu[s:s + step]).double()
             bar.update(len(rows))
         scores[:] = zero_score.unsqueeze(1)
         for s in range(0, len(pairs), step):
             rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
             masked = _masked(problem, x[rows], acts[rows, ch].unsqueeze(1))
-            scores[rows, ch] = problem.target(problem.forward(_layout(masked), rows), rows.cpu()).double()
+            scores[rows, ch] = problem.target(problem.forward(_layout(masked), rows), pairs_cpu[s:s + step, 0]).double()
             bar.update(len(rows))
     bar.close()
     w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)
@@ -111,6 +114,7 @@ def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
             tail = tail_after(problem.model, problem.model_layer_name, raw[:1].clone(), problem.outputs[:1])
     live = acts.reshape(n, k, -1).ne(0).any(2)              # zeroing an all-zero channel changes nothing
     pairs = live.nonzero()
+    pairs_cpu = pairs.cpu()                          # targets read rows on the CPU: one copy, not one per chunk
     ablated = y.unsqueeze(1).repeat(1, k)
     step = problem.chunk(grad=False)
     bar = _bar(problem, len(pairs), "ablation-cam")
@@ -130,7 +134,7 @@ def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
                     tap.reset()
                     tap.replace_with = a
                     out = problem.forward(_layout(x[rows]), rows)
-                ablated[rows, ch] = problem.target(out, rows.cpu()).double()
+                ablated[rows, ch] = problem.target(out, pairs_cpu[s:s + step, 0]).double()
                 bar.update(len(rows))
         finally:
             if tap is not None:

@@ -4,61 +4,7 @@ User data reaches the page only as JSON in ``<script type="application/json">`` 
 ``textContent`` / ``new Option`` — never as HTML.
 """
 
-CSS = r"""
-:root { --ink:#1d2327; --muted:#5f6b73; --line:#d9dee2; --bg:#fafbfc; --red:#d6171c; --blue:#2154cc; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink); background:var(--bg); }
-header { padding:14px 22px 8px; border-bottom:1px solid var(--line); background:#fff; }
-h1 { font-size:20px; margin:0 0 2px; } h2 { font-size:16px; margin:22px 0 8px; } h3 { font-size:13px; margin:12px 0 4px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
-.sub { color:var(--muted); margin:0; font-size:13px; }
-main { padding:6px 22px 40px; max-width:1300px; }
-.controls { display:flex; flex-wrap:wrap; gap:10px 18px; align-items:flex-end; padding:12px 0; position:sticky; top:0; background:var(--bg); z-index:2; border-bottom:1px solid var(--line); }
-.controls label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); gap:2px; }
-.controls select { font-size:14px; padding:3px 4px; min-width:150px; max-width:280px; }
-.controls input[type=range] { width:140px; }
-.panels { display:flex; flex-wrap:wrap; gap:22px; margin-top:14px; align-items:flex-start; }
-figure { margin:0; }
-figcaption { font-size:13px; color:var(--muted); margin-top:6px; max-width:340px; overflow-wrap:anywhere; }
-.imgbox { width:320px; background:#fff; border:1px solid var(--line); }
-.imgbox.wide { width:640px; }
-.imgbox img, .imgbox canvas { display:block; width:100%; image-rendering:pixelated; }
-#stack { position:relative; }
-#stack canvas { position:absolute; left:0; top:0; }
-#stack canvas#heat { position:relative; cursor:crosshair; }
-#bars { image-rendering:auto !important; cursor:crosshair; }
-.cbar { width:320px; margin-top:8px; }
-.cbar .ramp { height:12px; border:1px solid var(--line); background:linear-gradient(to right, var(--blue), rgba(255,255,255,0) 50%, var(--red)); }
-.cbar .ticks { display:flex; justify-content:space-between; font-size:12px; color:var(--muted); }
-#value { font: 13px ui-monospace,Menlo,Consolas,monospace; margin-top:8px; min-height:2.6em; max-width:330px; }
-.side { min-width:260px; max-width:380px; }
-table { border-collapse:collapse; font-size:13px; background:#fff; }
-td, th { border:1px solid var(--line); padding:3px 8px; text-align:left; vertical-align:top; }
-th { background:#f0f3f5; font-weight:600; }
-td.num { text-align:right; font-variant-numeric:tabular-nums; }
-.tables table { margin-bottom:16px; }
-.figs { display:flex; flex-wrap:wrap; gap:18px; }
-.figs figure { background:#fff; border:1px solid var(--line); padding:8px; max-width:100%; }
-.figs img { max-width:min(900px, 100%); display:block; }
-.help { color:var(--muted); font-size:13px; max-width:900px; }
-.swatch { display:inline-block; width:12px; height:12px; vertical-align:-1px; border:1px solid var(--line); }
-.na { color:var(--muted); font-style:italic; }
-.empty { padding:40px; color:var(--muted); }
-"""
-
-HELP = """
-<h2>How to read the maps</h2>
-<p class="help">Each map says how much each part of the input pushed the model's score for the chosen
-<b>target</b> class up or down, according to one attribution <b>method</b>.
-<span class="swatch" style="background:var(--red)"></span> red: raised the score ·
-<span class="swatch" style="background:var(--blue)"></span> blue: lowered it · clear: no effect.
-The colour scale is symmetric around 0 and ends at the 99.5th percentile of the map's absolute values
-(brighter values are shown at full colour). Maps computed at the input (<i>pixels</i>) are shown on their own;
-maps computed at a hidden <b>layer</b> are coarse, so they are enlarged to the image size and laid over the
-image in grey (use the opacity slider). Lines mark the superpixels or cells that coalition methods (Shapley,
-LIME, occlusion) treat as players. Hover over a map to read its value. The table beside the map lists the
-method's own error figures, e.g. the completeness gap of path methods (how far the map's sum is from the change
-of the score) or the standard error of sampled estimates: a map is only as trustworthy as these.</p>
-"""
+from .style import BODY, CSS, HELP  # noqa: F401 - the page's static parts, imported from here by build
 
 SCRIPT = r"""
 (function () {
@@ -67,17 +13,46 @@ SCRIPT = r"""
   var $ = function (id) { return document.getElementById(id); };
   var KEYS = ["sample", "method", "target", "layer"];
   var state = { sample: 0, method: null, target: null, layer: null, map: -1 };
-  var cache = {};
 
-  function decode(b64, kind) {
-    var bin = atob(b64), n = bin.length, buf = new ArrayBuffer(n), u8 = new Uint8Array(buf);
-    for (var i = 0; i < n; i++) u8[i] = bin.charCodeAt(i);
-    return kind === "u8" ? u8 : new Float32Array(buf);
+  // arrays arrive packed (attrkit.report.encode.packed): base64 of zlib of float32 byte planes (or uint8)
+  function inflate(p) {
+    var bin = atob(p.z), z = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) z[i] = bin.charCodeAt(i);
+    var stream = new Blob([z]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (buf) {
+      var b = new Uint8Array(buf);
+      if (p.t === "u8") return b;
+      var n = p.n, out = new Uint8Array(4 * n);
+      for (var k = 0; k < 4; k++) for (var j = 0; j < n; j++) out[4 * j + k] = b[k * n + j];
+      return new Float32Array(out.buffer);
+    });
   }
-  function values(m) {
-    var k = "v" + m;
-    if (!cache[k]) cache[k] = decode(D.maps[m].values, "f32");
-    return cache[k];
+  function unpackAll() {
+    var jobs = [];
+    D.maps.forEach(function (m) {
+      ["values", "edges", "raw"].forEach(function (f) {
+        if (m[f] && m[f].z !== undefined) jobs.push(inflate(m[f]).then(function (a) { m[f] = a; }));
+      });
+    });
+    return Promise.all(jobs);
+  }
+  // a layer map enlarged to the image as torch's bilinear interpolation (align_corners=False) does it
+  function enlarge(raw, lh, lw, h, w) {
+    var out = new Float32Array(h * w), sy = lh / h, sx = lw / w;
+    for (var y = 0; y < h; y++) {
+      var fy = Math.max((y + 0.5) * sy - 0.5, 0), y0 = Math.floor(fy), y1 = Math.min(y0 + 1, lh - 1), ly = fy - y0;
+      for (var x = 0; x < w; x++) {
+        var fx = Math.max((x + 0.5) * sx - 0.5, 0), x0 = Math.floor(fx), x1 = Math.min(x0 + 1, lw - 1), lx = fx - x0;
+        out[y * w + x] = (1 - ly) * ((1 - lx) * raw[y0 * lw + x0] + lx * raw[y0 * lw + x1]) +
+                         ly * ((1 - lx) * raw[y1 * lw + x0] + lx * raw[y1 * lw + x1]);
+      }
+    }
+    return out;
+  }
+  function values(i) {
+    var m = D.maps[i];
+    if (!m.values) m.values = enlarge(m.raw, m.lh, m.lw, m.h, m.w);
+    return m.values;
   }
   function fmt(v) {
     if (v === null || v === undefined || isNaN(v)) return String(v);
@@ -174,6 +149,8 @@ SCRIPT = r"""
     text($("map-cap"), m.method + " for “" + m.target + "” " + where);
     text($("value"), m.kind === "table" ? "hover over a bar to read its value" : "hover over the map to read its value");
     drawInput(smp);
+    ["ctl-background", "ctl-opacity", "ctl-edges"].forEach(function (id) { $(id).classList.toggle("off", m.kind === "table"); });
+    $("ctl-edges").classList.toggle("off", m.kind === "table" || !m.edges);
     if (m.kind === "table") drawBars(m, smp, vals, s, mode); else drawMap(m, smp, vals, s, mode);
     drawSide(m, smp);
   }
@@ -196,7 +173,7 @@ SCRIPT = r"""
     var w = m.w, h = m.h, base = $("base"), heat = $("heat");
     [base, heat].forEach(function (c) { c.width = w; c.height = h; });
     var ctx = heat.getContext("2d"), img = ctx.createImageData(w, h), px = img.data;
-    var edges = m.edges ? (cache["e" + state.map] || (cache["e" + state.map] = decode(m.edges, "u8"))) : null;
+    var edges = m.edges || null;
     for (var i = 0; i < w * h; i++) {
       var c = colour(vals[i], s, mode);
       if (edges && edges[i] && $("edges").checked) c = [38, 38, 38, 220];
@@ -266,7 +243,7 @@ SCRIPT = r"""
       if (x < 0 || y < 0 || x >= current.w || y >= current.h) return;
       var v = current.vals[y * current.w + x], m = current.m, s = "value at (x=" + x + ", y=" + y + "): " + fmt(v);
       if (m.raw) {
-        var raw = cache["r" + state.map] || (cache["r" + state.map] = decode(m.raw, "f32"));
+        var raw = m.raw;
         var cx = Math.min(Math.floor(x / current.w * m.lw), m.lw - 1), cy = Math.min(Math.floor(y / current.h * m.lh), m.lh - 1);
         s += "\nlayer cell (" + cx + ", " + cy + "): " + fmt(raw[cy * m.lw + cx]);
       }
@@ -299,7 +276,7 @@ SCRIPT = r"""
         row.forEach(function (v) { r.appendChild(el("td", typeof v === "number" ? fmt(v) : String(v), typeof v === "number" ? "num" : "")); });
         t.appendChild(r);
       });
-      box.appendChild(t);
+      var sc = el("div", undefined, "scroll"); sc.appendChild(t); box.appendChild(sc);   // wide tables scroll
     });
   }
   function figures() {
@@ -308,7 +285,11 @@ SCRIPT = r"""
     box.appendChild(el("h2", "Figures"));
     var wrap = el("div", undefined, "figs");
     D.figures.forEach(function (f) {
-      var fig = el("figure"), img = el("img"); img.src = f.src; img.alt = f.title; fig.appendChild(img);
+      var fig = el("figure"), img = el("img"); img.alt = f.title;
+      // a wide figure is never shrunk below 640 px (it scrolls in its box instead); a click shows it at full size
+      img.onload = function () { img.style.minWidth = Math.min(img.naturalWidth, 640) + "px"; };
+      img.addEventListener("click", function () { img.classList.toggle("full"); });
+      img.src = f.src; fig.appendChild(img);
       fig.appendChild(el("figcaption", f.title)); wrap.appendChild(fig);
     });
     box.appendChild(wrap);
@@ -320,52 +301,24 @@ SCRIPT = r"""
 
   text($("subtitle"), D.subtitle);
   tables(); figures(); notes();
-  if (!D.maps.length) { $("viewer").innerHTML = ""; $("viewer").appendChild(el("div", "No attribution maps in this report.", "empty")); return; }
-  KEYS.forEach(function (k) { $("pick-" + k).addEventListener("change", function () { picked(k); }); });
-  ["mode", "background", "edges"].forEach(function (k) { $(k).addEventListener("change", draw); });
-  $("opacity").addEventListener("input", function () { text($("opacity-value"), $("opacity").value + "%"); draw(); });
-  $("heat").addEventListener("mousemove", hover);
-  $("bars").addEventListener("mousemove", hover);
-  choose(0);
-  document.body.setAttribute("data-ready", "1");
+  if (!D.maps.length) { $("viewer").innerHTML = ""; $("viewer").appendChild(el("div", "No attribution maps in this report.", "empty")); document.body.setAttribute("data-ready", "1"); return; }
+  if (typeof DecompressionStream === "undefined") {
+    $("viewer").innerHTML = "";
+    $("viewer").appendChild(el("div", "This browser cannot unpack the maps (it needs DecompressionStream: Chrome 80+, " +
+                               "Firefox 113+, Safari 16.4+). The tables and figures below are complete.", "empty"));
+    return;
+  }
+  unpackAll().then(function () {
+    KEYS.forEach(function (k) { $("pick-" + k).addEventListener("change", function () { picked(k); }); });
+    ["mode", "background", "edges"].forEach(function (k) { $(k).addEventListener("change", draw); });
+    $("opacity").addEventListener("input", function () { text($("opacity-value"), $("opacity").value + "%"); draw(); });
+    $("heat").addEventListener("mousemove", hover);
+    $("bars").addEventListener("mousemove", hover);
+    choose(0);
+    document.body.setAttribute("data-ready", "1");
+  }, function (err) {
+    $("viewer").innerHTML = "";
+    $("viewer").appendChild(el("div", "The maps could not be unpacked: " + err, "empty"));
+  });
 })();
-"""
-
-BODY = """
-<header><h1>{title}</h1><p class="sub" id="subtitle"></p></header>
-<main>
-<section id="viewer">
-  <div class="controls">
-    <label>sample<select id="pick-sample"></select></label>
-    <label>method<select id="pick-method"></select></label>
-    <label>target class<select id="pick-target"></select></label>
-    <label>layer<select id="pick-layer"></select></label>
-    <label>show<select id="mode">
-      <option value="signed">signed (red + / blue −)</option><option value="positive">positive only</option>
-      <option value="negative">negative only</option><option value="absolute">magnitude |value|</option></select></label>
-    <label>under the map<select id="background">
-      <option value="auto">auto: grey image under layer maps</option><option value="grey">grey image</option>
-      <option value="none">nothing (white)</option></select></label>
-    <label>map opacity <span id="opacity-value">80%</span><input id="opacity" type="range" min="0" max="100" value="80"></label>
-    <label>players<span><input id="edges" type="checkbox" checked> outline</span></label>
-  </div>
-  <div class="panels">
-    <figure><div class="imgbox" id="input-box"></div><figcaption id="input-cap"></figcaption></figure>
-    <figure>
-      <div class="imgbox" id="map-box"><div id="stack"><canvas id="base"></canvas><canvas id="heat"></canvas></div>
-        <canvas id="bars" style="display:none"></canvas></div>
-      <figcaption id="map-cap"></figcaption>
-      <div class="cbar"><div class="ramp" id="ramp"></div>
-        <div class="ticks"><span id="cb-min"></span><span id="cb-mid"></span><span id="cb-max"></span></div></div>
-      <div id="value" style="white-space:pre-line"></div>
-    </figure>
-    <div class="side"><h3>model's prediction</h3><table id="pred"></table>
-      <h3>this map: output and error figures</h3><table id="info"></table></div>
-  </div>
-</section>
-<section id="tables" class="tables"></section>
-<section id="figures"></section>
-<section id="notes"></section>
-{help}
-</main>
 """

@@ -21,7 +21,7 @@ from ..attribution import Attribution
 from ..viz.colors import grey
 from ..viz.maps import class_label, view
 from .assets import BODY, CSS, HELP, SCRIPT
-from .encode import bytes_b64, figure_uri, floats_b64, png_uri, script_json
+from .encode import figure_uri, packed, png_uri, script_json
 
 MAX_INFO_NUMBERS = 8
 
@@ -189,20 +189,36 @@ def _map(a: Attribution, i: int, sample: int, label, class_names) -> dict:
     else:
         d.update(h=int(m.shape[0]), w=int(m.shape[1]))
         if v.edges is not None:
-            d["edges"] = bytes_b64(v.edges.astype(np.uint8))
+            d["edges"] = packed(v.edges.astype(np.uint8), "u8")
         raw = _raw_layer_map(a, i) if v.at_layer else None
         if raw is not None:
-            d.update(raw=floats_b64(raw), lh=int(raw.shape[0]), lw=int(raw.shape[1]))
-    d["values"] = floats_b64(np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0))
+            d.update(raw=packed(np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)), lh=int(raw.shape[0]),
+                     lw=int(raw.shape[1]))
+            if _resized_bilinear(a, raw, m):       # the page enlarges the layer map itself (as torch does)
+                d["values"] = None
+                d["info"] = _info(a, i)
+                return d
+    d["values"] = packed(np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0))
     d["info"] = _info(a, i)
     return d
 
 
 def _raw_layer_map(a: Attribution, i: int) -> np.ndarray | None:
-    """The layer map at its own resolution (channel sum), for the cursor read-out of layer cells."""
+    """The layer map at its own resolution (the channel sum, as ``heatmap()`` reduces channels), for the cursor
+    read-out of layer cells; the page also enlarges it to the image (bilinear) instead of storing that."""
     if not a.layer or a.values.dim() != 4:
         return None
-    return a.values[i].detach().cpu().double().sum(0).numpy()
+    return a.select(i).heatmap(size=tuple(a.values.shape[2:]))[0].detach().cpu().double().numpy()
+
+
+def _resized_bilinear(a: Attribution, raw: np.ndarray, m: np.ndarray) -> bool:
+    """True when the map is the layer map resized bilinearly (align_corners=False), which the page recomputes
+    from ``raw`` (float32 maths: equal to about 1e-6 relative)."""
+    if raw.shape == m.shape:
+        return bool(np.array_equal(raw.astype(np.float32), np.asarray(m, dtype=np.float32)))
+    up = torch.nn.functional.interpolate(torch.as_tensor(raw, dtype=torch.float64)[None, None], size=m.shape,
+                                         mode="bilinear", align_corners=False)[0, 0].numpy()
+    return bool(np.allclose(up, m, rtol=1e-5, atol=1e-6 * max(float(np.abs(m).max()), 1e-30)))
 
 
 def _info(a: Attribution, i: int) -> list:

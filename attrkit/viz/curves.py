@@ -206,10 +206,11 @@ def plot_panels(rows: Sequence[Mapping], metrics: Sequence[str], label: str | Se
         ax.barh(ys, np.nan_to_num(vals), color=colours[k % len(colours)], height=0.6)
         for y, v in zip(ys, vals):
             if np.isfinite(v):
-                ax.text(v, y, f" {v:.4g}", va="center", fontsize=7)
+                ax.text(v, y, f" {v:.4g} " if v >= 0 else f"{v:.4g} ", va="center", ha="left" if v >= 0 else "right",
+                        fontsize=7)
         ax.set_title((titles or {}).get(m, m), fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.margins(x=0.25)
+        ax.margins(x=0.3)
         ax.axvline(0, color="0.5", lw=0.6)
     axes[0].set_yticks(ys, names, fontsize=7)
     axes[0].invert_yaxis()

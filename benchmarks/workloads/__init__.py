@@ -17,6 +17,7 @@ WORKLOADS = {
     "W9": ("w9_runs", "Data-set run, 2,000 images"),
     "W10": ("w10_multi_input", "Integrated Gradients on two inputs with a per-sample forward argument"),
     "W11": ("w11_text_ig", "IG at a text model's embedding vs Captum LayerIntegratedGradients"),
+    "W12": ("w12_compat", "Cost of the Captum-compatible classes over ak.explain on the same work"),
 }
 
 

@@ -166,7 +166,9 @@ def run(model, inputs, method, *, target=None, additional_forward_args=None, sho
                 forward_args=fargs, **options)
     if check:
         check_target(target, a)
-    return a, formatted(a.values, single) if layer is None or input_shaped else a.values
+    if layer is not None and not input_shaped:     # Captum returns the layer's values as they are (embeddings too)
+        return a, a.info.get("embedding_values", a.values)
+    return a, formatted(a.values, single)
 
 
 def spec(name: str, fn, family: str = "gradient", layer: str = "optional") -> MethodSpec:

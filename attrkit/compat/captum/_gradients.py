@@ -69,7 +69,7 @@ class IntegratedGradients(Attribution):
 
 def _pairs(problem, pair_refs, pair_noise, alphas, samples_per_input: int):
     """Gradient SHAP with given draws: row ``j = i * S + k`` of ``refs``/``noise``/``alphas`` is sample ``i``'s
-    ``k``-th (reference, input noise, path position); returns ``mean_k grad f(r + a (x~ - r)) * (x~ - r)``."""
+    ``k``-th (reference, input noise, path position); returns ``mean_k grad f(a x~ + (1 - a) r) * (x~ - r)``."""
     x, s = problem.inputs, samples_per_input
     refs, noise = pair_refs.to(x.device, x.dtype), pair_noise.to(x.device, x.dtype)
     alphas = alphas.to(x.device, x.dtype)
@@ -97,8 +97,8 @@ class GradientShap(Attribution):
     The draws follow Captum's order and generators (numpy for baselines and positions, torch for the noise), so
     after ``np.random.seed`` / ``torch.manual_seed`` it returns Captum's numbers; the gradients run on attrkit's
     engine. attrkit's native ``method="gradient_shap"`` shares one draw per ``k`` across samples instead (a
-    sample's result then does not depend on the batch). ``return_convergence_delta=True`` returns one delta per
-    sample, ``sum(attr) - (f(x) - mean_k f(r_k))`` (Captum returns one per drawn pair).
+    sample's result then does not depend on the batch). ``return_convergence_delta=True`` also returns Captum's
+    delta per drawn pair, ``sum(attr_k) - (f(x~_k) - f(r_k))`` (``N * n_samples`` values).
     """
 
     def __init__(self, forward_func, multiply_by_inputs: bool = True):
@@ -124,16 +124,21 @@ class GradientShap(Attribution):
                  for x, v in zip(xs, sd)]
         alphas = torch.tensor(np.random.uniform(0.0, 1.0, n * s), dtype=xs[0].dtype)
         pack = lambda parts: parts[0] if len(parts) == 1 else torch.cat([p.reshape(p.shape[0], -1) for p in parts], 1)
-        a, values = run(self.forward_func, inputs, PAIRS, target=target,
-                        additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
-                        alphas=alphas, samples_per_input=s)
-        if return_convergence_delta:
-            f_x = _scores(self.forward_func, xs, target, additional_forward_args)
-            f_r = _scores(self.forward_func, tuple(r for r in refs), _repeat(target, s, n),
-                          _repeat_args(additional_forward_args, s, n)).view(n, s).mean(1)
-            total = sum_per_sample(values)
-            return values, total - (f_x - f_r).to(total.dtype)
-        return values
+        if not return_convergence_delta:
+            return run(self.forward_func, inputs, PAIRS, target=target,
+                       additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
+                       alphas=alphas, samples_per_input=s)[1]
+        # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
+        big = tuple(x.repeat_interleave(s, 0) for x in xs)
+        tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
+        _, pairs = run(self.forward_func, big[0] if single else big, PAIRS, target=tgt, additional_forward_args=fargs,
+                       pair_refs=pack(refs), pair_noise=pack(noise), alphas=alphas, samples_per_input=1)
+        parts = (pairs,) if single else pairs
+        mean = tuple(v.reshape((n, s) + tuple(v.shape[1:])).mean(1) for v in parts)
+        noisy = tuple(b + e for b, e in zip(big, noise))
+        total = sum_per_sample(parts)
+        gap = _scores(self.forward_func, noisy, tgt, fargs) - _scores(self.forward_func, tuple(refs), tgt, fargs)
+        return formatted(mean[0] if single else mean, single), total - gap.to(total.dtype)
 
 
 def per_input_background(baselines, xs):
@@ -192,13 +197,14 @@ _BASES = {Saliency: "saliency", InputXGradient: "input_x_gradient", IntegratedGr
 
 class NoiseTunnel(Attribution):
     """SmoothGrad / SmoothGrad^2 / VarGrad (Smilkov et al. 2017; Hooker et al. 2019; Adebayo et al. 2018) around
-    a compat ``Saliency``, ``InputXGradient`` or ``IntegratedGradients``: ``nt_samples`` noisy copies
-    ``x + N(0, stdevs^2)`` per sample (torch's global generator, Captum's draw order), all copies batched by
-    attrkit's engine (``nt_samples_batch_size`` only bounds rows per call)."""
+    any compat class: ``nt_samples`` noisy copies ``x + N(0, stdevs^2)`` per sample, drawn from torch's global
+    generator in Captum's order. Around ``Saliency``, ``InputXGradient`` and ``IntegratedGradients`` all copies
+    run through attrkit's noise wrapper in one batched call (``nt_samples_batch_size`` only bounds rows per call);
+    around the other classes the wrapped class runs once on all copies."""
 
     def __init__(self, attribution_method):
-        if type(attribution_method) not in _BASES:
-            raise TypeError(f"NoiseTunnel wraps the compat Saliency, InputXGradient or IntegratedGradients, got "
+        if not isinstance(attribution_method, Attribution):
+            raise TypeError(f"NoiseTunnel wraps a compat attribution class (attrkit.compat.captum), got "
                             f"{type(attribution_method).__name__}")
         super().__init__(attribution_method.forward_func)
         self.attribution_method = attribution_method
@@ -209,17 +215,31 @@ class NoiseTunnel(Attribution):
             raise ValueError(f"nt_type must be one of {', '.join(_NT)}, got {nt_type!r}")
         if draw_baseline_from_distrib:
             raise ValueError("draw_baseline_from_distrib=True is GradientShap's sampling: use GradientShap")
+        if kwargs.get("return_convergence_delta"):
+            raise ValueError("return_convergence_delta=True under NoiseTunnel is not supported by the compat layer")
+        kwargs.pop("return_convergence_delta", None)
         xs, single = as_tuple(inputs)
         xs = tuple(x.detach() for x in xs)
         n, s = xs[0].shape[0], int(nt_samples)
         sd = stdevs if isinstance(stdevs, tuple) else (stdevs,) * len(xs)
         noise = [torch.normal(0, torch.tensor(float(v), device=x.device).repeat((n * s,) + tuple(x.shape[1:])))
                  for x, v in zip(xs, sd)]
+        if type(self.attribution_method) in _BASES:
+            return self._batched(inputs, xs, noise, nt_type, s, kwargs)
+        noisy = tuple(x.repeat_interleave(s, 0) + e for x, e in zip(xs, noise))
+        kw = {k: _per_copy(v, n, s) for k, v in kwargs.items()}
+        if "additional_forward_args" in kw:
+            kw["additional_forward_args"] = _repeat_args(kwargs["additional_forward_args"], s, n)
+        out = self.attribution_method.attribute(noisy[0] if single else noisy, **kw)
+        parts = tuple(_reduce(v.reshape((n, s) + tuple(v.shape[1:])).double(), nt_type).to(v.dtype)
+                      for v in (out if isinstance(out, tuple) else (out,)))
+        return formatted(parts[0] if single else parts, single)
+
+    def _batched(self, inputs, xs, noise, nt_type, s, kwargs):
         base = _BASES[type(self.attribution_method)]
         opts = {}
         target = kwargs.pop("target", None)
         fargs = kwargs.pop("additional_forward_args", None)
-        delta = kwargs.pop("return_convergence_delta", False)
         if base == "saliency":
             opts["abs"] = bool(kwargs.pop("abs", True))
         if base == "integrated_gradients":
@@ -229,8 +249,25 @@ class NoiseTunnel(Attribution):
             kwargs.pop("internal_batch_size", None)
         if kwargs:
             raise TypeError(f"unexpected argument(s) for {type(self.attribution_method).__name__}: {sorted(kwargs)}")
-        if delta:
-            raise ValueError("return_convergence_delta=True under NoiseTunnel is not supported by the compat layer")
-        a, values = run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
-                        base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)
-        return values
+        return run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
+                   base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
+
+
+def _per_copy(value, n, s):
+    """A per-sample argument (target list/tensor, baselines [N, ...]) repeated for the ``s`` copies of each."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n and n > 1:
+        return value.repeat_interleave(s, 0)
+    if isinstance(value, list) and len(value) == n:
+        return [v for v in value for _ in range(s)]
+    if isinstance(value, tuple):
+        return tuple(_per_copy(v, n, s) for v in value)
+    return value
+
+
+def _reduce(a: torch.Tensor, kind: str) -> torch.Tensor:
+    mean = a.mean(1)
+    if kind == "smoothgrad":
+        return mean
+    if kind == "smoothgrad_sq":
+        return (a ** 2).mean(1)
+    return (a ** 2).mean(1) - mean ** 2
