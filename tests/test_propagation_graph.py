@@ -445,3 +445,28 @@ def test_deeplift_prelu_and_overlapping_max_pool_sum_to_delta_at_every_batch_siz
     runs = [ak.explain(model, x, "deeplift", baseline=0.3, target=[0, 3, 1], batch_size=b) for b in (1, 2, 3)]
     assert float(runs[0].info["completeness_gap"].max()) < 1e-5
     assert max(rel(r.values, runs[0].values) for r in runs[1:]) < 1e-5, [rel(r.values, runs[0].values) for r in runs]
+
+
+def test_untraceable_model_of_modules_falls_back_to_hooks_with_the_same_numbers():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c1, self.a1, self.c2, self.a2 = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh()
+            self.fc = nn.Linear(4 * 12 * 12, 3)
+
+        def forward(self, x, traceable=False):
+            h = self.a1(self.c1(x))
+            if traceable or h.mean() > -1e9:              # data-dependent: torch.fx cannot trace this
+                h = self.a2(self.c2(h))
+            return self.fc(h.flatten(1))
+
+    class Traceable(Branchy):
+        def forward(self, x):
+            return super().forward(x, traceable=True)
+
+    hooked, traced, x = Branchy().eval(), Traceable().eval(), data()
+    for method in ("guided_backprop", "deeplift", "lrp"):
+        a, b = ak.explain(hooked, x, method, target=1), ak.explain(traced, x, method, target=1)
+        assert a.info["binding"].startswith("module hooks (torch.fx cannot trace") and b.info["binding"] == "graph"
+        assert rel(a.values, b.values) < 1e-6, method
