@@ -221,6 +221,9 @@ def test_reused_relu_resnet_equals_module_per_use_twin():
     for method in ("guided_backprop", "deconvnet", "deeplift", "lrp"):
         a = ak.explain(reused, x, method, target=1)
         assert rel(a.values, ak.explain(twin, x, method, target=1).values) < 1e-6, method
+        for layer in ("layer1", "layer2.0.conv1"):          # a block (traced through otherwise) and a conv
+            at = ak.explain(reused, x, method, target=1, layer=layer).values
+            assert rel(at, ak.explain(twin, x, method, target=1, layer=layer).values) < 1e-6, (method, layer)
     assert "layer1.0.relu#2" in a.info["rules"] or method == "lrp"
 
 

@@ -34,7 +34,7 @@ def relu_composite(problem: Problem, rule, method: str) -> Composite:
         return rules
 
     return Composite(problem.model, assign, example=problem.inputs[:1], needs=("relu",), unique=_HOOKABLE,
-                     method=method)
+                     method=method, layer=problem.layer)
 
 
 def relu_rule_gradient(problem: Problem, rule, method: str):
