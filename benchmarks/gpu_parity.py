@@ -50,6 +50,8 @@ def options(spec, x, smoke: bool) -> dict:
     first = x[0] if isinstance(x, tuple) else x
     if spec.players and not isinstance(x, tuple) and first.dim() == 4:
         opts["players"] = ak.grid(x, cells=3)
+    elif spec.players and isinstance(x, tuple):    # (the default, 16 image cells + 4 columns: 2^20 coalitions)
+        opts["players"] = tuple(ak.grid(t, cells=2) if t.dim() == 4 else ak.features(t) for t in x)
     if "n_samples" in params:
         opts["n_samples"] = (64 if smoke else 128) if spec.players else (4 if smoke else 8)   # (30 features: >= 58)
     if "steps" in params:

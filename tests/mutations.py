@@ -94,8 +94,8 @@ MUTATIONS = [
              f"        for m, flag in (flags.items() if {ERR} else ()):\n            m.training = flag",
              (CONTRACT,), "train mode not restored after an error"),
     Mutation("target_rows_ignored", "attrkit/core/targets.py",
-             "cls = cls if rows is None else cls[rows.to(outputs.device)]",
-             "cls = cls if rows is None else cls[rows.to(outputs.device) * 0]",
+             "cls = cls if rows is None else cls[rows.to(dev)]",
+             "cls = cls if rows is None else cls[rows.to(dev) * 0]",
              (CONTRACT,), "target selection: every row takes the first sample's class"),
     Mutation("predicted_class_argmin", "attrkit/core/targets.py",
              "Target(outputs.argmax(dim=1)", "Target(outputs.argmin(dim=1)",
@@ -134,8 +134,8 @@ MUTATIONS = [
              "out = surrogate(output, inputs[0])        # a fresh tensor",
              ("tests/test_propagation.py",), "guided backpropagation forgets the forward ReLU mask"),
     Mutation("deeplift_rescale_without_reference", "attrkit/propagation/deeplift.py",
-             "m = (output.detach() - y_ref) / torch.where(small, torch.ones_like(dz), dz)",
-             "m = output.detach() / torch.where(small, torch.ones_like(dz), dz)",
+             "return fn(zd, *rest, **kw) - fn(zrd, *rest, **kw), zd - zrd",
+             "return fn(zd, *rest, **kw), zd - zrd",
              ("tests/test_propagation.py",), "DeepLIFT's rescale multiplier forgets the reference output"),
     Mutation("faithfulness_correlation_sign", "attrkit/metrics/faithfulness.py",
              "drop = scorer.base().cpu().view(-1, 1) - vals", "drop = vals - scorer.base().cpu().view(-1, 1)",
@@ -164,6 +164,10 @@ MUTATIONS = [
              'props.setdefault("torchscript", family in ("gradient", "game"))',
              'props.setdefault("torchscript", family in ("gradient",))',
              (CONTRACT,), "the registry declares that game methods refuse TorchScript models (they accept them)"),
+    Mutation("attn_lrp_accepts_torchscript", "attrkit/transformers/attnlrp.py",
+             'require_hooks(model, "attn_lrp")', "None",
+             (CONTRACT,), "AttnLRP runs on a TorchScript model, where its rules cannot be installed (a silently "
+             "different map)", k="attn_lrp"),
 ]
 
 

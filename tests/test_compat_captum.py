@@ -146,6 +146,8 @@ CASES = [
     ("shapley-multi-mask", "ShapleyValues", (MI,),
      dict(**MULTI, target=1, feature_mask=MASKS2, baselines=(0.1, torch.ones(1, 2, 2))), False),
     ("lime-wls", "Lime", (ML,), dict(inputs=D["x"], target=T4, n_samples=30, feature_mask=MASK), True),
+    ("lime-default-lasso", "Lime", (ML,), dict(inputs=D["x"], target=T4, n_samples=40, baselines=0.2), True),
+    ("lime-multi", "Lime", (MI,), dict(**MULTI, target=1, n_samples=30, feature_mask=MASKS2), True),
     ("layer-ig", "LayerIntegratedGradients", (ML, ML.linear1), dict(inputs=D["x"], target=1, n_steps=12), False),
     ("layer-ig-delta", "LayerIntegratedGradients", (CNN, CNN.conv1),
      dict(inputs=D["img"], target=[0, 1, 2], baselines=0.1, return_convergence_delta=True), False),
@@ -155,6 +157,8 @@ CASES = [
     ("layer-gradcam", "LayerGradCam", (CNN, CNN.conv1), dict(inputs=D["img"], target=2), False),
     ("layer-gradcam-relu", "LayerGradCam", (CNN, CNN.relu1), dict(inputs=D["img"], target=0,
                                                                    relu_attributions=True), False),
+    ("layer-gradcam-per-channel", "LayerGradCam", (CNN, CNN.conv1),
+     dict(inputs=D["img"], target=[2, 0, 1], attr_dim_summation=False), False),
     ("layer-activation", "LayerActivation", (MI, MI.fc), dict(**MULTI), False),
     ("layer-conductance", "LayerConductance", (ML, ML.linear1), dict(inputs=D["x"], target=0, n_steps=10), False),
     ("layer-conductance-delta", "LayerConductance", (CNN, CNN.relu1),
@@ -186,9 +190,10 @@ def test_equals_captum(case):
     theirs_obj = getattr(C, cls)(*ctor)
     ours_obj = getattr(A, cls)(*ctor) if cls != "NoiseTunnel" else \
         A.NoiseTunnel(getattr(A, type(ctor[0]).__name__)(ctor[0].forward_func))      # wrap the compat class
-    if cls == "Lime":
+    if name == "lime-wls":
         from captum._utils.models.linear_model import SkLearnLinearRegression
         theirs_obj = C.Lime(*ctor, interpretable_model=SkLearnLinearRegression())
+        ours_obj = A.Lime(*ctor, interpretable_model=SkLearnLinearRegression())
     results = []
     for obj in (ours_obj, theirs_obj):
         if seeded:
@@ -251,6 +256,19 @@ def test_sampled_shapley_is_within_its_sampling_error():
     est = A.ShapleyValueSampling(model).attribute(x, target=0, n_samples=10)
     assert 0 < float((est - exact).abs().max()) < 0.04
     assert torch.allclose(est.sum(1), exact.sum(1), atol=1e-5)        # efficiency holds exactly
+
+
+def test_sampled_kernel_shap_is_within_its_sampling_error():
+    """KernelShap, 200 evaluations for 12 features (n_samples keeps Captum's meaning): attrkit's paired estimator
+    against the exact values. Measured over seeds 0-19: largest error 0.0024, mean 0.0017 (values up to 0.18);
+    Captum's own KernelShap on the same case: 0.0135 / 0.0094."""
+    model, g = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 1)), torch.Generator().manual_seed(4)
+    x = torch.randn(1, 12, generator=g)
+    exact = A.ShapleyValues(model).attribute(x, target=0)
+    torch.manual_seed(0)
+    est = A.KernelShap(model).attribute(x, target=0, n_samples=200)
+    assert 0 < float((est - exact).abs().max()) < 0.006
+    assert torch.allclose(est.sum(), exact.sum(), atol=1e-5)          # efficiency holds exactly
 
 
 def test_kernel_shap_is_exact_on_a_small_game():
@@ -374,3 +392,18 @@ def test_migrating_page_runs():
     assert np.abs(s["deep_compat"] - s["deep_shap"]).max() < 1e-5
     assert np.abs(s["explanation"].values - s["kernel_shap"]).max() < 1e-5
     assert np.abs(s["e"].values - s["kernel_shap"][..., 2]).max() < 1e-5
+
+
+def test_last_attribution_carries_attrkits_error_figures():
+    ig = A.IntegratedGradients(ML)
+    values, delta = ig.attribute(D["x"], target=0, n_steps=16, return_convergence_delta=True)
+    info = ig.last_attribution.info
+    assert torch.allclose(info["completeness_gap"], delta.abs(), atol=1e-6)
+    assert info["n_evals"] == 4 * 16 + 2 * 4 and ig.last_attribution.method == "integrated_gradients"
+
+
+def test_layer_attribution_interpolate_and_token_reference():
+    cam = A.LayerGradCam(CNN, CNN.conv1).attribute(D["img"], target=0)
+    _close(A.LayerAttribution.interpolate(cam, (6, 6)), C.LayerAttribution.interpolate(cam, (6, 6)))
+    assert torch.equal(A.TokenReferenceBase(3).generate_reference(4),
+                       C.TokenReferenceBase(3).generate_reference(4, "cpu"))

@@ -37,7 +37,8 @@ def test_kernel_exact_permutation_equal_shap_kernel(tabular, which):
     ours = S.KernelExplainer(model, bg)
     for values in (ours.shap_values(x, nsamples=100), S.KernelExplainer(_numpy_fn(model), bg.numpy())
                    .shap_values(x.numpy(), nsamples=100), S.ExactExplainer(model, bg)(x).values,
-                   S.PermutationExplainer(model, bg)(x).values):
+                   S.PermutationExplainer(model, bg)(x).values, S.Explainer(model, bg)(x).values,
+                   S.Explainer(model, bg, algorithm="permutation")(x, max_evals=200).values):
         assert values.shape == theirs.shape
         assert np.abs(values - theirs).max() < 1e-5
     assert np.allclose(ours.expected_value, ref.expected_value, atol=1e-6)
@@ -54,27 +55,51 @@ def test_deep_explainer_equals_shap(tabular):
     assert ours.shape == np.shape(theirs) and np.abs(ours - theirs).max() < 1e-5
 
 
-def test_gradient_explainer_within_sampling_error():
-    """Expected gradients of a linear model: E[w (x - b)] = w (x - mean(bg)). Both estimators draw a background
-    row per sample; with 1000 draws the standard error is |w| std(bg) / sqrt(1000) per feature. attrkit's and
-    shap's estimates are each within 4 standard errors of the expectation."""
-    torch.manual_seed(3)
-    lin = nn.Linear(5, 2)
-    g = torch.Generator().manual_seed(2)
-    bg, x = torch.randn(20, 5, generator=g), torch.randn(2, 5, generator=g)
-    exact = (lin.weight.detach().T.unsqueeze(0) * (x - bg.mean(0)).unsqueeze(2)).numpy()      # [N, F, K]
-    se = (lin.weight.detach().abs().T * bg.std(0).unsqueeze(1)).numpy() / np.sqrt(1000)
-    ours = S.GradientExplainer(lin, bg).shap_values(x, nsamples=1000, rseed=0)
-    theirs = shap.GradientExplainer(lin, bg).shap_values(x, nsamples=1000, rseed=0)
-    assert ours.shape == np.shape(theirs) == exact.shape
-    assert (np.abs(ours - exact) < 4 * se + 1e-6).all()
-    assert (np.abs(theirs - exact) < 4 * se + 1e-6).all()
+def test_gradient_explainer_equals_shap_with_the_same_seed(tabular):
+    """The compat GradientExplainer draws SHAP's background rows, positions and smoothing noise in SHAP's order:
+    with the same rseed (and torch seed for local_smoothing) the values are SHAP's."""
+    multi, single, bg, x = tabular
+    ours = S.GradientExplainer(multi, bg).shap_values(x, nsamples=30, rseed=5)
+    theirs = shap.GradientExplainer(multi, bg).shap_values(x, nsamples=30, rseed=5)
+    assert ours.shape == np.shape(theirs) == (3, 4, 3) and np.abs(ours - theirs).max() < 1e-6
+    one = S.GradientExplainer(single, bg).shap_values(x, nsamples=30, rseed=5)   # shap needs [N, K] outputs
+    assert one.shape == (3, 4)
+    results = []
+    for lib in (S, shap):
+        torch.manual_seed(2)
+        results.append(lib.GradientExplainer(multi, bg, local_smoothing=0.1).shap_values(x, nsamples=20, rseed=5))
+    assert np.abs(results[0] - results[1]).max() < 1e-6
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.b, self.relu, self.out = nn.Linear(3, 4), nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2)
+
+    def forward(self, x1, x2):
+        return self.out(self.relu(self.a(x1) + self.b(x2)))
+
+
+def test_several_inputs_as_lists():
+    model, g = TwoInputs().eval(), torch.Generator().manual_seed(7)
+    data = [torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g)]
+    x = [torch.randn(3, 3, generator=g), torch.randn(3, 2, generator=g)]
+    for ours, theirs in ((S.GradientExplainer(model, data).shap_values(x, nsamples=25, rseed=1),
+                          shap.GradientExplainer(model, data).shap_values(x, nsamples=25, rseed=1)),
+                         (S.DeepExplainer(model, data).shap_values(x), shap.DeepExplainer(model, data).shap_values(x))):
+        assert isinstance(ours, list) and [o.shape for o in ours] == [(3, 3, 2), (3, 2, 2)]
+        assert max(np.abs(o - t).max() for o, t in zip(ours, theirs)) < 1e-6
+    with pytest.raises(ValueError, match="list of inputs"):
+        S.DeepExplainer(model, data).shap_values(x[0])
 
 
 def test_to_shap_fields(tabular):
     multi, _, bg, x = tabular
     a = ak.explain(multi, x, "integrated_gradients", target=1, steps=256)
+    a.class_names = ["cat", "dog", "owl"]
     e = a.to_shap(feature_names=["a", "b", "c", "d"])
+    assert e.output_names == "dog"
     assert e.values.shape == (3, 4) and e.data.shape == (3, 4) and e.feature_names == ["a", "b", "c", "d"]
     f_x = multi(x)[:, 1].detach().numpy()
     assert np.allclose(e.values.sum(1) + e.base_values, f_x, atol=1e-3)           # IG is complete

@@ -1,7 +1,8 @@
 """SHAP's explainers over torch models on attrkit's engines, and ``shap.Explanation`` from attrkit results.
 
-``KernelExplainer(model, data)``, ``ExactExplainer(model, masker)``, ``PermutationExplainer(model, masker)``,
-``GradientExplainer(model, data)`` and ``DeepExplainer(model, data)`` follow SHAP's call conventions:
+``Explainer(model, data)``, ``KernelExplainer(model, data)``, ``ExactExplainer(model, masker)``,
+``PermutationExplainer(model, masker)``, ``GradientExplainer(model, data)`` and ``DeepExplainer(model, data)``
+follow SHAP's call conventions:
 ``.shap_values(X)`` returns an array ``[N, *features]`` (``[N, *features, K]`` for a model with ``K`` outputs
 per sample, as SHAP >= 0.45 does), ``explainer(X)`` a ``shap.Explanation``, ``.expected_value`` the mean output
 over ``data``. ``model`` is a torch module or a callable on numpy arrays (SHAP's model-agnostic form). The
@@ -10,8 +11,9 @@ value in turn and the outputs are averaged (``v(S) = mean_b f(x_S, b_~S)``).
 
 What attrkit computes differently: KernelSHAP pairs its coalitions and holds efficiency exactly (no
 ``l1_reg`` feature selection: every feature gets a value); permutation sampling is antithetic and stratified;
-all of them are exact when the budget covers every coalition. ``shap`` itself is imported only to build
-``Explanation`` objects.
+all of them are exact when the budget covers every coalition. GradientExplainer draws SHAP's samples in SHAP's
+order (same ``rseed``, same values); Gradient and Deep explainers take several inputs as lists, as SHAP does.
+``shap`` itself is imported only to build ``Explanation`` objects.
 """
 from __future__ import annotations
 
@@ -65,11 +67,25 @@ def explanation(attribution, feature_names=None, output_names=None):
     err = _channels_last(err.detach().cpu().double().numpy()) if isinstance(err, torch.Tensor) and \
         tuple(err.shape) == tuple(values.shape) else None
     names = feature_names if feature_names is not None else getattr(a, "feature_names", None)
+    if output_names is None:
+        output_names = _class_name(a)
     data = a.inputs.detach().cpu().numpy() if isinstance(a.inputs, torch.Tensor) else None
     return shap.Explanation(values=_channels_last(values), base_values=base,
                             data=_channels_last(data) if data is not None else None,
                             feature_names=list(names) if names is not None else None,
                             output_names=output_names, error_std=err)
+
+
+def _class_name(a):
+    """The explained class's name when every sample explains the same class and the names are known."""
+    classes, t = getattr(a, "class_names", None), a.target
+    if classes is None or not isinstance(t, torch.Tensor) or t.numel() == 0 or bool((t != t[0]).any()):
+        return None
+    k = int(t[0])
+    try:
+        return str(classes[k])
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------ explainers
@@ -224,31 +240,109 @@ class PermutationExplainer(_GameExplainer):
         return self._explanation(args[0], self._values(x, n_samples=self._budget(x, max_evals), seed=self.seed))
 
 
-class GradientExplainer(_Explainer):
-    """Expected gradients (Erion et al. 2021; SHAP's GradientExplainer): ``nsamples`` draws of a background row
-    and a path position per sample, ``local_smoothing`` the standard deviation of input noise; seeded by
-    ``rseed``. A sampled estimate: it agrees with SHAP's within their standard errors, not draw for draw."""
+def Explainer(model, masker, algorithm: str = "auto", feature_names=None, seed=None, **kwargs):
+    """SHAP's ``shap.Explainer(model, data)`` entry point for tabular data: ``algorithm="auto"`` picks the exact
+    explainer up to 10 features and permutation sampling above (SHAP's rule); ``"exact"``, ``"permutation"``,
+    ``"kernel"``, ``"deep"`` and ``"gradient"`` choose one. Call the result on ``X`` for a ``shap.Explanation``."""
+    data = _background(masker)
+    if algorithm == "auto":
+        algorithm = "exact" if int(np.prod(data.shape[1:])) <= 10 else "permutation"
+    if algorithm == "exact":
+        return ExactExplainer(model, data, feature_names=feature_names)
+    if algorithm == "permutation":
+        return PermutationExplainer(model, data, feature_names=feature_names, seed=seed)
+    if algorithm == "kernel":
+        return KernelExplainer(model, data, feature_names=feature_names)
+    if algorithm in ("deep", "gradient"):
+        return (DeepExplainer if algorithm == "deep" else GradientExplainer)(model, data)
+    raise ValueError(f"unknown algorithm {algorithm!r}; use auto, exact, permutation, kernel, deep or gradient")
+
+
+class _TorchExplainer(_Explainer):
+    """Explainers that take gradients through a torch module; ``data`` may be a list (several inputs, as SHAP's
+    ``model(*inputs)``), then ``shap_values`` returns one array per input."""
+
+    def __init__(self, model, data):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(self).__name__} needs a torch module (gradients are taken through it)")
+        self.multi = isinstance(data, (list, tuple))
+        self.parts = tuple(_tensor(d) for d in data) if self.multi else (_background(data),)
+        self.model, self.feature_names = model, None
+        with torch.no_grad():
+            out = model(*self.parts)
+        if out.dim() > 2:
+            raise ValueError(f"the model returns {tuple(out.shape)} per batch; SHAP's explainers need [N] or [N, K]")
+        self.n_outputs = None if out.dim() == 1 else int(out.shape[1])
+        mean = out.double().mean(0).cpu().numpy()
+        self.expected_value = float(mean) if self.n_outputs is None else mean
+        self.data = list(self.parts) if self.multi else self.parts[0]
+
+    def _inputs(self, X) -> tuple:
+        if self.multi != isinstance(X, (list, tuple)):
+            raise ValueError("give X as a list of inputs exactly when the background data is a list "
+                             f"({len(self.parts)} input{'s' if self.multi else ''} here)")
+        xs = X if self.multi else (X,)
+        return tuple(_tensor(x).to(p.dtype) for x, p in zip(xs, self.parts))
+
+    def _targets(self):
+        return [None] if self.n_outputs is None else list(range(self.n_outputs))
+
+    def _arrange(self, per_output: list):
+        """``per_output[k]``: a tuple with one ``[N, ...]`` tensor per input -> SHAP's layout (outputs last; a
+        list over inputs for several inputs)."""
+        arrays = [self._stack([t[i].detach().cpu().double().numpy() for t in per_output])
+                  for i in range(len(self.parts))]
+        return arrays if self.multi else arrays[0]
+
+    def __call__(self, X, **kwargs):
+        if self.multi:
+            raise ValueError("an Explanation holds one input: call shap_values(X) for several inputs")
+        return self._explanation(X, self.shap_values(X, **kwargs))
+
+    def _call(self, xs, method, **options):
+        """``ak.explain`` on the inputs (a tensor, or a tuple for several); values as a tuple per input."""
+        v = explain(self.model, xs if len(xs) > 1 else xs[0], method, **options).values
+        return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+class GradientExplainer(_TorchExplainer):
+    """Expected gradients (Erion et al. 2021; SHAP's GradientExplainer): per sample, ``nsamples`` draws of a
+    background row ``b`` and a position ``t ~ U(0, 1)``, the mean of ``grad f(t x~ + (1 - t) b) * (x~ - b)`` with
+    ``x~ = x + N(0, local_smoothing^2)``. The draws follow SHAP's generators and order (numpy seeded by ``rseed``
+    for every output, torch for the smoothing noise), so with the same ``rseed`` the values equal SHAP's; all
+    draws of all samples then run as one batched attrkit call per output."""
 
     def __init__(self, model, data, session=None, batch_size=50, local_smoothing=0):
-        if not isinstance(model, nn.Module):
-            raise TypeError("GradientExplainer needs a torch module (gradients are taken through it)")
         super().__init__(model, data)
         self.batch_size, self.local_smoothing = batch_size, float(local_smoothing)
 
     def shap_values(self, X, nsamples=200, ranked_outputs=None, output_rank_order="max", rseed=None,
                     return_variances=False):
+        from .captum._gradients import PAIRS
         _no_ranking(ranked_outputs, return_variances)
-        x = _tensor(X).to(self.data.dtype)
-        out = [explain(self.model, x, "gradient_shap", target=k, baseline=self.data, n_samples=int(nsamples),
-                       stdev=self.local_smoothing, seed=0 if rseed is None else int(rseed)
-                       ).values.detach().cpu().double().numpy() for k in self._targets()]
-        return self._stack(out)
+        xs = self._inputs(X)
+        n, s, m = xs[0].shape[0], int(nsamples), self.parts[0].shape[0]
+        if rseed is None:
+            rseed = np.random.randint(0, 1e6)
+        out = []
+        for k in self._targets():
+            rng = np.random.RandomState(rseed)             # SHAP reseeds for every output: the same draws
+            rows, ts = np.zeros(n * s, dtype=np.int64), np.zeros(n * s)
+            noise = [torch.zeros((n * s,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device) for x in xs]
+            for j in range(n * s):
+                rows[j], ts[j] = rng.choice(m), rng.uniform()
+                if self.local_smoothing > 0:
+                    for a, x in enumerate(xs):
+                        noise[a][j] = torch.empty(x.shape[1:], device=x.device).normal_() * self.local_smoothing
+            refs = [p[torch.as_tensor(rows)].to(x.device) for p, x in zip(self.parts, xs)]
+            pack = lambda parts: parts[0] if len(parts) == 1 else torch.cat([t.reshape(t.shape[0], -1)
+                                                                              for t in parts], 1)
+            out.append(self._call(xs, PAIRS, target=k, pair_refs=pack(refs), pair_noise=pack(noise),
+                                  alphas=torch.as_tensor(ts, dtype=xs[0].dtype), samples_per_input=s, seed=0))
+        return self._arrange(out)
 
-    def _targets(self):
-        return [None] if self.n_outputs is None else list(range(self.n_outputs))
 
-
-class DeepExplainer(GradientExplainer):
+class DeepExplainer(_TorchExplainer):
     """DeepSHAP (Lundberg & Lee 2017): DeepLIFT's rescale rule against every background row, averaged; all
     ``N x M`` (sample, background row) pairs run as one batched attrkit call per output."""
 
@@ -257,24 +351,24 @@ class DeepExplainer(GradientExplainer):
 
     def shap_values(self, X, ranked_outputs=None, output_rank_order="max", check_additivity=True):
         _no_ranking(ranked_outputs, False)
-        x = _tensor(X).to(self.data.dtype)
-        n, m = x.shape[0], self.data.shape[0]
-        pairs = x.repeat_interleave(m, 0)
-        refs = self.data.repeat((n,) + (1,) * (self.data.dim() - 1))
+        xs = self._inputs(X)
+        n, m = xs[0].shape[0], self.parts[0].shape[0]
+        pairs = tuple(x.repeat_interleave(m, 0) for x in xs)
+        refs = tuple(p.to(x.device).repeat((n,) + (1,) * (p.dim() - 1)) for p, x in zip(self.parts, xs))
         out = []
         for k in self._targets():
-            v = explain(self.model, pairs, "deeplift", target=k, baseline=refs).values.detach().cpu().double()
-            out.append(v.reshape((n, m) + tuple(x.shape[1:])).mean(1).numpy())
-        values = self._stack(out)
+            v = self._call(pairs, "deeplift", target=k, baseline=refs if len(refs) > 1 else refs[0], seed=0)
+            out.append(tuple(t.reshape((n, m) + tuple(t.shape[1:])).mean(1) for t in v))
         if check_additivity:
             with torch.no_grad():
-                f_x = self.model(x).double().cpu().numpy()
-            total = values.reshape(n, -1, *(() if self.n_outputs is None else (self.n_outputs,))).sum(1)
-            gap = np.abs(total - (f_x - self.expected_value)).max()
-            if gap > 1e-2 * max(1.0, float(np.abs(f_x).max())):
+                f_x = self.model(*xs).double().cpu().reshape(n, -1)
+            total = sum(torch.stack([t[i].double().cpu().reshape(n, -1).sum(1) for t in out], 1)
+                        for i in range(len(xs)))
+            gap = float((total - (f_x - torch.as_tensor(self.expected_value).reshape(1, -1))).abs().max())
+            if gap > 1e-2 * max(1.0, float(f_x.abs().max())):
                 raise ValueError(f"the DeepSHAP values miss additivity by {gap:.3g}: the model has operations the "
                                  "rescale rule does not cover; pass check_additivity=False to get them anyway")
-        return values
+        return self._arrange(out)
 
 
 def _no_ranking(ranked_outputs, return_variances):

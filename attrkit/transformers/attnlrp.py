@@ -12,8 +12,9 @@ Relevance is gradient x input under a modified backward pass (as the authors' ``
   flows only through the values and is conserved on bias-free networks;
 - linear layers and convolutions: the plain gradient (LRP-0 / epsilon -> 0); ReLU needs no rule.
 
-``info["relevance_sum"]`` is ``sum R`` per sample and ``info["conservation_gap"]`` the largest
-``|sum R - f(x)| / |f(x)|``: biases (and, with the paper's softmax rule, the softmax) take the difference.
+``info["relevance_sum"]`` is ``sum R`` per sample, ``info["completeness_gap"]`` ``|sum R - f(x)|`` and
+``info["relative_gap"]`` ``|sum R - f(x)| / |f(x)|`` per sample: biases (and, with the paper's softmax rule, the
+softmax) take the difference.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
 from ..gradients.methods import input_x_gradient
 from ..registry import register
@@ -99,17 +101,19 @@ def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
 
 
 @register("attn_lrp", family="propagation", summary="AttnLRP: LRP for transformers (LayerNorm and activations "
-          "identity, uniform rule on q k^T and A v, softmax rule)", reference="Achtibat et al. 2024")
+          "identity, uniform rule on q k^T and A v, softmax rule)", reference="Achtibat et al. 2024",
+          error="completeness_gap")
 def attn_lrp(problem: Problem, softmax: str = "attnlrp") -> Result:
     """AttnLRP relevance (see the module docstring); ``softmax="constant"``: attention weights as constants."""
     model = problem.model.model if type(problem.model).__name__ == "ModelAdapter" else problem.model
     if not isinstance(model, nn.Module):
         raise TypeError("attn_lrp changes the backward pass of the model's layers; it needs a torch.nn.Module")
+    require_hooks(model, "attn_lrp")
     with attnlrp_rules(model, softmax):
         res = input_x_gradient(problem)
     out = problem.target(problem.outputs, torch.arange(problem.n)).double().cpu()
     total = res.values.detach().double().flatten(1).sum(1).cpu()
     gap = ((total - out).abs() / out.abs().clamp_min(1e-12))
-    res.info.update(relevance_sum=total, conservation_gap=float(gap.max()) if len(gap) else 0.0,
+    res.info.update(relevance_sum=total, completeness_gap=(total - out).abs(), relative_gap=gap,
                     softmax_rule=softmax)
     return res

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..core.auto_layer import LayerChoice
+from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
 from ..core.token_grid import read_grid
 from ..registry import register
@@ -32,6 +33,7 @@ FUSIONS = ("mean", "max", "min")
 def run_attention(problem: Problem, rows: torch.Tensor, gradients: bool, mode=None):
     """``(weights, grads)`` for samples ``rows``: lists over attention calls of ``[B, H, T, S]`` tensors."""
     x = problem.inputs
+    require_hooks(_user_model(problem), "attention methods")
     with Capture(_user_model(problem), mode) as cap, torch.enable_grad():
         out = problem.forward(x[rows.to(x.device)], rows)
         if not cap.records:
@@ -168,6 +170,7 @@ def attention_relevance(problem: Problem, query=None) -> Result:
 
 def default_attention_layer(model, x, forward=None, input_layout=None) -> LayerChoice:
     """The last attention module in ``named_modules()``."""
+    require_hooks(model, "attention_probe")
     sites = attention_sites(model)
     if not sites:
         raise ValueError("attention_probe needs an attention module over tokens (nn.MultiheadAttention, a Hugging "
@@ -207,7 +210,8 @@ def attention_probe(problem: Problem, query=None) -> Result:
         vals = torch.stack([rd.values(per_head[:, k]).squeeze(1) for k in range(h)], 1)
     else:
         vals = per_head
-    return Result(vals, {"n_evals": problem.n, "attention": a, "attention_layer": site, **rd.info()})
+    return Result(vals, {"n_evals": problem.n, "attention": a, "attention_layer": site, "class_agnostic": True,
+                         **rd.info()})
 
 
 attention_probe.default_layer = default_attention_layer

@@ -4,8 +4,10 @@ most 5 % more.
 
 W12a: IntegratedGradients, 50 Gauss-Legendre steps, ``bench_cnn`` on 16 photo crops 3x64x64, zero baselines,
 predicted class. W12b: Occlusion, 8x8 windows with stride 4 over all channels, ``bench_cnn`` on 4 crops 64x64.
-W12c: FeatureAblation, one feature per column, ``bench_mlp`` on 256 rows of 20 features. The results must agree
-to 1e-4 before any timing.
+W12c: FeatureAblation, one feature per column, ``bench_mlp`` on 256 rows of 20 features. W12d:
+``attrkit.compat.shap.KernelExplainer`` (every output, 512 evaluations, 16 background rows) against
+``ak.explain(..., "kernel_shap", all_classes=True)`` on 16 rows of ``bench_mlp``. The results must agree to 1e-4
+before any timing.
 """
 from __future__ import annotations
 
@@ -58,4 +60,31 @@ def cases(cfg) -> list[Case]:
                             spread="paint"),
                _compat("FeatureAblation", mlp, lambda o: o.attribute(tab, target=tt.tolist())),
                {"baseline": 0.0}, agree("attrkit", TOL, values))
-    return [ig, occ, fa]
+    bg = inputs.tabular(16, 20) * 0.5
+    rows = tab[:16]
+    ks = _case("W12d", "KernelExplainer 512 evaluations, every output: compat.shap vs ak.explain, bench_mlp, 16 x 20",
+               mlp, explain(mlp, rows, "kernel_shap", 0, masker=_background(bg), all_classes=True, n_samples=512,
+                            spread="paint", seed=0),
+               _shap_kernel(mlp, bg, rows), {"n_samples": 512, "background rows": 16},
+               agree("attrkit", TOL, _per_output))
+    return [ig, occ, fa, ks]
+
+
+def _background(rows):
+    from attrkit.games.maskers import Background
+    return Background(rows)
+
+
+def _shap_kernel(model, bg, rows):
+    def make():
+        from attrkit.compat import shap as shap_compat
+        explainer = shap_compat.KernelExplainer(model, bg)
+        return lambda: explainer.shap_values(rows, nsamples=512, seed=0)
+    return make
+
+
+def _per_output(out) -> torch.Tensor:
+    """``[N, outputs, features]`` from either form: attrkit's ``info["player_values_all"]`` or SHAP's layout."""
+    if hasattr(out, "info"):
+        return out.info["player_values_all"].double()
+    return torch.as_tensor(out).permute(0, 2, 1).double()

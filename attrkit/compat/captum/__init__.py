@@ -6,8 +6,9 @@ docstring says where attrkit computes a different number on purpose. Captum is n
 """
 from ._base import Attribution
 from ._gradients import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
-from ._layer import (LayerActivation, LayerConductance, LayerDeepLift, LayerFeatureAblation, LayerGradCam,
-                     LayerGradientXActivation, LayerIntegratedGradients, NeuronGradient, NeuronIntegratedGradients)
+from ._layer import (LayerActivation, LayerAttribution, LayerConductance, LayerDeepLift, LayerFeatureAblation,
+                     LayerGradCam, LayerGradientXActivation, LayerIntegratedGradients, NeuronGradient,
+                     NeuronIntegratedGradients, TokenReferenceBase)
 from ._lime import Lime
 from ._perturbation import (FeatureAblation, FeaturePermutation, KernelShap, Occlusion, ShapleyValues,
                             ShapleyValueSampling)
@@ -15,6 +16,7 @@ from ._propagation import LRP, Deconvolution, DeepLift, DeepLiftShap, GuidedBack
 
 __all__ = ["Attribution", "GradientShap", "InputXGradient", "IntegratedGradients", "NoiseTunnel", "Saliency",
            "LRP", "Deconvolution", "DeepLift", "DeepLiftShap", "GuidedBackprop", "GuidedGradCam",
-           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues", "ShapleyValueSampling", "Lime",
-           "LayerActivation", "LayerConductance", "LayerDeepLift", "LayerFeatureAblation", "LayerGradCam",
-           "LayerGradientXActivation", "LayerIntegratedGradients", "NeuronGradient", "NeuronIntegratedGradients"]
+           "FeatureAblation", "FeaturePermutation", "KernelShap", "Occlusion", "ShapleyValues",
+           "ShapleyValueSampling", "Lime", "LayerActivation", "LayerConductance", "LayerDeepLift",
+           "LayerFeatureAblation", "LayerGradCam", "LayerGradientXActivation", "LayerIntegratedGradients",
+           "NeuronGradient", "NeuronIntegratedGradients", "LayerAttribution", "TokenReferenceBase"]

@@ -186,12 +186,22 @@ def rows_per_call(perturbations_per_eval: int, n: int) -> int | None:
 
 
 class Attribution:
-    """Base of the compat classes: stores the model, as Captum's constructors do."""
+    """Base of the compat classes: stores the model, as Captum's constructors do. After ``attribute(...)``,
+    ``last_attribution`` is attrkit's result for the call: its ``info`` holds the method's error figures
+    (``completeness_gap``, ``std_err``) and costs (``n_evals``, ``seconds``)."""
 
     def __init__(self, forward_func):
         if not callable(forward_func):
             raise TypeError(f"forward_func must be a model or a callable, got {type(forward_func).__name__}")
         self.forward_func = forward_func
+
+    last_attribution = None     # the attrkit Attribution behind the latest attribute() call (its info)
+
+    def _run(self, model, inputs, method, **kwargs):
+        """:func:`run`, keeping the attrkit result (errors and costs in ``info``) as ``last_attribution``."""
+        a, values = run(model, inputs, method, **kwargs)
+        self.last_attribution = a
+        return a, values
 
     def has_convergence_delta(self) -> bool:
         return False

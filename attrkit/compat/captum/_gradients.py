@@ -7,7 +7,7 @@ import torch
 
 from ...core.problem import Result
 from ...gradients.engine import gradient_sum
-from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, run, spec, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, spec, sum_per_sample
 
 RULES = {"riemann_left": "riemann_left", "riemann_right": "riemann_right", "riemann_middle": "riemann_middle",
          "riemann_trapezoid": "riemann_trapezoid", "gausslegendre": "gauss_legendre"}
@@ -23,16 +23,16 @@ class Saliency(Attribution):
     """``|grad f_target(x)|`` (``abs=True``, Captum's default) or the signed gradient (Simonyan et al. 2014)."""
 
     def attribute(self, inputs, target=None, abs=True, additional_forward_args=None):
-        return run(self.forward_func, inputs, "saliency", target=target,
-                   additional_forward_args=additional_forward_args, abs=bool(abs))[1]
+        return self._run(self.forward_func, inputs, "saliency", target=target,
+                         additional_forward_args=additional_forward_args, abs=bool(abs))[1]
 
 
 class InputXGradient(Attribution):
     """``x * grad f_target(x)`` (Shrikumar et al. 2016)."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        return run(self.forward_func, inputs, "input_x_gradient", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+        return self._run(self.forward_func, inputs, "input_x_gradient", target=target,
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class IntegratedGradients(Attribution):
@@ -58,9 +58,9 @@ class IntegratedGradients(Attribution):
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps=50,
                   method="gausslegendre", internal_batch_size=None, return_convergence_delta=False):
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "integrated_gradients", target=target,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+        a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target,
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -125,14 +125,15 @@ class GradientShap(Attribution):
         alphas = torch.tensor(np.random.uniform(0.0, 1.0, n * s), dtype=xs[0].dtype)
         pack = lambda parts: parts[0] if len(parts) == 1 else torch.cat([p.reshape(p.shape[0], -1) for p in parts], 1)
         if not return_convergence_delta:
-            return run(self.forward_func, inputs, PAIRS, target=target,
-                       additional_forward_args=additional_forward_args, pair_refs=pack(refs), pair_noise=pack(noise),
-                       alphas=alphas, samples_per_input=s)[1]
+            return self._run(self.forward_func, inputs, PAIRS, target=target,
+                             additional_forward_args=additional_forward_args, pair_refs=pack(refs),
+                             pair_noise=pack(noise), alphas=alphas, samples_per_input=s)[1]
         # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
         big = tuple(x.repeat_interleave(s, 0) for x in xs)
         tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
-        _, pairs = run(self.forward_func, big[0] if single else big, PAIRS, target=tgt, additional_forward_args=fargs,
-                       pair_refs=pack(refs), pair_noise=pack(noise), alphas=alphas, samples_per_input=1)
+        _, pairs = self._run(self.forward_func, big[0] if single else big, PAIRS, target=tgt,
+                             additional_forward_args=fargs, pair_refs=pack(refs), pair_noise=pack(noise),
+                             alphas=alphas, samples_per_input=1)
         parts = (pairs,) if single else pairs
         mean = tuple(v.reshape((n, s) + tuple(v.shape[1:])).mean(1) for v in parts)
         noisy = tuple(b + e for b, e in zip(big, noise))
@@ -249,8 +250,8 @@ class NoiseTunnel(Attribution):
             kwargs.pop("internal_batch_size", None)
         if kwargs:
             raise TypeError(f"unexpected argument(s) for {type(self.attribution_method).__name__}: {sorted(kwargs)}")
-        return run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
-                   base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
+        return self._run(self.forward_func, inputs, _NT[nt_type], target=target, additional_forward_args=fargs,
+                         base=base, n_samples=s, perturbations=noise[0] if len(xs) == 1 else tuple(noise), **opts)[1]
 
 
 def _per_copy(value, n, s):

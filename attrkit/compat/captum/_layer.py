@@ -12,7 +12,7 @@ from ...core.problem import Result
 from ...core.references import make_reference
 from ...gradients.engine import gradient_sum
 from ...gradients.quadrature import nodes
-from ._base import Attribution, as_tuple, baselines_for, forward_args, rows_per_call, run, spec, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, rows_per_call, spec, sum_per_sample
 from ._gradients import rule_of
 
 
@@ -44,9 +44,9 @@ class LayerIntegratedGradients(_LayerAttribution):
                   attribute_to_layer_input=False, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+        a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -55,15 +55,21 @@ class LayerIntegratedGradients(_LayerAttribution):
 
 class LayerGradCam(_LayerAttribution):
     """Grad-CAM (Selvaraju et al. 2017) at ``layer``: ``sum_k mean(dF/dA_k) A_k``, ``[N, 1, *layer]``, signed
-    unless ``relu_attributions=True`` (Captum's defaults)."""
+    unless ``relu_attributions=True`` (Captum's defaults); ``attr_dim_summation=False`` keeps one map per
+    channel."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input=False,
                   relu_attributions=False, attr_dim_summation=True, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
-        if not attr_dim_summation:
-            raise ValueError("attr_dim_summation=False is not supported by the compat LayerGradCam")
-        return run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
+        if attr_dim_summation:
+            return self._run(self.forward_func, inputs, "grad_cam", target=target, layer=self.layer,
+                             additional_forward_args=additional_forward_args, relu=bool(relu_attributions))[1]
+        # per channel: mean(dF/dA_k) * A_k, not summed over the channels
+        grads = self._run(self.forward_func, inputs, "saliency", target=target, layer=self.layer,
+                          additional_forward_args=additional_forward_args, abs=False)[1]
+        acts = LayerActivation(self.forward_func, self.layer).attribute(inputs, additional_forward_args)
+        cam = grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True) * acts
+        return cam.clamp_min(0) if relu_attributions else cam
 
 
 def _activation(problem):
@@ -78,8 +84,8 @@ class LayerActivation(_LayerAttribution):
 
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input=False):
         _no_layer_input(attribute_to_layer_input)
-        return run(self.forward_func, inputs, ACTIVATION, layer=self.layer, check=False,
-                   additional_forward_args=additional_forward_args)[1]
+        return self._run(self.forward_func, inputs, ACTIVATION, layer=self.layer, check=False,
+                         additional_forward_args=additional_forward_args)[1]
 
 
 def _conductance(problem, baseline, steps: int, rule: str):
@@ -126,9 +132,9 @@ class LayerConductance(_LayerAttribution):
                   attribute_to_layer_input=False, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                        baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
+        a, values = self._run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
+                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
@@ -141,8 +147,8 @@ class LayerGradientXActivation(_LayerAttribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input=False,
                   grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
-        return run(self.forward_func, inputs, "input_x_gradient", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args)[1]
+        return self._run(self.forward_func, inputs, "input_x_gradient", target=target, layer=self.layer,
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class LayerDeepLift(_LayerAttribution):
@@ -161,8 +167,8 @@ class LayerDeepLift(_LayerAttribution):
         if custom_attribution_func is not None:
             raise ValueError("custom_attribution_func is not supported by the compat LayerDeepLift")
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
-                        additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
+        a, values = self._run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
+                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             from ._propagation import _delta
             return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
@@ -183,10 +189,10 @@ class LayerFeatureAblation(_LayerAttribution):
             shape = _layer_shape(self.forward_func, self.layer, xs, additional_forward_args)
             layer_mask = torch.arange(int(torch.tensor(shape).prod())).view((1,) + shape)
         base = 0.0 if layer_baselines is None else layer_baselines
-        return run(self.forward_func, inputs, "feature_ablation", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, players=torch.as_tensor(layer_mask).long(),
-                   baseline=float(base) if isinstance(base, (int, float)) else base, spread="paint",
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]))[1]
+        return self._run(self.forward_func, inputs, "feature_ablation", target=target, layer=self.layer,
+                         additional_forward_args=additional_forward_args, players=torch.as_tensor(layer_mask).long(),
+                         baseline=float(base) if isinstance(base, (int, float)) else base, spread="paint",
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]))[1]
 
 
 class _Stop(Exception):
@@ -252,8 +258,8 @@ class NeuronGradient(_LayerAttribution):
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input=False):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
-        return run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "saliency",
-                   additional_forward_args=additional_forward_args, abs=False)[1]
+        return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "saliency",
+                         additional_forward_args=additional_forward_args, abs=False)[1]
 
 
 class NeuronIntegratedGradients(_LayerAttribution):
@@ -263,6 +269,26 @@ class NeuronIntegratedGradients(_LayerAttribution):
                   method="gausslegendre", internal_batch_size=None, attribute_to_neuron_input=False):
         _no_layer_input(attribute_to_neuron_input, "attribute_to_neuron_input")
         xs, _ = as_tuple(inputs)
-        return run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
-                   additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                   baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]
+        return self._run(NeuronOutput(self.forward_func, self.layer, neuron_selector), inputs, "integrated_gradients",
+                         additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
+                         baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))[1]
+
+
+class LayerAttribution:
+    """Captum's helper for layer maps: ``LayerAttribution.interpolate(attr, (H, W))`` resizes a layer map to an
+    input's size (``interpolate_mode`` as ``torch.nn.functional.interpolate``'s ``mode``)."""
+
+    @staticmethod
+    def interpolate(layer_attribution, interpolate_dims, interpolate_mode: str = "nearest"):
+        import torch.nn.functional as F
+        return F.interpolate(layer_attribution, size=interpolate_dims, mode=interpolate_mode)
+
+
+class TokenReferenceBase:
+    """Captum's text helper: a reference sequence of ``reference_token_idx`` (e.g. the padding id)."""
+
+    def __init__(self, reference_token_idx: int = 0):
+        self.reference_token_idx = int(reference_token_idx)
+
+    def generate_reference(self, sequence_length: int, device=None):
+        return torch.full((int(sequence_length),), self.reference_token_idx, dtype=torch.long, device=device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...core.problem import Result
-from ._base import (Attribution, as_tuple, baselines_for, feature_players, formatted, per_input, rows_per_call, run,
+from ._base import (Attribution, as_tuple, baselines_for, feature_players, per_input, rows_per_call,
                     spec, torch_seed)
 
 
@@ -23,11 +23,11 @@ class FeatureAblation(Attribution):
                   perturbations_per_eval=1, show_progress=False, **kwargs):
         _no_kwargs(kwargs, "FeatureAblation")
         xs, _ = as_tuple(inputs)
-        return run(self.forward_func, inputs, "feature_ablation", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
-                   spread="paint")[1]
+        return self._run(self.forward_func, inputs, "feature_ablation", target=target,
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         players=feature_players(feature_mask, xs), baseline=baselines_for(baselines, xs),
+                         spread="paint")[1]
 
 
 def _permute(problem, players, features, perms):
@@ -93,10 +93,10 @@ class FeaturePermutation(Attribution):
                     while bool((perm == torch.arange(n)).all()):
                         perm = torch.randperm(n)
                     perms[l, k] = perm
-        return run(self.forward_func, inputs, PERMUTE, target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, n), players=players, features=features,
-                   perms=perms)[1]
+        return self._run(self.forward_func, inputs, PERMUTE, target=target,
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, n), players=players, features=features,
+                         perms=perms)[1]
 
 
 class Occlusion(Attribution):
@@ -119,12 +119,12 @@ class Occlusion(Attribution):
                                  f"{tuple(x.shape[1:])}")
             s = (s,) * len(w) if isinstance(s, int) else tuple(s)
             geos.append((tuple(x.shape[1:]), w, s))
-        return run(self.forward_func, inputs, "occlusion", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   window=geos[0][1] if k == 1 else tuple(g[1] for g in geos),
-                   stride=geos[0][2] if k == 1 else tuple(g[2] for g in geos),
-                   baseline=baselines_for(baselines, xs))[1]
+        return self._run(self.forward_func, inputs, "occlusion", target=target,
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         window=geos[0][1] if k == 1 else tuple(g[1] for g in geos),
+                         stride=geos[0][2] if k == 1 else tuple(g[2] for g in geos),
+                         baseline=baselines_for(baselines, xs))[1]
 
 
 class ShapleyValueSampling(Attribution):
@@ -142,13 +142,13 @@ class ShapleyValueSampling(Attribution):
         L = _n_features(players)
         budget = max(2 * (L - 1), int(n_samples) * (L - 1), 1)
         if L == 1:
-            return run(self.forward_func, inputs, "shapley", target=target,
-                       additional_forward_args=additional_forward_args, players=players,
-                       baseline=baselines_for(baselines, xs), spread="paint")[1]
-        return run(self.forward_func, inputs, "shapley_sampling", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]), players=players,
-                   baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint", seed=torch_seed())[1]
+            return self._run(self.forward_func, inputs, "shapley", target=target,
+                             additional_forward_args=additional_forward_args, players=players,
+                             baseline=baselines_for(baselines, xs), spread="paint")[1]
+        return self._run(self.forward_func, inputs, "shapley_sampling", target=target,
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]), players=players,
+                         baseline=baselines_for(baselines, xs), n_samples=budget, spread="paint", seed=torch_seed())[1]
 
 
 class ShapleyValues(Attribution):
@@ -159,11 +159,11 @@ class ShapleyValues(Attribution):
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                   perturbations_per_eval=1, show_progress=False):
         xs, _ = as_tuple(inputs)
-        return run(self.forward_func, inputs, "shapley", target=target,
-                   additional_forward_args=additional_forward_args, show_progress=show_progress,
-                   batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                   players=feature_players(feature_mask, xs),
-                   baseline=baselines_for(baselines, xs), spread="paint")[1]
+        return self._run(self.forward_func, inputs, "shapley", target=target,
+                         additional_forward_args=additional_forward_args, show_progress=show_progress,
+                         batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                         players=feature_players(feature_mask, xs),
+                         baseline=baselines_for(baselines, xs), spread="paint")[1]
 
 
 class KernelShap(Attribution):
@@ -175,12 +175,12 @@ class KernelShap(Attribution):
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                   n_samples=25, perturbations_per_eval=1, return_input_shape=True, show_progress=False):
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "kernel_shap", target=target,
-                        additional_forward_args=additional_forward_args, show_progress=show_progress,
-                        batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
-                        players=feature_players(feature_mask, xs),
-                        baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint",
-                        seed=torch_seed())
+        a, values = self._run(self.forward_func, inputs, "kernel_shap", target=target,
+                              additional_forward_args=additional_forward_args, show_progress=show_progress,
+                              batch_size=rows_per_call(perturbations_per_eval, xs[0].shape[0]),
+                              players=feature_players(feature_mask, xs),
+                              baseline=baselines_for(baselines, xs), n_samples=int(n_samples), spread="paint",
+                              seed=torch_seed())
         if return_input_shape:
             return values
         pv = a.info["player_values"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, run, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, sum_per_sample
 from ._gradients import _scores, per_input_background
 
 
@@ -12,7 +12,8 @@ def _delta(model, xs, baselines, values, target, fargs):
     """``sum(attr) - (f(x) - f(r))`` per sample (Captum's convergence delta)."""
     refs = baselines_for(baselines, xs)
     refs = refs if isinstance(refs, tuple) else (refs,)
-    rs = tuple(torch.broadcast_to(torch.as_tensor(r, dtype=x.dtype, device=x.device), x.shape) for r, x in zip(refs, xs))
+    rs = tuple(torch.broadcast_to(torch.as_tensor(r, dtype=x.dtype, device=x.device), x.shape)
+               for r, x in zip(refs, xs))
     total = sum_per_sample(values)
     return total - (_scores(model, xs, target, fargs) - _scores(model, rs, target, fargs)).to(total.dtype)
 
@@ -39,8 +40,8 @@ class DeepLift(Attribution):
         if custom_attribution_func is not None:
             raise ValueError("custom_attribution_func is not supported by the compat DeepLift")
         xs, _ = as_tuple(inputs)
-        a, values = run(self.forward_func, inputs, "deeplift", target=target,
-                        additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
+        a, values = self._run(self.forward_func, inputs, "deeplift", target=target,
+                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
         if return_convergence_delta:
             return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
                                   additional_forward_args)
@@ -67,8 +68,8 @@ class DeepLiftShap(DeepLift):
         refs = tuple(b.repeat((n,) + (1,) * (b.dim() - 1)) for b in bgs)
         tgt = _expand_target(target, m, n)
         fargs = _expand_args(additional_forward_args, m, n)
-        a, values = run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
-                        additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
+        a, values = self._run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
+                              additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
         parts = (values,) if single else values
         mean = tuple(v.reshape((n, m) + tuple(v.shape[1:])).mean(1) for v in parts)
         out = formatted(mean[0] if single else mean, single)
@@ -98,16 +99,16 @@ class GuidedBackprop(Attribution):
     """Guided Backpropagation (Springenberg et al. 2015): ReLUs pass only positive gradients for positive inputs."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        return run(self.forward_func, inputs, "guided_backprop", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+        return self._run(self.forward_func, inputs, "guided_backprop", target=target,
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class Deconvolution(Attribution):
     """DeconvNet (Zeiler & Fergus 2014): ReLUs pass the positive part of the gradient, whatever the input."""
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        return run(self.forward_func, inputs, "deconvnet", target=target,
-                   additional_forward_args=additional_forward_args)[1]
+        return self._run(self.forward_func, inputs, "deconvnet", target=target,
+                         additional_forward_args=additional_forward_args)[1]
 
 
 class GuidedGradCam(Attribution):
@@ -125,8 +126,9 @@ class GuidedGradCam(Attribution):
                              "before it as layer")
         if interpolate_mode not in ("nearest", "bilinear"):
             raise ValueError(f"interpolate_mode must be 'nearest' or 'bilinear' here, got {interpolate_mode!r}")
-        return run(self.forward_func, inputs, "guided_grad_cam", target=target, layer=self.layer,
-                   additional_forward_args=additional_forward_args, interpolate=interpolate_mode, input_shaped=True)[1]
+        return self._run(self.forward_func, inputs, "guided_grad_cam", target=target, layer=self.layer,
+                         additional_forward_args=additional_forward_args, interpolate=interpolate_mode,
+                         input_shaped=True)[1]
 
 
 class LRP(Attribution):
@@ -139,9 +141,9 @@ class LRP(Attribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta=False,
                   verbose=False):
-        a, values = run(self.forward_func, inputs, "lrp", target=target,
-                        additional_forward_args=additional_forward_args, rule="epsilon", epsilon=1e-9,
-                        canonize=False)
+        a, values = self._run(self.forward_func, inputs, "lrp", target=target,
+                              additional_forward_args=additional_forward_args, rule="epsilon", epsilon=1e-9,
+                              canonize=False)
         if return_convergence_delta:
             total = sum_per_sample(values)
             return values, a.info["f_x"].to(total.dtype) - total      # Captum's sign for LRP: f(x) - sum(R)
