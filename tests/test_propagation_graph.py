@@ -203,6 +203,7 @@ def test_lrp_conserves_relevance_on_bias_free_copies(net, opts):
         t = model(x).argmax(1)
     a = ak.explain(model, x, "lrp", target=t, epsilon=1e-9, stabilizer=1e-9, **opts)
     f_x = a.info["f_x"]
+    assert float(a.info["bias_share"].abs().max()) < 1e-4
     assert float((a.info["completeness_gap"] / f_x.abs()).max()) < 1e-4, (net, a.info["completeness_gap"], f_x)
 
 
@@ -230,6 +231,8 @@ def test_reused_relu_resnet_equals_module_per_use_twin():
 def test_dense_batchnorm_after_concatenation_is_its_own_layer():
     model, x = randomise_bn(Dense()), data()
     a = ak.explain(model, x, "lrp", target=1)
+    assert torch.allclose(a.info["bias_share"], 1 - a.info["relevance_sum"] / a.info["f_x"])
+    assert float(a.info["bias_share"].abs().max()) > 1e-3        # BatchNorm shifts and conv biases take a share
     assert sorted(a.info["batchnorm_layers"]) == ["norm5", "norms.0", "norms.1", "norms.2"]
     assert a.info["rules"]["norm5"].startswith("epsilon")
 
