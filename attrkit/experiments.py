@@ -301,7 +301,20 @@ def _random_attr(x, seed):
     return Attribution(values=torch.rand(x.shape, generator=g).to(x), method="random", inputs=x)
 
 
+def _one_bar(fn):
+    """One progress bar for the whole experiment: the ``explain`` calls and metrics inside join it."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, progress: bool | None = None, **kwargs):
+        from .progress import call_bar
+        with call_bar(progress, f"attrkit {fn.__name__}"):
+            return fn(*args, progress=progress, **kwargs)
+    return wrapper
+
+
 # ================================================================================ 1. class specificity
+@_one_bar
 def class_specificity_table(n: int = 16, model: str = "shapes_cnn", methods=None, *, seed: int = 0,
                             batch_size: int | None = None, progress: bool | None = None,
                             as_frame: bool = False):
@@ -364,6 +377,7 @@ SANITY_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoot
                   "deconvnet", "grad_cam", "lrp", "gradient_shap")
 
 
+@_one_bar
 def sanity_table(n: int = 8, model: str = "shapes_cnn", methods=None, *, mode: str = "cascading", seed: int = 0,
                  batch_size: int | None = None, progress: bool | None = None, as_frame: bool = False):
     """Figures 3.3/3.4 as numbers: cascading (or independent) randomisation of the model's parametrised layers,
@@ -428,6 +442,7 @@ def sanity_summary(table) -> Table:
 
 
 # ===================================================================================== 3. layer Shapley
+@_one_bar
 def layer_shapley_timing(n: int = 4, model: str = "shapes_cnn", *, method: str = "kernel_shap",
                          n_samples: int = 1024, superpixels: int = 64, seed: int = 0, batch_size: int | None = None,
                          progress: bool | None = None, as_frame: bool = False):
@@ -536,6 +551,7 @@ FAITHFULNESS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", 
                         "guided_backprop", "deconvnet", "lrp", "grad_cam", "occlusion", "kernel_shap")
 
 
+@_one_bar
 def faithfulness_table(n: int = 16, models: Sequence[str] = ("shapes_cnn", "digits_cnn"), methods=None, *,
                        steps: int = 16, seed: int = 0, batch_size: int | None = None, progress: bool | None = None,
                        as_frame: bool = False):
@@ -599,6 +615,7 @@ def faithfulness_table(n: int = 16, models: Sequence[str] = ("shapes_cnn", "digi
 
 
 # ================================================================================== 5. reference choice
+@_one_bar
 def reference_choice_table(n: int = 16, model: str = "shapes_cnn", *, baselines=("zeros", "mean", "blur", "noise"),
                            steps: int = 32, curve_steps: int = 16, seed: int = 0, batch_size: int | None = None,
                            progress: bool | None = None, as_frame: bool = False):
@@ -650,6 +667,7 @@ def reference_choice_table(n: int = 16, model: str = "shapes_cnn", *, baselines=
 
 
 # ======================================================================================== CLI helpers
+@_one_bar
 def evaluate_methods(model, data, methods, metrics, *, layer=None, steps: int = 20, seed: int = 0,
                      batch_size: int | None = None, progress: bool | None = None) -> list[dict]:
     """One row per method: the mean of each requested metric on ``data`` (used by ``attrkit evaluate``)."""

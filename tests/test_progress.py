@@ -71,3 +71,11 @@ def test_a_metric_and_the_explanations_inside_it_share_one_bar(bars):
     M.cascading_randomisation(model, x, "integrated_gradients", target=0, steps=4, progress=True)
     assert len(bars) == 1, [b.desc for b in bars]
     assert bars[0].n == bars[0].total > 0
+
+
+def test_one_bar_per_experiment(bars):
+    """An experiment of attrkit.experiments (several explain calls and metrics) shows one bar, not one per call."""
+    from attrkit import experiments
+    experiments.reference_choice_table(n=2, baselines=("zeros", "blur"), steps=4, progress=True)
+    assert len(bars) == 1 and bars[0].desc.startswith("attrkit reference_choice_table"), [b.desc for b in bars]
+    assert bars[0].n == bars[0].total > 0

@@ -405,7 +405,9 @@ def _compiled(model):
     return c
 
 
-COMPILED_CASES = [(m, {}) for m in sorted(ak.methods()) if m not in ("kernel_shap", "shapley_sampling", "lime")] + \
+ATTENTION = sorted(m for m, spec in ak.methods().items() if spec.family == "attention")   # need attention layers
+COMPILED_CASES = [(m, {}) for m in sorted(ak.methods())
+                  if m not in ("kernel_shap", "shapley_sampling", "lime", *ATTENTION)] + \
     [("kernel_shap", {"n_samples": 20}), ("shapley_sampling", {"n_samples": 40}), ("lime", {"n_samples": 20}),
      ("saliency", {"layer": "_orig_mod.conv1"}), ("integrated_gradients", {"layer": "conv2", "steps": 4}),
      ("shapley_sampling", {"layer": "conv1", "n_samples": 20, "players": "channels"})]
@@ -423,6 +425,22 @@ def test_every_method_works_on_a_compiled_model(method, kw):
     assert "_orig_mod" in a.info["compiled"] and "compiled" not in b.info
     assert a.layer == b.layer
     assert torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ATTENTION)
+def test_attention_methods_work_on_a_compiled_transformer(method):
+    from nets_transformer import TinyViT
+    model = TinyViT(depth=2).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(model, backend="eager")
+    try:
+        compiled(x[:1])
+    except Exception as err:  # pragma: no cover - platforms without dynamo
+        pytest.skip(f"torch.compile does not run here: {err}")
+    a = ak.explain(compiled, x, method, target=1)
+    b = ak.explain(model, x, method, target=1)
+    assert "_orig_mod" in a.info["compiled"] and "compiled" not in b.info
+    assert a.layer == b.layer and torch.allclose(a.values, b.values, rtol=1e-5, atol=1e-7)
 
 
 def test_game_on_a_compiled_model():
