@@ -378,6 +378,16 @@ def test_deeplift_is_exact_for_a_linear_model_and_differs_from_gradient_for_relu
     relu[0].bias.data.fill_(-1.0)
     a = ak.explain(relu, torch.tensor([[2.0]]), "deeplift", baseline=torch.tensor([[0.0]]))
     assert torch.allclose(a.values, torch.tensor([[3.0]]))       # f(2) - f(0) = 3 - 0
+    smooth = nn.Sequential(nn.Linear(2, 1), nn.Tanh(), nn.Linear(1, 1, bias=False))   # secant of tanh, per input
+    with torch.no_grad():
+        smooth[0].weight.copy_(torch.tensor([[1.5, -0.5]]))
+        smooth[0].bias.fill_(0.2)
+        smooth[2].weight.fill_(2.0)
+    x, r = torch.tensor([[1.0, 2.0]]), torch.tensor([[-1.0, 0.5]])
+    z, z_r = x @ torch.tensor([1.5, -0.5]) + 0.2, r @ torch.tensor([1.5, -0.5]) + 0.2
+    secant = (torch.tanh(z) - torch.tanh(z_r)) / (z - z_r)
+    want = 2.0 * secant * torch.tensor([1.5, -0.5]) * (x - r)
+    assert torch.allclose(ak.explain(smooth, x, "deeplift", baseline=r).values, want, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------- canonizer

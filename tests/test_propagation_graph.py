@@ -203,6 +203,7 @@ def test_lrp_conserves_relevance_on_bias_free_copies(net, opts):
         t = model(x).argmax(1)
     a = ak.explain(model, x, "lrp", target=t, epsilon=1e-9, stabilizer=1e-9, **opts)
     f_x = a.info["f_x"]
+    assert float(a.info["bias_share"].abs().max()) < 1e-4
     assert float((a.info["completeness_gap"] / f_x.abs()).max()) < 1e-4, (net, a.info["completeness_gap"], f_x)
 
 
@@ -221,12 +222,17 @@ def test_reused_relu_resnet_equals_module_per_use_twin():
     for method in ("guided_backprop", "deconvnet", "deeplift", "lrp"):
         a = ak.explain(reused, x, method, target=1)
         assert rel(a.values, ak.explain(twin, x, method, target=1).values) < 1e-6, method
+        for layer in ("layer1", "layer2.0.conv1"):          # a block (traced through otherwise) and a conv
+            at = ak.explain(reused, x, method, target=1, layer=layer).values
+            assert rel(at, ak.explain(twin, x, method, target=1, layer=layer).values) < 1e-6, (method, layer)
     assert "layer1.0.relu#2" in a.info["rules"] or method == "lrp"
 
 
 def test_dense_batchnorm_after_concatenation_is_its_own_layer():
     model, x = randomise_bn(Dense()), data()
     a = ak.explain(model, x, "lrp", target=1)
+    assert torch.allclose(a.info["bias_share"], 1 - a.info["relevance_sum"] / a.info["f_x"])
+    assert float(a.info["bias_share"].abs().max()) > 1e-3        # BatchNorm shifts and conv biases take a share
     assert sorted(a.info["batchnorm_layers"]) == ["norm5", "norms.0", "norms.1", "norms.2"]
     assert a.info["rules"]["norm5"].startswith("epsilon")
 
@@ -239,6 +245,7 @@ def test_timm_style_batchnorm_act_is_folded():
             self.act = nn.ReLU()
 
         def forward(self, x):
+            torch._assert(x.ndim == 4, "expected 4D input")        # timm checks the shape: not a use of the value
             x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
             return self.act(x)
 
@@ -412,3 +419,60 @@ def test_deeplift_layernorm_with_an_all_zero_reference_stays_exact():
     x = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
     a = ak.explain(model, x, "deeplift", baseline="zeros", target=1)
     assert float(a.info["completeness_gap"].max()) < 1e-5
+
+
+@pytest.mark.parametrize("final", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1)])
+def test_deeplift_through_a_final_softmax_keeps_summation(final):
+    """A classifier exported with its softmax (MTCNN's ONet, many others), confident predictions: without a
+    softmax rule the gap was most of f(x) - f(r); the exact (log)softmax multipliers keep it at rounding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(8 * 6 * 6, 4),
+                          final).eval()
+    with torch.no_grad():
+        model[4].weight.mul_(20)                         # confident: the top probability close to 1
+    x = data()
+    t = model(x).argmax(1)
+    for base in ("zeros", 0.5):
+        a = ak.explain(model, x, "deeplift", baseline=base, target=t)
+        assert float(a.info["completeness_gap"].max()) < 1e-5, (base, a.info["completeness_gap"])
+        assert float((a.info["f_x"] - a.info["f_baseline"]).abs().max()) > 1e-2
+    assert set(a.info["rules"]) == {"1", "2", "5"}
+
+
+def test_deeplift_prelu_and_overlapping_max_pool_sum_to_delta_at_every_batch_size():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.PReLU(6), nn.MaxPool2d(3, 2, 1),
+                          nn.Conv2d(6, 6, 3, padding=1), nn.PReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+                          nn.Linear(6 * 3 * 3, 4)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(-0.5, 0.5)
+        model[4].weight.fill_(-0.3)
+    x = data()
+    runs = [ak.explain(model, x, "deeplift", baseline=0.3, target=[0, 3, 1], batch_size=b) for b in (1, 2, 3)]
+    assert float(runs[0].info["completeness_gap"].max()) < 1e-5
+    assert max(rel(r.values, runs[0].values) for r in runs[1:]) < 1e-5, [rel(r.values, runs[0].values) for r in runs]
+
+
+def test_untraceable_model_of_modules_falls_back_to_hooks_with_the_same_numbers():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c1, self.a1, self.c2, self.a2 = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Tanh()
+            self.fc = nn.Linear(4 * 12 * 12, 3)
+
+        def forward(self, x, traceable=False):
+            h = self.a1(self.c1(x))
+            if traceable or h.mean() > -1e9:              # data-dependent: torch.fx cannot trace this
+                h = self.a2(self.c2(h))
+            return self.fc(h.flatten(1))
+
+    class Traceable(Branchy):
+        def forward(self, x):
+            return super().forward(x, traceable=True)
+
+    hooked, traced, x = Branchy().eval(), Traceable().eval(), data()
+    for method in ("guided_backprop", "deeplift", "lrp"):
+        a, b = ak.explain(hooked, x, method, target=1), ak.explain(traced, x, method, target=1)
+        assert a.info["binding"].startswith("module hooks (torch.fx cannot trace") and b.info["binding"] == "graph"
+        assert rel(a.values, b.values) < 1e-6, method

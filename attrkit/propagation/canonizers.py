@@ -114,6 +114,12 @@ def _fn_bn_affine(binding, site) -> tuple | None:
     return scale, (b.detach() if b is not None else torch.zeros_like(mean)) - mean * scale
 
 
+def _value_users(node) -> list:
+    """Users of a node's value (shape, ndim, dtype reads such as timm's checks do not count)."""
+    return [u for u in node.users if not (u.op == "call_function" and u.target is getattr)
+            and not (u.op == "call_method" and u.target in ("size", "dim"))]
+
+
 class MergeBatchNorm:
     """Canonizer for :class:`~attrkit.propagation.composites.Composite` (see module docstring)."""
 
@@ -136,7 +142,7 @@ class MergeBatchNorm:
             affine = _bn_affine(site, ()) if site.module is not None else _fn_bn_affine(binding, site)
             src = binding.producer(site)
             ok = (affine is not None and src is not None and src.kind in ("linear", "conv") and src.post is None
-                  and len(src.node.users) == 1 and uses.get(src.module) == 1
+                  and len(_value_users(src.node)) == 1 and uses.get(src.module) == 1
                   and src.module.weight.shape[0] == affine[0].numel())
             if ok:
                 src.post, site.skip = affine, True

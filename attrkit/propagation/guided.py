@@ -8,7 +8,6 @@ refused: the result would be the plain gradient.
 """
 from __future__ import annotations
 
-from torch import nn
 
 from ..core.problem import Problem, Result
 from ..registry import register
@@ -35,7 +34,7 @@ def relu_composite(problem: Problem, rule, method: str) -> Composite:
         return rules
 
     return Composite(problem.model, assign, example=problem.inputs[:1], needs=("relu",), unique=_HOOKABLE,
-                     method=method)
+                     method=method, layer=problem.layer)
 
 
 def relu_rule_gradient(problem: Problem, rule, method: str):

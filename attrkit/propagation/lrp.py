@@ -15,7 +15,6 @@ import numbers
 import warnings
 
 import torch
-from torch import nn
 
 from ..core.problem import Problem, Result
 from ..registry import register
@@ -219,5 +218,8 @@ def lrp(problem: Problem, composite: str | None = None, rule: str | None = None,
             "composite": None if rule is not None else (composite if isinstance(composite, str) or composite is None
                                                         else "user")
             or "epsilon_plus",
-            "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs()}
+            "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs(),
+            # the share of f(x) the input relevance does not carry: biases (and folded BatchNorm shifts) absorb it;
+            # on a bias-free network only the stabilisers and z+ neurons without positive input do
+            "bias_share": 1 - total / torch.where(f_x == 0, torch.ones_like(f_x), f_x)}
     return finish(Result(values, info), precision)
