@@ -7,7 +7,8 @@ layers, BatchNorm, pooling and additions keep their gradient. Max pooling uses t
 difference is routed to the max positions of the input and of the reference, divided by the input difference.
 Products of two input-dependent tensors (squeeze-excitation gates), LayerNorm and a (log)softmax get exact
 multipliers (below). Summation to delta, ``sum attr = f(x) - f(r)``, then holds exactly; the gap is reported in
-``info``. Each chunk first runs the references through the model to record the reference values at each call.
+``info``. Each chunk first runs the references through the model to record the reference values at each call
+(once, broadcast, when every row has the same reference: Captum runs it once per row).
 ``deeplift_shap`` averages DeepLIFT over a background set (Lundberg & Lee 2017; Captum's ``DeepLiftShap``).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.adapter import ModelAdapter
 from ..core.problem import Problem, Result
 from ..core.references import make_reference
 from ..registry import register
@@ -39,6 +41,7 @@ class _References:
 
     def __init__(self):
         self.recording = False
+        self.shared = False          # the chunk's references are one row, recorded once, broadcast to the batch
         self.values: dict = {}
 
     def take(self, site, shape) -> tuple:
@@ -46,10 +49,11 @@ class _References:
             raise ValueError(f"{site.name!r} ran for the input but not for the reference; DeepLIFT needs the same "
                              "operations to run for both (no data-dependent control flow)")
         ref = self.values.pop(site)
-        if ref[0][0].shape != shape:
-            raise ValueError(f"reference activation shape {tuple(ref[0][0].shape)} differs from {tuple(shape)} at "
+        got = ref[0][0].shape
+        if got != shape and not (self.shared and got[0] == 1 and got[1:] == shape[1:]):
+            raise ValueError(f"reference activation shape {tuple(got)} differs from {tuple(shape)} at "
                              f"{site.name!r}")
-        return ref
+        return ref        # one row for a reference shared by the whole chunk: it broadcasts
 
 
 class _ReferenceRule(Rule):
@@ -217,7 +221,7 @@ class MaxPoolRescale(_ReferenceRule):
         g = 0
         for idx, delta, fallback in ((self._indices(site, inputs, z.detach()), top - o_ref, 1.0),
                                      (self._indices(site, inputs, z_ref), o - top, 0.0)):
-            idx = idx.flatten(2)
+            idx = idx.flatten(2).expand(o.shape[0], -1, -1)     # (a shared reference: one row)
             d_at = dz.gather(2, idx).view_as(o)
             small = d_at.abs() < _EPS
             coef = torch.where(small, torch.full_like(o, fallback), delta / torch.where(small, torch.ones_like(o), d_at))
@@ -247,13 +251,21 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
                      method="deeplift", layer=problem.layer)
 
     f_ref = torch.zeros(problem.n, dtype=torch.float64)
+    # the same reference for every row (a constant, "zeros"): run it once per chunk, not once per row
+    per_row_args = isinstance(problem.model, ModelAdapter) and problem.model.per_sample_args
+    refs.shared = ref.shape[0] > 1 and not per_row_args and bool((ref == ref[:1]).all())
+    n_ref = [0]
 
     def record(rows):
         refs.values.clear()
         refs.recording = True
+        some = rows[:1] if refs.shared else rows
         try:
             with torch.no_grad():      # the reference pass also gives f(r): the rules leave forward values alone
-                f_ref[rows] = problem.target(run.forward(ref[rows], rows), rows).detach().double().cpu()
+                out = run.forward(ref[some], some)
+                out = out.expand((len(rows),) + tuple(out.shape[1:])) if refs.shared else out
+                f_ref[rows] = problem.target(out, rows).detach().double().cpu()
+            n_ref[0] += len(some)
         finally:
             refs.recording = False
 
@@ -264,11 +276,12 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
         info = {"rules": comp.names(), "binding": comp.binding}
     refs.values.clear()
     if at_layer:
-        delta_in = problem.activation(x) - problem.activation(ref)
-        n += 2 * problem.n
+        r = ref[:1] if refs.shared else ref
+        delta_in = problem.activation(x) - problem.activation(r)
+        n += problem.n + len(r)
     else:
         delta_in = x - ref
-    return grad * delta_in, info, n + problem.n, f_ref
+    return grad * delta_in, info, n + n_ref[0], f_ref
 
 
 @register("deeplift", family="propagation", baseline=True, error="completeness_gap",
