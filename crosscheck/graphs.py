@@ -263,7 +263,11 @@ def _best(fn, repeats=2):
     return min(times)
 
 
-def timing_rows(size: int = 224, n: int = 8) -> list[tuple]:
+def resnet50_peers(size: int = 224, n: int = 8) -> types.SimpleNamespace:
+    """The timed work on resnet50 (``size`` px, batch ``n``): ``model``, its module-per-use ``twin``, inputs
+    ``x``, targets ``t`` (the predicted classes), the zero reference ``base``, and the four runs (no arguments):
+    ``lrp`` / ``zennit`` (EpsilonPlusFlat, Zennit with its ResNet canonizer; it returns (output, relevance)) and
+    ``deeplift`` / ``captum`` (DeepLift on the twin). Also used by ``benchmarks`` (workload W13)."""
     from captum.attr import DeepLift
     from zennit import composites as zc
     from zennit.attribution import Gradient
@@ -273,24 +277,32 @@ def timing_rows(size: int = 224, n: int = 8) -> list[tuple]:
     with torch.no_grad():
         t = model(x).argmax(1)
     onehot = torch.eye(1000)[t]
+    twin = _per_use_twin(model)
+    base = torch.zeros_like(x)
 
     def zennit():
         with Gradient(model=model, composite=zc.EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
-            attributor(x, lambda o: o * onehot)
+            return attributor(x, lambda o: o * onehot)
 
-    ours_lrp = lambda: ak.explain(model, x, "lrp", composite="epsilon_plus_flat", target=t, batch_size=n)
-    twin = _per_use_twin(model)
-    base = torch.zeros_like(x)
-    captum = lambda: DeepLift(twin).attribute(x, baselines=base, target=t)
-    ours_dl = lambda: ak.explain(model, x, "deeplift", baseline=0.0, target=t, batch_size=n)
-    ours_a = ak.explain(model, x, "deeplift", baseline=0.0, target=t)
-    theirs_a, delta = DeepLift(twin).attribute(x, baselines=base, target=t, return_convergence_delta=True)
+    return types.SimpleNamespace(
+        model=model, twin=twin, x=x, t=t, base=base, zennit=zennit,
+        lrp=lambda: ak.explain(model, x, "lrp", composite="epsilon_plus_flat", target=t, batch_size=n,
+                               progress=False),
+        deeplift=lambda: ak.explain(model, x, "deeplift", baseline=0.0, target=t, batch_size=n, progress=False),
+        captum=lambda: DeepLift(twin).attribute(x, baselines=base, target=t))
+
+
+def timing_rows(size: int = 224, n: int = 8) -> list[tuple]:
+    from captum.attr import DeepLift
+    p = resnet50_peers(size, n)
+    ours_a = p.deeplift()
+    theirs_a, delta = DeepLift(p.twin).attribute(p.x, baselines=p.base, target=p.t, return_convergence_delta=True)
     same = rel(ours_a.values, theirs_a)
     gaps = (float(ours_a.info["completeness_gap"].max()), float(delta.abs().max()))
     rows = []
-    for label, ours, theirs, peer, target in (("LRP EpsilonPlusFlat resnet50", ours_lrp, zennit, "Zennit", 1.0),
-                                              ("DeepLIFT resnet50 (Captum on the module-per-use twin)", ours_dl,
-                                               captum, "Captum", 0.8)):
+    for label, ours, theirs, peer, target in (("LRP EpsilonPlusFlat resnet50", p.lrp, p.zennit, "Zennit", 1.0),
+                                              ("DeepLIFT resnet50 (Captum on the module-per-use twin)", p.deeplift,
+                                               p.captum, "Captum", 0.8)):
         t_theirs, t_ours = _best(theirs), _best(ours)
         rows.append((label, size, n, t_ours, t_theirs, t_ours / t_theirs, target, peer))
     rows.append(("DeepLIFT resnet50 vs Captum twin: max rel diff (Captum 0.9 mixes the hooks of a ReLU feeding a "

@@ -10,23 +10,15 @@ pytorch-grad-cam's post-processing (ReLU, min-max per image) within 1e-3.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-
 import torch
 import torch.nn.functional as F
 
 from .. import inputs
 from ..case import Case, Check, Impl, rel_error, ratio_target, unavailable
-from .common import attrkit_method, have
+from .common import attrkit_method, crosscheck_results, have
 
 LAYER = "features.7"
 N_IMAGES = 32
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CROSSCHECK = os.path.join(ROOT, ".venv-crosscheck", "bin", "python")
 
 
 def _norm(cam: torch.Tensor) -> torch.Tensor:
@@ -148,34 +140,5 @@ def cases(cfg) -> list[Case]:
 
 def external_results(cfg) -> list[dict]:
     """Run W8 in ``.venv-crosscheck`` (torch 2.14.1 + pytorch-grad-cam) and return its case results."""
-    if have("pytorch_grad_cam") or not os.path.exists(CROSSCHECK):
-        return []
-    probe = subprocess.run([CROSSCHECK, "-c", "import pytorch_grad_cam, attrkit"], capture_output=True, cwd=ROOT)
-    if probe.returncode != 0:
-        return [{"id": "W8-x", "workload": "W8", "title": "Score-CAM / Ablation-CAM vs pytorch-grad-cam (torch 2.14.1)",
-                 "status": "not available", "reason": ".venv-crosscheck cannot import pytorch_grad_cam and attrkit",
-                 "rows": [], "targets": [], "notes": [], "extra": {}}]
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [CROSSCHECK, "-m", "benchmarks", "W8", "--out", tmp, "--quiet"] + (["--quick"] if cfg.quick else []) \
-            + ([] if cfg.memory else ["--no-memory"])
-        if cfg.repeats:
-            cmd += ["--repeats", str(cfg.repeats)]
-        cfg.say("  [W8] running W8 in .venv-crosscheck (torch 2.14.1, pytorch-grad-cam)")
-        env = dict(os.environ, ATTRKIT_BENCH_NO_EXTERNAL="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, env=env)
-        path = os.path.join(tmp, "benchmarks.json")
-        if not os.path.exists(path):
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            return [{"id": "W8-x", "workload": "W8", "title": "W8 in .venv-crosscheck", "status": "error",
-                     "reason": tail, "rows": [], "targets": [], "notes": [], "extra": {}}]
-        with open(path) as fh:
-            data = json.load(fh)
-    out = []
-    for case in data["cases"]:
-        case["id"] = case["id"] + "-x"
-        case["title"] += f" (torch {data['versions'].get('torch')}, .venv-crosscheck)"
-        case.setdefault("notes", []).append(
-            f"run in .venv-crosscheck: limit there {data['limit']['median_gflops']:.1f} GFLOP/s; "
-            f"grad-cam {data['versions'].get('grad-cam')}")
-        out.append(case)
-    return out
+    return crosscheck_results(cfg, "W8", ("pytorch_grad_cam",), "Score-CAM / Ablation-CAM vs pytorch-grad-cam",
+                              ("grad-cam",))
