@@ -104,9 +104,10 @@ class Rescale(_ReferenceRule):
         z, z_ref = inputs[0], ins_ref[0]
         dy, dz = _difference(site, inputs, z.detach(), z_ref, output.detach(), y_ref)
         small = dz.abs() < _EPS
+        if site.kind == "relu":        # the derivative is known: one multiplier, no surrogate graph (fewer passes);
+            m = dy / dz                # where |dz| is tiny the quotient is discarded (fewer full-size temporaries)
+            return _Multiply.apply(z, output.detach(), torch.where(small, z.detach() > 0, m))
         m = (dy / torch.where(small, torch.ones_like(dz), dz)).to(z.dtype)
-        if site.kind == "relu":        # the derivative is known: one multiplier, no surrogate graph (fewer passes)
-            return _Multiply.apply(z, output.detach(), torch.where(small, (z.detach() > 0).to(m), m))
         return surrogate(output, torch.where(small, output, z * m))
 
 
