@@ -18,6 +18,8 @@ WORKLOADS = {
     "W10": ("w10_multi_input", "Integrated Gradients on two inputs with a per-sample forward argument"),
     "W11": ("w11_text_ig", "IG at a text model's embedding vs Captum LayerIntegratedGradients"),
     "W12": ("w12_compat", "Cost of the Captum-compatible classes over ak.explain on the same work"),
+    "W13": ("w13_attnlrp", "AttnLRP vs one forward+backward of the model"),
+    "W14": ("w14_token_shapley", "Patch-token Shapley at a block vs the pixel grid at equal evaluations"),
 }
 
 
