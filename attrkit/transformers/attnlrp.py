@@ -35,10 +35,23 @@ _ACTS = (nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Softplus, nn.Ta
 SOFTMAX_RULES = ("attnlrp", "constant")
 
 
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, out):
+        nz = x != 0
+        ctx.save_for_backward(torch.where(nz, out / torch.where(nz, x, torch.ones_like(x)), torch.zeros_like(x)))
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        ratio, = ctx.saved_tensors
+        return g * ratio, None
+
+
 def identity_rule(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` in the forward pass; gradient ``out / x`` (0 where ``x == 0``) in the backward pass."""
-    ratio = torch.where(x != 0, out / torch.where(x != 0, x, torch.ones_like(x)), torch.zeros_like(x))
-    return out.detach() + (x - x.detach()) * ratio.detach()
+    """``out`` in the forward pass; gradient ``out / x`` (0 where ``x == 0``) in the backward pass, to ``x``
+    only (``out``'s own graph is cut)."""
+    return _Identity.apply(x, out) if x.requires_grad else out.detach()
 
 
 def _is_activation(m: nn.Module) -> bool:

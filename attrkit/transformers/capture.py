@@ -29,9 +29,19 @@ _HF_NAME = "attrkit"
 _ACTIVE: list["Capture"] = []
 
 
+class _HalfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        return 0.5 * g
+
+
 def half_grad(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in the forward pass, half its gradient in the backward pass."""
-    return 0.5 * t + 0.5 * t.detach()
+    """``t`` in the forward pass, half its gradient in the backward pass (no elementwise work forward)."""
+    return _HalfGrad.apply(t) if t.requires_grad else t
 
 
 def _bilinear(a, b, uniform: bool):
