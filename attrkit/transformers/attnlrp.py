@@ -38,8 +38,7 @@ SOFTMAX_RULES = ("attnlrp", "constant")
 class _Identity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, out):
-        nz = x != 0
-        ctx.save_for_backward(torch.where(nz, out / torch.where(nz, x, torch.ones_like(x)), torch.zeros_like(x)))
+        ctx.save_for_backward(torch.where(x != 0, out / x, 0.0))     # (out / 0 is masked, not used)
         return out.view_as(out)
 
     @staticmethod
