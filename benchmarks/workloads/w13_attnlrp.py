@@ -5,7 +5,8 @@ predicted class. W13b: a small Hugging Face ``ViTForImageClassification`` (rando
 width 64, 32x32 images, 4x4 patches) on 16 random images, when ``transformers`` is installed.
 
 Rows: ``ak.explain(model, x, "attn_lrp")`` (whole call: explain's forward pass for outputs and targets, the
-one-row memory probe, one forward + backward under the rules) and the plain ``x * d f_t / dx`` by autograd. Each
+one-row memory probe, one forward + backward under the rules) and the plain ``x * d f_t / dx`` by
+``torch.autograd.grad`` to the input only (no parameter gradients: the cheapest forward + backward). Each
 timed run repeats the call ``CALLS`` times (one call is tens of milliseconds). Check (before timing): attrkit's
 values equal gradient x input of a forward + backward pass under ``attnlrp_rules`` set up directly, to 1e-6
 relative. Target: time ratio <= 1.5.
