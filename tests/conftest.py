@@ -25,6 +25,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 if os.environ.get("ATTRKIT_TEST_NO_MKLDNN") == "1":
     torch.backends.mkldnn.enabled = False
+    # the same setting in every Python subprocess the tests start (Ray workers, a killed run's driver), so results
+    # compared across processes are computed alike: a sitecustomize module on their PYTHONPATH
+    import tempfile
+    _site = Path(tempfile.mkdtemp(prefix="attrkit-no-mkldnn-"))
+    (_site / "sitecustomize.py").write_text("import torch\ntorch.backends.mkldnn.enabled = False\n")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_site), os.environ.get("PYTHONPATH")) if p)
 TEST_SEED = int(os.environ.get("ATTRKIT_TEST_SEED", "0"))
 
 

@@ -133,6 +133,7 @@ def test_layer_all_classes_and_channels(small_vgg):
     assert a.info["player_values_all"].shape == (2, 10, 4)
     assert a.info["exact"] is True                                           # 2^4 - 2 = 14 coalitions
     b = ak.explain(model, x, "shapley", layer="features.15", target=a.target)
-    assert torch.allclose(a.info["player_values"], b.info["player_values"], atol=1e-9)
+    # the same 16 coalitions, evaluated in float32 in different batches (rounding differs by CPU kernel): 1e-5
+    assert torch.allclose(a.info["player_values"], b.info["player_values"], rtol=1e-5, atol=1e-6)
     c = ak.explain(model, x, "feature_ablation", layer="features.15", players="channels")
     assert c.info["n_players"].tolist() == [64, 64] and c.values.shape == (2, 64, 2, 2)

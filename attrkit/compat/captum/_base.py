@@ -215,3 +215,23 @@ def sum_per_sample(values) -> torch.Tensor:
     """Captum's delta term: each sample's attributions summed over every input."""
     parts = values if isinstance(values, (tuple, list)) else (values,)
     return sum(v.reshape(v.shape[0], -1).sum(1) for v in parts)
+
+
+def path_delta(a, values, wanted: bool):
+    """Captum's ``(attributions, delta)`` for path methods when ``wanted``: ``delta = sum(attr) - (f(x) - f(r))``."""
+    if not wanted:
+        return values
+    total = sum_per_sample(values)
+    return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
+
+
+def repeat_per_sample(target, args, m: int, n: int):
+    """``target`` and ``additional_forward_args`` for a batch where each of the ``n`` samples is repeated ``m``
+    times in a row (per-sample lists and tensors repeated, the rest kept)."""
+    if isinstance(target, (list, torch.Tensor)) and not isinstance(target, bool) and len(target) == n:
+        target = [t for t in list(target) for _ in range(m)]
+    fargs = forward_args(args)
+    if fargs is not None:
+        fargs = tuple(v.repeat_interleave(m, 0) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n
+                      else v for v in fargs)
+    return target, fargs

@@ -7,7 +7,8 @@ import torch
 
 from ...core.problem import Result
 from ...gradients.engine import gradient_sum
-from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, spec, sum_per_sample
+from ._base import (Attribution, as_tuple, baselines_for, forward_args, formatted, path_delta, repeat_per_sample,
+                    spec, sum_per_sample)
 
 RULES = {"riemann_left": "riemann_left", "riemann_right": "riemann_right", "riemann_middle": "riemann_middle",
          "riemann_trapezoid": "riemann_trapezoid", "gausslegendre": "gauss_legendre"}
@@ -61,10 +62,7 @@ class IntegratedGradients(Attribution):
         a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target,
                               additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                               baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
-        if return_convergence_delta:
-            total = sum_per_sample(values)
-            return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
-        return values
+        return path_delta(a, values, return_convergence_delta)
 
 
 def _pairs(problem, pair_refs, pair_noise, alphas, samples_per_input: int):
@@ -130,7 +128,7 @@ class GradientShap(Attribution):
                              pair_noise=pack(noise), alphas=alphas, samples_per_input=s)[1]
         # Captum's delta is per drawn pair: run the N * S pairs as samples of their own, then average
         big = tuple(x.repeat_interleave(s, 0) for x in xs)
-        tgt, fargs = _repeat(target, s, n), _repeat_args(additional_forward_args, s, n)
+        tgt, fargs = repeat_per_sample(target, additional_forward_args, s, n)
         _, pairs = self._run(self.forward_func, big[0] if single else big, PAIRS, target=tgt,
                              additional_forward_args=fargs, pair_refs=pack(refs), pair_noise=pack(noise),
                              alphas=alphas, samples_per_input=1)
@@ -162,20 +160,6 @@ def per_input_background(baselines, xs):
                              f"{tuple(x.shape[1:])}")
         out.append(b.to(x.dtype))
     return out
-
-
-def _repeat(target, s, n):
-    if isinstance(target, (list, torch.Tensor)) and len(target) == n:
-        return [t for t in list(target) for _ in range(s)]
-    return target
-
-
-def _repeat_args(args, s, n):
-    fargs = forward_args(args)
-    if fargs is None:
-        return None
-    return tuple(a.repeat_interleave(s, 0) if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a
-                 for a in fargs)
 
 
 @torch.no_grad()
@@ -230,7 +214,7 @@ class NoiseTunnel(Attribution):
         noisy = tuple(x.repeat_interleave(s, 0) + e for x, e in zip(xs, noise))
         kw = {k: _per_copy(v, n, s) for k, v in kwargs.items()}
         if "additional_forward_args" in kw:
-            kw["additional_forward_args"] = _repeat_args(kwargs["additional_forward_args"], s, n)
+            kw["additional_forward_args"] = repeat_per_sample(None, kwargs["additional_forward_args"], s, n)[1]
         out = self.attribution_method.attribute(noisy[0] if single else noisy, **kw)
         parts = tuple(_reduce(v.reshape((n, s) + tuple(v.shape[1:])).double(), nt_type).to(v.dtype)
                       for v in (out if isinstance(out, tuple) else (out,)))

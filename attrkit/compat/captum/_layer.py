@@ -12,7 +12,7 @@ from ...core.problem import Result
 from ...core.references import make_reference
 from ...gradients.engine import gradient_sum
 from ...gradients.quadrature import nodes
-from ._base import Attribution, as_tuple, baselines_for, forward_args, rows_per_call, spec, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, forward_args, path_delta, rows_per_call, spec
 from ._gradients import rule_of
 
 
@@ -47,10 +47,7 @@ class LayerIntegratedGradients(_LayerAttribution):
         a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
                               additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                               baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
-        if return_convergence_delta:
-            total = sum_per_sample(values)
-            return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
-        return values
+        return path_delta(a, values, return_convergence_delta)
 
 
 class LayerGradCam(_LayerAttribution):
@@ -135,10 +132,7 @@ class LayerConductance(_LayerAttribution):
         a, values = self._run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
                               additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                               baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
-        if return_convergence_delta:
-            total = sum_per_sample(values)
-            return values, total - (a.info["f_x"] - a.info["f_baseline"]).to(total.dtype)
-        return values
+        return path_delta(a, values, return_convergence_delta)
 
 
 class LayerGradientXActivation(_LayerAttribution):

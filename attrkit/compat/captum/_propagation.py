@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Attribution, as_tuple, baselines_for, forward_args, formatted, sum_per_sample
+from ._base import Attribution, as_tuple, baselines_for, formatted, repeat_per_sample, sum_per_sample
 from ._gradients import _scores, per_input_background
 
 
@@ -66,8 +66,7 @@ class DeepLiftShap(DeepLift):
             raise ValueError("DeepLiftShap needs a background set of at least 2 rows (use DeepLift for one baseline)")
         big = tuple(x.repeat_interleave(m, 0) for x in xs)
         refs = tuple(b.repeat((n,) + (1,) * (b.dim() - 1)) for b in bgs)
-        tgt = _expand_target(target, m, n)
-        fargs = _expand_args(additional_forward_args, m, n)
+        tgt, fargs = repeat_per_sample(target, additional_forward_args, m, n)
         a, values = self._run(self.forward_func, big[0] if single else big, "deeplift", target=tgt,
                               additional_forward_args=fargs, baseline=refs[0] if len(xs) == 1 else refs)
         parts = (values,) if single else values
@@ -77,22 +76,6 @@ class DeepLiftShap(DeepLift):
             d = _delta(self.forward_func, big, refs, values, tgt, fargs)
             return out, d
         return out
-
-
-def _expand_target(target, m, n):
-    if isinstance(target, torch.Tensor) and target.dim() >= 1 and target.shape[0] == n:
-        return target.repeat_interleave(m, 0)
-    if isinstance(target, list) and len(target) == n:
-        return [t for t in target for _ in range(m)]
-    return target
-
-
-def _expand_args(args, m, n):
-    fargs = forward_args(args)
-    if fargs is None:
-        return None
-    return tuple(v.repeat_interleave(m, 0) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
-                 for v in fargs)
 
 
 class GuidedBackprop(Attribution):
