@@ -267,7 +267,7 @@ def resnet50_peers(size: int = 224, n: int = 8) -> types.SimpleNamespace:
     """The timed work on resnet50 (``size`` px, batch ``n``): ``model``, its module-per-use ``twin``, inputs
     ``x``, targets ``t`` (the predicted classes), the zero reference ``base``, and the four runs (no arguments):
     ``lrp`` / ``zennit`` (EpsilonPlusFlat, Zennit with its ResNet canonizer; it returns (output, relevance)) and
-    ``deeplift`` / ``captum`` (DeepLift on the twin). Also used by ``benchmarks`` (workload W13)."""
+    ``deeplift`` / ``captum`` (DeepLift on the twin). Also used by ``benchmarks`` (workload W15)."""
     from captum.attr import DeepLift
     from zennit import composites as zc
     from zennit.attribution import Gradient

@@ -123,3 +123,27 @@ def test_attn_lrp_on_a_transformer_encoder_with_functional_gelu():
     assert all(layer.activation is F.gelu for layer in model.enc.layers)
     plain = ak.explain(model, x, "input_x_gradient", target=1).values
     assert rel(a.values, plain) > 1e-2
+
+
+def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
+    """One forward of explain (outputs, targets), one rows-1 memory probe (absent with batch_size=), then ONE
+    forward + backward under the rules; under the rules the modules' own attention and norm maths never run."""
+    model = TinyViT(depth=2)
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    rows, backwards, own = [], [], {"mha": 0, "ln": 0}
+
+    def count(_m, args, out):
+        rows.append(args[0].shape[0])
+        if out.requires_grad:
+            out.register_hook(lambda g: backwards.append(g.shape[0]))
+    model.register_forward_hook(count)
+    for cls, key in ((torch.nn.MultiheadAttention, "mha"), (torch.nn.LayerNorm, "ln")):
+        orig = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, *a, orig=orig, key=key, **kw:
+                            (own.__setitem__(key, own[key] + 1), orig(self, *a, **kw))[1])
+    ak.explain(model, x, "attn_lrp", target=1, batch_size=8)
+    assert rows == [5, 5] and backwards == [5]
+    assert own == {"mha": 2, "ln": 5}                 # explain's pass only: 2 blocks, 2 + 2 + 1 norms
+    rows.clear(), backwards.clear()
+    ak.explain(model, x, "attn_lrp", target=1)
+    assert rows == [5, 1, 5] and backwards == [5]

@@ -115,9 +115,9 @@ class Tripped(RuntimeError):
 
 def all_hooks(model: nn.Module) -> int:
     """Module hooks (forward, forward-pre, backward, backward-pre; global ones too) and tensor hooks on the
-    model's parameters and buffers."""
+    model's parameters and buffers; and forwards replaced on instances (attention capture, AttnLRP's norms)."""
     mm = nn.modules.module
-    total = count_hooks(model) + sum(len(getattr(mm, a, None) or {})
+    total = count_hooks(model) + sum("forward" in m.__dict__ for m in model.modules()) + sum(len(getattr(mm, a, None) or {})
                                      for a in ("_global_forward_pre_hooks", "_global_backward_pre_hooks"))
     for t in list(model.parameters()) + list(model.buffers()):
         total += len(t._backward_hooks or {}) + len(getattr(t, "_post_accumulate_grad_hooks", None) or {})

@@ -28,17 +28,29 @@ from ..core.modules import require_hooks
 from ..core.problem import Problem, Result
 from ..gradients.methods import input_x_gradient
 from ..registry import register
-from .capture import Capture
+from .capture import Capture, _patch_forward
 
 _ACTS = (nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Mish, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardswish,
          nn.Hardsigmoid, nn.Hardtanh, nn.LeakyReLU, nn.Softsign)
 SOFTMAX_RULES = ("attnlrp", "constant")
 
 
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, out):
+        ctx.save_for_backward(torch.where(x != 0, out / x, 0.0))     # (out / 0 is masked, not used)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        ratio, = ctx.saved_tensors
+        return g * ratio, None
+
+
 def identity_rule(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` in the forward pass; gradient ``out / x`` (0 where ``x == 0``) in the backward pass."""
-    ratio = torch.where(x != 0, out / torch.where(x != 0, x, torch.ones_like(x)), torch.zeros_like(x))
-    return out.detach() + (x - x.detach()) * ratio.detach()
+    """``out`` in the forward pass; gradient ``out / x`` (0 where ``x == 0``) in the backward pass, to ``x``
+    only (``out``'s own graph is cut)."""
+    return _Identity.apply(x, out) if x.requires_grad else out.detach()
 
 
 def _is_activation(m: nn.Module) -> bool:
@@ -46,8 +58,8 @@ def _is_activation(m: nn.Module) -> bool:
                                     and type(m).__name__ not in ("ReLUActivation", "ReLU"))
 
 
-def _norm_hook(m, args, out):
-    x = args[0]
+def _norm(m, x):
+    """The norm with a constant normaliser (replaces the module's forward for the block)."""
     if isinstance(m, nn.LayerNorm):
         dims = (1,) if type(m).__name__.endswith("2d") else tuple(range(-len(m.normalized_shape), 0))
         mean = x.mean(dims, keepdim=True)
@@ -86,7 +98,7 @@ def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
     try:
         for m in model.modules():
             if isinstance(m, norms):
-                undo.append(m.register_forward_hook(_norm_hook).remove)
+                undo.append(_patch_forward(m, lambda x, m=m: _norm(m, x)))
             elif _is_activation(m):
                 undo.append(m.register_forward_hook(lambda mod, args, out: identity_rule(args[0], out)).remove)
             elif isinstance(m, nn.TransformerEncoderLayer) and m.activation in (F.gelu,):
@@ -110,6 +122,7 @@ def attn_lrp(problem: Problem, softmax: str = "attnlrp") -> Result:
     if not isinstance(model, nn.Module):
         raise TypeError("attn_lrp changes the backward pass of the model's layers; it needs a torch.nn.Module")
     require_hooks(model, "attn_lrp")
+    problem.chunk(grad=True)               # the memory probe (one row) before the rules: no hooks on its pass
     with attnlrp_rules(model, softmax):
         res = input_x_gradient(problem)
     out = problem.target(problem.outputs, torch.arange(problem.n)).double().cpu()

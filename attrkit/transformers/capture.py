@@ -5,9 +5,9 @@
 ``(site name, A)`` in call order, with ``A`` in the autograd graph (so ``dA`` of a target is a plain gradient).
 Sites:
 
-- ``nn.MultiheadAttention`` (also inside ``nn.TransformerEncoderLayer``): a forward hook recomputes the module's
-  output from its inputs with the same projections, masks (``attn_mask``, ``key_padding_mask``, ``is_causal``)
-  and output projection; the module's own result is discarded;
+- ``nn.MultiheadAttention`` (also inside ``nn.TransformerEncoderLayer``): the module's forward is replaced for the
+  block by one computing its output from its inputs with the same projections, masks (``attn_mask``,
+  ``key_padding_mask``, ``is_causal``) and output projection (hooks on the module still run);
 - Hugging Face models (``config._attn_implementation``): the model is switched to attrkit's registered attention
   function (eager attention maths) for the block and restored after;
 - timm ``Attention`` (``qkv``, ``attn_drop``, ``fused_attn``): the fused kernel is switched off for the block and
@@ -29,9 +29,19 @@ _HF_NAME = "attrkit"
 _ACTIVE: list["Capture"] = []
 
 
+class _HalfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        return 0.5 * g
+
+
 def half_grad(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in the forward pass, half its gradient in the backward pass."""
-    return 0.5 * t + 0.5 * t.detach()
+    """``t`` in the forward pass, half its gradient in the backward pass (no elementwise work forward)."""
+    return _HalfGrad.apply(t) if t.requires_grad else t
 
 
 def _bilinear(a, b, uniform: bool):
@@ -106,8 +116,8 @@ class Capture:
             torch.backends.mha.set_fastpath_enabled(False)
             self._undo.append(lambda: torch.backends.mha.set_fastpath_enabled(old_fast))
         for name, m in self.model.named_modules():
-            if isinstance(m, nn.MultiheadAttention):
-                self._undo.append(m.register_forward_hook(self._mha_hook, with_kwargs=True).remove)
+            if isinstance(m, nn.MultiheadAttention):     # its forward replaced: its own maths would be discarded
+                self._undo.append(_patch_forward(m, lambda *a, m=m, **kw: self._mha_forward(m, a, kw)))
             elif _is_timm_attention(m):
                 old = m.fused_attn
                 m.fused_attn = False
@@ -136,7 +146,7 @@ class Capture:
         a = self.weights(owner, a)
         return half_grad(a) if self.mode == "attnlrp" else a
 
-    def _mha_hook(self, m: nn.MultiheadAttention, args, kwargs, output):
+    def _mha_forward(self, m: nn.MultiheadAttention, args, kwargs):
         names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
                  "is_causal")
         call = dict(zip(names, args))
@@ -171,6 +181,20 @@ class Capture:
         need = call.get("need_weights", True)
         weights = (a.mean(1) if call.get("average_attn_weights", True) else a) if need else None
         return out, weights
+
+
+def _patch_forward(m: nn.Module, fn):
+    """Make ``fn`` the forward of ``m`` (hooks still run around it); returns the undo."""
+    had = "forward" in m.__dict__
+    old = m.__dict__.get("forward")
+    m.forward = fn
+
+    def undo():
+        if had:
+            m.forward = old
+        else:
+            m.__dict__.pop("forward", None)
+    return undo
 
 
 def _mask(mask, dtype, shape):

@@ -18,7 +18,9 @@ WORKLOADS = {
     "W10": ("w10_multi_input", "Integrated Gradients on two inputs with a per-sample forward argument"),
     "W11": ("w11_text_ig", "IG at a text model's embedding vs Captum LayerIntegratedGradients"),
     "W12": ("w12_compat", "Cost of the Captum-compatible classes over ak.explain on the same work"),
-    "W13": ("w13_rules_resnet50", "LRP vs Zennit and DeepLIFT vs Captum on resnet50, 224 px, batch 8"),
+    "W13": ("w13_attnlrp", "AttnLRP vs one forward+backward of the model"),
+    "W14": ("w14_token_shapley", "Patch-token Shapley at a block vs the pixel grid at equal evaluations"),
+    "W15": ("w15_rules_resnet50", "LRP vs Zennit and DeepLIFT vs Captum on resnet50, 224 px, batch 8"),
 }
 
 
@@ -66,7 +68,7 @@ def find(case_id: str, cfg):
 
 
 def externals(names, cfg) -> list[dict]:
-    """Results of workloads that also run in another environment (W8, W13 in .venv-crosscheck)."""
+    """Results of workloads that also run in another environment (W8, W15 in .venv-crosscheck)."""
     wanted = [_key(n) for n in (names or []) if n.strip()]
     out = []
     for key, (module, _) in WORKLOADS.items():
