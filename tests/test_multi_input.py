@@ -493,10 +493,22 @@ def test_a_list_with_one_item_per_sample_is_flagged():
                    forward_args=([1.0, 2.0, 3.0],))
 
 
-def test_run_refuses_forward_args_with_the_way_out(tmp_path):
-    img, tab, scale = data()
-    with pytest.raises(ValueError, match="forward_args/forward_kwargs"):
-        ak.run(lambda: TwoInputs().eval(), ((img, tab), None), "saliency", out=tmp_path / "r", forward_args=(scale,))
+def test_run_cuts_per_sample_forward_args_to_each_shard(tmp_path):
+    """ak.run with a per-sample forward argument: each shard gets its own samples' rows (a constant passes whole);
+    the run equals one ak.explain over all samples, and a shuffled argument gives a different run."""
+    img, tab, scale = data(n=5)
+    model = TwoInputs().eval()
+    kw = dict(shard_size=2, steps=8, target=1)
+    run = ak.run(lambda: model, ((img, tab), None), "integrated_gradients", out=tmp_path / "r",
+                 forward_args=(scale,), **kw)
+    direct = ak.explain(model, (img, tab), "integrated_gradients", target=1, steps=8, forward_args=(scale,))
+    both_close(run.values(), direct.values, 1e-5)
+    const = ak.run(lambda: model, ((img, tab), None), "saliency", out=tmp_path / "c",
+                   forward_kwargs={"scale": torch.tensor(2.0)}, shard_size=2, target=1)
+    both_close(const.values(), ak.explain(model, (img, tab), "saliency", target=1, forward_args=(2.0,)).values, 1e-6)
+    wrong = ak.run(lambda: model, ((img, tab), None), "integrated_gradients", out=tmp_path / "w",
+                   forward_args=(scale.flip(0),), **kw)
+    assert not torch.allclose(wrong.values()[1], run.values()[1])
 
 
 def test_torchscript_model_with_several_inputs():

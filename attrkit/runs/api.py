@@ -50,7 +50,8 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
         fixes each shard's seed). batch_size / max_memory: rows per model call inside ``explain`` (results do
         not depend on them, so they may change between resumes).
     seed: run seed; shard ``k`` uses ``SeedSequence([seed, k])``. target: None (predicted class), an int,
-        ``"label"`` (the data set's labels) or a callable. layer / noise / method_args: as for ``ak.explain``.
+        ``"label"`` (the data set's labels) or a callable. layer / noise / method_args: as for ``ak.explain`` (``forward_args``/``forward_kwargs`` too: tensors with one row per
+        sample of the data set are cut to each shard's samples).
     strict: raise :class:`BadRecordsError` at the end when any record was bad (else a warning).
     progress: tqdm bar with throughput (None: only on a terminal).
 
@@ -72,11 +73,11 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
         raise ValueError(f"the local backend runs in this process with one model; use backend='ray' for "
                          f"workers={workers}")
     spec = get(method)
-    if "forward_args" in method_args or "forward_kwargs" in method_args:
-        raise ValueError("ak.run does not take forward_args/forward_kwargs yet (a data set's shards would need their "
-                         "own rows of them): put arguments shared by all samples into the model factory, and "
-                         "per-sample ones into the data set as inputs of a small wrapper model")
-    _check_options(spec, method_args, noise)
+    from ..core.inputs import check_forward_args
+    forward = {k: method_args[k] for k in ("forward_args", "forward_kwargs") if k in method_args}
+    if forward:                         # passed to explain, per-sample rows cut to each shard (worker.shard_options)
+        check_forward_args(forward.get("forward_args"), forward.get("forward_kwargs"))
+    _check_options(spec, {k: v for k, v in method_args.items() if k not in forward}, noise)
     if spec.layer == "never" and layer is not None:
         raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
     source = as_source(dataset)

@@ -75,7 +75,7 @@ class ShardWorker:
                 target = batch.labels
             a = explain(self.model, batch.x, method=p.method, target=target, layer=p.layer, noise=p.noise,
                         batch_size=p.batch_size, max_memory=p.max_memory, seed=p.shard_seed(k), progress=False,
-                        **p.options)
+                        **shard_options(p.options, batch.index, p.n))
             if a.multi:      # several inputs: one flat row per sample, the layout in the record
                 parts = list(a.values.values()) if isinstance(a.values, dict) else list(a.values)
                 values = np.concatenate([v.detach().cpu().reshape(v.shape[0], -1).numpy().astype(np.float32)
@@ -97,3 +97,18 @@ class ShardWorker:
         write_shard(p.out, k, values, record, errors)
         return {"shard": k, "n": record["n"], "n_errors": len(errors), "seconds": record["seconds"],
                 "worker": self.where}
+
+
+def shard_options(options: dict, index, n: int) -> dict:
+    """The method options for one shard: forward arguments with one row per sample of the data set (tensors whose
+    first dimension is ``n``) cut to the shard's samples ``index``; everything else as given."""
+    if "forward_args" not in options and "forward_kwargs" not in options:
+        return options
+    index = torch.as_tensor(index, dtype=torch.long)
+    cut = lambda v: v[index.to(v.device)] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
+    out = dict(options)
+    if options.get("forward_args") is not None:
+        out["forward_args"] = tuple(cut(v) for v in options["forward_args"])
+    if options.get("forward_kwargs") is not None:
+        out["forward_kwargs"] = {k: cut(v) for k, v in options["forward_kwargs"].items()}
+    return out
