@@ -90,7 +90,8 @@ def _run(model, x, name, opts, device):
         a = ak.explain(m, xd, method=name, progress=False, **o)
         vals = _flat(a.values)
         err = None
-    except (ValueError, TypeError, NotImplementedError) as e:
+    except (ValueError, TypeError, NotImplementedError) as e:   # attrkit's refusals; torch's 'op not implemented
+        # for this device' (NotImplementedError) on one side only becomes a FAIL row naming it, not a crash
         vals, err = None, e
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Ray watchdog finds processes through /proc, which only Linux has")
 
 DRIVER = textwrap.dedent("""
     import importlib.util, subprocess, sys, time
