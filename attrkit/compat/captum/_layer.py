@@ -36,6 +36,8 @@ class LayerIntegratedGradients(_LayerAttribution):
     """Integrated Gradients in the activation space of ``layer``: the path runs from the layer's activation at
     the baselines to its activation at the inputs (Captum's definition; embeddings of token ids included)."""
 
+    _method = "integrated_gradients"     # LayerConductance: the same call on its own recipe
+
     def has_convergence_delta(self) -> bool:
         return True
 
@@ -44,7 +46,7 @@ class LayerIntegratedGradients(_LayerAttribution):
                   attribute_to_layer_input=False, grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
         xs, _ = as_tuple(inputs)
-        a, values = self._run(self.forward_func, inputs, "integrated_gradients", target=target, layer=self.layer,
+        a, values = self._run(self.forward_func, inputs, self._method, target=target, layer=self.layer,
                               additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
                               baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
         return path_delta(a, values, return_convergence_delta)
@@ -116,23 +118,12 @@ def _conductance(problem, baseline, steps: int, rule: str):
 CONDUCTANCE = spec("layer_conductance", _conductance, layer="required")
 
 
-class LayerConductance(_LayerAttribution):
+class LayerConductance(LayerIntegratedGradients):
     """Conductance of each unit of ``layer`` (Dhamdhere et al. 2018): the flow of Integrated Gradients through
     it, ``sum_k dF/dy(p_k) (y(p_{k+1}) - y(p_k))`` on ``n_steps + 1`` points of ``method`` along the input
     path, as Captum computes it (its riemann_trapezoid points included)."""
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps=50,
-                  method="gausslegendre", internal_batch_size=None, return_convergence_delta=False,
-                  attribute_to_layer_input=False, grad_kwargs=None):
-        _no_layer_input(attribute_to_layer_input)
-        xs, _ = as_tuple(inputs)
-        a, values = self._run(self.forward_func, inputs, CONDUCTANCE, target=target, layer=self.layer,
-                              additional_forward_args=additional_forward_args, batch_size=internal_batch_size,
-                              baseline=baselines_for(baselines, xs), steps=int(n_steps), rule=rule_of(method))
-        return path_delta(a, values, return_convergence_delta)
+    _method = CONDUCTANCE
 
 
 class LayerGradientXActivation(_LayerAttribution):
@@ -158,16 +149,9 @@ class LayerDeepLift(_LayerAttribution):
                   return_convergence_delta=False, attribute_to_layer_input=False, custom_attribution_func=None,
                   grad_kwargs=None):
         _no_layer_input(attribute_to_layer_input)
-        if custom_attribution_func is not None:
-            raise ValueError("custom_attribution_func is not supported by the compat LayerDeepLift")
-        xs, _ = as_tuple(inputs)
-        a, values = self._run(self.forward_func, inputs, "deeplift", target=target, layer=self.layer,
-                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
-        if return_convergence_delta:
-            from ._propagation import _delta
-            return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
-                                  additional_forward_args)
-        return values
+        from ._propagation import deeplift_call
+        return deeplift_call(self, inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                             custom_attribution_func, layer=self.layer)
 
 
 class LayerFeatureAblation(_LayerAttribution):

@@ -37,15 +37,23 @@ class DeepLift(Attribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta=False, custom_attribution_func=None):
-        if custom_attribution_func is not None:
-            raise ValueError("custom_attribution_func is not supported by the compat DeepLift")
-        xs, _ = as_tuple(inputs)
-        a, values = self._run(self.forward_func, inputs, "deeplift", target=target,
-                              additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
-        if return_convergence_delta:
-            return values, _delta(self.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
-                                  additional_forward_args)
-        return values
+        return deeplift_call(self, inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                             custom_attribution_func)
+
+
+def deeplift_call(obj, inputs, baselines, target, additional_forward_args, return_convergence_delta,
+                  custom_attribution_func, layer=None):
+    """DeepLift's and LayerDeepLift's ``attribute``: attrkit's DeepLIFT at the input or at ``layer``; with
+    ``return_convergence_delta`` Captum's ``(attributions, delta)``."""
+    if custom_attribution_func is not None:
+        raise ValueError(f"custom_attribution_func is not supported by the compat {type(obj).__name__}")
+    xs, _ = as_tuple(inputs)
+    a, values = obj._run(obj.forward_func, inputs, "deeplift", target=target, layer=layer,
+                         additional_forward_args=additional_forward_args, baseline=baselines_for(baselines, xs))
+    if return_convergence_delta:
+        return values, _delta(obj.forward_func, tuple(x.detach() for x in xs), baselines, values, target,
+                              additional_forward_args)
+    return values
 
 
 class DeepLiftShap(DeepLift):
