@@ -121,10 +121,15 @@ def section_markdown(table: Table) -> str:
 
 def write_section(table: Table, path) -> Path:
     """Put the section at the end of ``path`` (``results.md``), replacing an earlier version of it."""
+    return replace_marked_section(path, START, END, section_markdown(table))
+
+
+def replace_marked_section(path, start: str, end: str, block: str) -> Path:
+    """Write ``block`` (which begins with ``start`` and ends with ``end``) at the end of the Markdown file
+    ``path``, removing an earlier block between the same markers."""
     path = Path(path)
     text = path.read_text() if path.exists() else ""
-    block = section_markdown(table)
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     text = pattern.sub("", text).rstrip("\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text((text + "\n\n" if text else "") + block)

@@ -14,7 +14,6 @@ markers, replacing its previous version).
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
@@ -147,13 +146,9 @@ def section_markdown(table: Table, sanity: Table | None = None) -> str:
 
 
 def write_section(table: Table, path, sanity: Table | None = None) -> Path:
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
-    text = pattern.sub("", text).rstrip("\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text((text + "\n\n" if text else "") + section_markdown(table, sanity))
-    return path
+    """Put the ViT section at the end of ``path`` (``results.md``), replacing an earlier version of it."""
+    from .experiments_text import replace_marked_section
+    return replace_marked_section(path, START, END, section_markdown(table, sanity))
 
 
 def main(argv=None) -> int:
