@@ -3,8 +3,10 @@ method table and the contract tests that run over every method."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 # Modules whose import registers methods (each family adds its module here).
 METHOD_MODULES = (
@@ -21,6 +23,7 @@ METHOD_MODULES = (
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}
+REQUIRED = inspect.Parameter.empty     # the default of an option that has none
 _loaded = False
 
 
@@ -34,6 +37,10 @@ class MethodSpec:
     ``std_err`` for sampled estimators.
     ``torchscript``: whether a TorchScript model is accepted at the input (methods that hook the model's layers
     refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
+    ``default_layer``: ``finder(model, inputs, forward, layout) -> core.auto_layer.LayerChoice``, the layer used
+    when ``layer=`` is not given (None: a method with ``layer="required"`` then needs ``layer=``).
+    ``options``: option name -> default (``REQUIRED`` when it has none), read once from ``fn``'s signature;
+    ``extra_options``: the name of ``fn``'s ``**options`` parameter ("" if none: only ``options`` are accepted).
     ``fn(problem, **options) -> Result`` computes it.
     """
     name: str
@@ -49,7 +56,29 @@ class MethodSpec:
     reference: str = ""
     error: str = ""
     torchscript: bool | None = None
-    options: dict = field(default_factory=dict)
+    default_layer: Callable | None = None
+    options: Mapping = field(default_factory=dict)
+    extra_options: str = ""
+    option_types: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.options and not self.extra_options:       # read the signature once, here
+            from .method_options import signature_options
+            options, types, extra = signature_options(self.fn)
+            object.__setattr__(self, "options", options)
+            object.__setattr__(self, "option_types", types)
+            object.__setattr__(self, "extra_options", extra)
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "option_types", MappingProxyType(dict(self.option_types)))
+
+    def takes(self, option: str) -> bool:
+        """Whether ``option`` is one of the method's named options."""
+        return option in self.options
+
+    def quick_options(self, x, level: str, **settings) -> dict | None:
+        """The options this method gets in a batch job at ``level`` (:func:`attrkit.quick_options.quick_options`)."""
+        from .quick_options import quick_options
+        return quick_options(self, x, level, **settings)
 
     def option_rows(self) -> list[dict]:
         """Each option: name, default, type and meaning (:mod:`attrkit.method_options`)."""
