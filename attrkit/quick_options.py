@@ -34,7 +34,7 @@ def quick_options(spec, x: torch.Tensor, level: str, *, n_players: int | None = 
     opts = dict((presets or {}).get(spec.name, {}))
     if steps is not None and spec.takes("steps"):
         opts["steps"] = steps
-    if spec.family == "gradient" and spec.sampled and noise_samples is not None and spec.takes("n_samples"):
+    if spec.family == "gradient" and spec.sampled and noise_samples is not None and spec.budget_option:
         opts["n_samples"] = noise_samples
     if spec.takes("players"):
         if spec.exact and level != "pixel" and (n_players is None or n_players > max_exact_players):
@@ -42,7 +42,7 @@ def quick_options(spec, x: torch.Tensor, level: str, *, n_players: int | None = 
         if level == "pixel" and x.dim() == 4:
             from .games.players import grid
             opts["players"] = grid(x, cells=exact_cells if spec.exact else grid_cells)
-    if spec.sampled and spec.takes("n_samples") and "n_samples" not in opts:
+    if spec.sampled and spec.budget_option and "n_samples" not in opts:
         if per_player is not None:
             players = grid_cells ** 2 if level == "pixel" else (n_players or 64)
             opts["n_samples"] = max(min_budget, per_player * (2 if spec.name == "shapley_sampling" else 1) * players)

@@ -15,8 +15,8 @@ METHOD_MODULES = (
     "attrkit.propagation.guided",
     "attrkit.propagation.lrp",
     "attrkit.propagation.deeplift",
-    "attrkit.propagation.cam",
-    "attrkit.propagation.cam_perturb",
+    "attrkit.cams.cam",
+    "attrkit.cams.cam_perturb",
     "attrkit.games.estimators",
     "attrkit.transformers.methods",
     "attrkit.transformers.attnlrp",
@@ -75,6 +75,36 @@ class MethodSpec:
         """Whether ``option`` is one of the method's named options."""
         return option in self.options
 
+    @property
+    def reference_option(self) -> str:
+        """The option that sets the method's reference point or absent value: ``baseline``, else ``masker``
+        ("" if it takes neither)."""
+        return next((k for k in ("baseline", "masker") if k in self.options), "")
+
+    @property
+    def budget_option(self) -> str:
+        """The option that sets a sampled method's budget (``n_samples``; "" if none)."""
+        return "n_samples" if "n_samples" in self.options else ""
+
+    def validate(self, options: Mapping, *, layer=None, noise=None) -> None:
+        """Raise before any work when a call cannot run: ``layer=`` for a method that never works at a layer
+        (ValueError), an option the method does not take (TypeError; token options such as ``pad_id`` are
+        ``explain``'s own), a ``noise=`` the noise wrapper does not take or a non-gradient method (ValueError,
+        TypeError; names from :data:`attrkit.gradients.noise.NOISE_OPTIONS`)."""
+        if self.layer == "never" and layer is not None:
+            raise ValueError(f"method {self.name!r} does not work at a layer; drop layer=")
+        if not self.extra_options:
+            from .core.tokens import ID_OPTIONS
+            bad = [k for k in options if k not in self.options and k not in ID_OPTIONS]
+            if bad:
+                raise TypeError(f"method {self.name!r} does not take option(s) {', '.join(map(repr, bad))}; "
+                                f"its options are: {', '.join(self.options) or '(none)'}")
+        if noise is not None and noise is not False:
+            from .gradients.noise import noise_options
+            noise_options(noise)
+            if self.family != "gradient":
+                raise ValueError(f"noise= wraps gradient methods; {self.name!r} is a {self.family} method")
+
     def quick_options(self, x, level: str, **settings) -> dict | None:
         """The options this method gets in a batch job at ``level`` (:func:`attrkit.quick_options.quick_options`)."""
         from .quick_options import quick_options
@@ -101,6 +131,22 @@ def register(name: str, *, family: str, summary: str, **props) -> Callable:
         _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
         return fn
     return deco
+
+
+def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
+    """Check a call of ``method`` with ``options`` (and ``layer=``/``noise=``) without running it: raises the
+    ValueError/TypeError ``explain`` would raise for them, else returns the method's :class:`MethodSpec`.
+
+    >>> import attrkit as ak
+    >>> ak.validate("integrated_gradients", steps=16).name
+    'integrated_gradients'
+    >>> ak.validate("integrated_gradients", step=16)
+    Traceback (most recent call last):
+    TypeError: method 'integrated_gradients' does not take option(s) 'step'; its options are: ...
+    """
+    spec = method if isinstance(method, MethodSpec) else get(method)
+    spec.validate(options, layer=layer, noise=noise)
+    return spec
 
 
 def _ensure_loaded() -> None:
