@@ -123,7 +123,9 @@ class MethodSpec:
 
 
 def register(name: str, *, family: str, summary: str, **props) -> Callable:
-    """Decorator: register ``fn`` as method ``name``."""
+    """Decorator: register ``fn(problem, **options) -> Result`` as method ``name``; ``props`` are the other
+    :class:`MethodSpec` fields (``layer=``, ``default_layer=``, ``baseline=``, ``sampled=``, ``error=``, ...).
+    The options are read from ``fn``'s signature here, once."""
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"method {name!r} is registered twice")
@@ -131,6 +133,15 @@ def register(name: str, *, family: str, summary: str, **props) -> Callable:
         _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
         return fn
     return deco
+
+
+def unregister(name: str) -> MethodSpec:
+    """Remove method ``name`` from the registry and return its spec (for examples and tests that register
+    throwaway methods; the built-in methods come back only by reloading their modules)."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ValueError(f"method {name!r} is not registered")
+    return _REGISTRY.pop(name)
 
 
 def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
