@@ -147,11 +147,12 @@ def unregister(name: str) -> MethodSpec:
 def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
     """Check a call of ``method`` with ``options`` (and ``layer=``/``noise=``) without running it: raises the
     ValueError/TypeError ``explain`` would raise for them, else returns the method's :class:`MethodSpec`.
+    ``options`` are the method's own (``explain``'s ``**options``), not ``explain``'s arguments (``seed=``, ...).
 
     >>> import attrkit as ak
     >>> ak.validate("integrated_gradients", steps=16).name
     'integrated_gradients'
-    >>> ak.validate("integrated_gradients", step=16)
+    >>> ak.validate("integrated_gradients", step=16)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     TypeError: method 'integrated_gradients' does not take option(s) 'step'; its options are: ...
     """
