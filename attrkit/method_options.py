@@ -75,7 +75,9 @@ MEANINGS = {
     "query": "which token's row carries the prediction: \"cls\" (row 0), \"mean\" (over the real tokens) or a "
              "position (None: cls for ViTs with a class token and Hugging Face text models, else mean)",
     "attn_lrp.softmax": "rule at the softmax: \"attnlrp\" (the paper's, relevance through q and k too) or "
-                        "\"constant\" (attention weights held constant: CP-LRP, conservative)",
+                        "\"constant\" (attention weights held constant: CP-LRP; the softmax absorbs nothing)",
+    "attn_lrp.budget": "also count the relevance biases, class tokens, positions and the softmax absorb "
+                       "(info[\"budget\"], info[\"conservation_gap\"]; one more forward + backward per sample)",
     "ridge": "L2 penalty of LIME's weighted least squares (0: plain least squares)",
     "rule": "integrated_gradients: quadrature rule (gauss_legendre, riemann_left/right/middle, riemann_trapezoid, "
             "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma, or a Rule object)",
