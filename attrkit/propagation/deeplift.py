@@ -27,7 +27,7 @@ from ..registry import register
 from .composites import Composite, modified_gradient
 from .graph import _MODULE_KINDS, ACTIVATIONS
 from .precision import finish, float32_problem
-from .rules import Rule, surrogate
+from .rules import Rule, layer_norm_affine, layer_norm_parts, surrogate
 
 _EPS = 1e-10
 _LINEAR_PIECES = ("relu", "relu6", "leaky_relu", "prelu", "hardtanh")   # their float32 secants are exact enough
@@ -150,7 +150,6 @@ class NormRescale(_ReferenceRule):
     name = "layer_norm_rescale"
 
     def rescale(self, site, inputs, output, ins_ref, y_ref):
-        from .rules import layer_norm_parts
         x, dims, w, b, eps = layer_norm_parts(site, inputs)
         x_r = ins_ref[0]
         c = x - x.mean(dims, keepdim=True)
@@ -161,11 +160,7 @@ class NormRescale(_ReferenceRule):
         u = _min_norm(k - k_r, dc, dims)
         mine = k <= k_r
         y = c * torch.where(mine, k, k_r) + torch.where(mine, c_r, c.detach()) * (u * c).sum(dims, keepdim=True)
-        if w is not None:
-            y = y * w.detach()
-        if b is not None:
-            y = y + b.detach()
-        return surrogate(output, y)
+        return surrogate(output, layer_norm_affine(y, w, b))
 
 
 class SoftmaxRescale(_ReferenceRule):
