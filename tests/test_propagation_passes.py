@@ -1,7 +1,8 @@
 """How many forward passes the rule methods cost, counted at the model's first layer.
 
-DeepLIFT: the caller's pass on the inputs, one reference pass and one pass with the rules (then one backward). A
-reference shared by every row (a constant, "zeros") runs once per chunk, not once per row, with the same values as
+DeepLIFT: the caller's pass on the inputs, one reference pass and one pass with the rules (then one backward), at
+the input or at a layer (whose activations for input and reference come from those two passes). A reference
+shared by every row (a constant, "zeros") runs once per chunk, not once per row, with the same values as
 row-by-row references.
 
 LRP, at the input or at a layer: the minimum is two passes over the inputs, plus a one-row memory probe when no
@@ -56,6 +57,10 @@ def test_deeplift_runs_three_forward_passes_and_a_shared_reference_once():
     calls.clear()
     ak.explain(model, x, "deeplift", baseline=0.3, target=2, batch_size=4)
     assert calls == [4, 2, 1, 4, 1, 2]     # in chunks of 4: one reference row per chunk
+    calls.clear()
+    a = ak.explain(model, x, "deeplift", baseline=0.3, target=2, layer="conv2", batch_size=6)
+    assert calls == [6, 1, 6]              # at a layer too: the activations come from those passes
+    assert a.info["n_evals"] == 6 + 1 + 6
 
 
 def test_a_shared_reference_gives_the_values_of_row_by_row_references():

@@ -30,7 +30,7 @@ def _no_grad_error(detail: str = "") -> ValueError:
                       "such as method='kernel_shap' or 'occlusion' for non-differentiable models")
 
 
-def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple,
+def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple | None,
                  where: str = "input", grad_at: str = "input", desc: str = "gradients",
                  scores: torch.Tensor | None = None, entries: bool = False,
                  activations: list | None = None) -> tuple[torch.Tensor, int]:

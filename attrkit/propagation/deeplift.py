@@ -13,6 +13,7 @@ multipliers (below). Summation to delta, ``sum attr = f(x) - f(r)``, then holds 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Callable
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.adapter import ModelAdapter
+from ..core.modules import LayerTap
 from ..core.problem import Problem, Result
 from ..core.references import make_reference
 from ..registry import register
@@ -251,32 +253,30 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
     per_row_args = isinstance(problem.model, ModelAdapter) and problem.model.per_sample_args
     refs.shared = ref.shape[0] > 1 and not per_row_args and bool((ref == ref[:1]).all())
     n_ref = [0]
+    at_layer = problem.layer is not None
+    acts, ref_acts = ([], []) if at_layer else (None, None)   # the layer's activations, from the same passes
 
     def record(rows):
         refs.values.clear()
         refs.recording = True
         some = rows[:1] if refs.shared else rows
         try:
-            with torch.no_grad():      # the reference pass also gives f(r): the rules leave forward values alone
-                out = run.forward(ref[some], some)
+            with torch.no_grad(), LayerTap(problem.layer, problem.layer_name or "layer") if at_layer else nullcontext() as tap:
+                out = run.forward(ref[some], some)   # also gives f(r): the rules leave forward values alone
                 out = out.expand((len(rows),) + tuple(out.shape[1:])) if refs.shared else out
                 f_ref[rows] = problem.target(out, rows).detach().double().cpu()
+                if at_layer:
+                    ref_acts.append(tap.output.expand((len(rows),) + tuple(tap.output.shape[1:])))
             n_ref[0] += len(some)
         finally:
             refs.recording = False
 
-    at_layer = problem.layer is not None
     with comp:
         run = comp.view(problem)
-        grad, n = modified_gradient(problem, comp, before=record, desc="deeplift")
+        grad, n = modified_gradient(problem, comp, before=record, desc="deeplift", activations=acts)
         info = {"rules": comp.names(), "binding": comp.binding}
     refs.values.clear()
-    if at_layer:
-        r = ref[:1] if refs.shared else ref
-        delta_in = problem.activation(x) - problem.activation(r)
-        n += problem.n + len(r)
-    else:
-        delta_in = x - ref
+    delta_in = torch.cat(acts) - torch.cat(ref_acts) if at_layer else x - ref
     return grad * delta_in, info, n + n_ref[0], f_ref
 
 
