@@ -147,3 +147,24 @@ def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
     rows.clear(), backwards.clear()
     ak.explain(model, x, "attn_lrp", target=1)
     assert rows == [5, 1, 5] and backwards == [5]
+
+
+def test_conservation_budget_on_the_zoo_vit():
+    """shapes_vit (biases everywhere, class token, positions, CNN stem): sum R at the pixels misses f(x) by 0.41
+    (paper's softmax) / 0.19 (constant weights), median over 16 images; counted part by part, biases + norms +
+    class token and positions + softmax close the budget to 4e-7 (max over those 16 images)."""
+    from attrkit.zoo import pretrained
+    from attrkit.data import shapes
+    model = pretrained("shapes_vit", progress=False)
+    x = shapes(n=8, seed=12345, progress=False).x[:4]
+    target = model(x).argmax(1)
+    for softmax in ("attnlrp", "constant"):
+        a = ak.explain(model, x, "attn_lrp", target=target, softmax=softmax, budget=True)
+        b = a.info["budget"]
+        assert float(a.info["conservation_gap"].max()) < 1e-3 and float(a.info["relative_gap"].min()) > 0.01
+        assert torch.allclose(b["input"], a.info["relevance_sum"], atol=1e-4, rtol=1e-4)
+        head = model.head.bias.detach().double()[target]          # dF/d(head bias of the target) = 1
+        assert torch.allclose(b["by_parameter"]["head.bias"], head, atol=1e-6)
+        assert (b["softmax"].abs().max() > 1e-3) == (softmax == "attnlrp")
+    with pytest.raises(ValueError, match="budget=True"):
+        ak.explain(model, x, "attn_lrp", target=0, budget=True, layer="blocks.0")

@@ -86,6 +86,7 @@ class Capture:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.model, self.mode = model, mode
         self.records: list[tuple[str, torch.Tensor]] = []
+        self.logits: list[torch.Tensor] | None = None     # a list: the softmax inputs are kept too (budget.py)
         self._names = {id(m): n for n, m in model.named_modules()}
         self._undo: list = []
 
@@ -105,7 +106,10 @@ class Capture:
         scores = _bilinear(q * scale, k.transpose(-2, -1), uniform and self.mode != "constant")
         if bias is not None:
             scores = scores + bias
-        a = self.weights(module, torch.softmax(scores.float(), dim=-1).to(q.dtype))
+        z = scores.float()
+        if self.logits is not None:
+            self.logits.append(z)
+        a = self.weights(module, torch.softmax(z, dim=-1).to(q.dtype))
         return _bilinear(a, v, uniform)
 
     # ----------------------------------------------------------------- install / remove
