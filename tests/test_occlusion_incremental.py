@@ -145,3 +145,23 @@ def test_cost_model_picks_the_whole_network_when_cones_cover_the_map():
     assert choice["plan"] == "whole network" and "at least 20%" in choice["why"], choice
     big = ak.explain(vgg_style(), torch.randn(1, 3, 64, 64), "occlusion", window=4, stride=4, target=0)
     assert big.info["local_choice"]["plan"].startswith("incremental"), big.info["local_choice"]
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 5, 6), (1, 3, 4, 5)])
+def test_box_sums_equal_the_dense_mask_sums(shape):
+    """The difference-array window sums equal sum_w value_w * 1[box_w] computed with dense masks."""
+    g = torch.Generator().manual_seed(len(shape))
+    boxes = []
+    for _ in range(9):
+        box = []
+        for m in shape:
+            a = int(torch.randint(0, m, (1,), generator=g))
+            box.append((a, int(torch.randint(a + 1, m + 1, (1,), generator=g))))
+        boxes.append(box)
+    vals = torch.randn(2, 9, 3, generator=g, dtype=torch.float64)
+    mask = torch.zeros((9,) + shape, dtype=torch.float64)
+    for j, box in enumerate(boxes):
+        mask[(j,) + tuple(slice(a, b) for a, b in box)] = 1.0
+    acc, count = incremental.box_sums(vals, boxes, shape)
+    torch.testing.assert_close(acc, torch.einsum("nwk,wp->nkp", vals, mask.view(9, -1)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(count, mask.view(9, -1).sum(0), rtol=0, atol=0)

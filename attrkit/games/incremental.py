@@ -210,23 +210,30 @@ class IncrementalOcclusion:
     def _assemble(self, base, env, src, idx, start, size, pads=((0, 0), (0, 0)), fill=0.0) -> torch.Tensor:
         """``[B, size_h, size_w, C]``: ``src``'s values on boxes starting at ``start`` (coordinates of the map
         padded by ``pads`` with ``fill``): the recomputed box of ``src`` where it lies, the cached map elsewhere."""
-        full = base[src]
-        if any(p for pp in pads for p in pp):
-            full = F.pad(full.permute(2, 0, 1), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]),
-                         value=fill).permute(1, 2, 0)
+        key = (src, pads, fill)
+        if key not in base:       # the cached map, padded once per sample and consumer
+            full = base[src]
+            if any(p for pp in pads for p in pp):
+                full = F.pad(full.permute(2, 0, 1), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]),
+                             value=fill).permute(1, 2, 0).contiguous()
+            base[key] = full
+        full = base[key]
+        hp, wp, c = full.shape
         dev = full.device
         ys = start[:, :1] + torch.arange(size[0], device=dev)                   # [B, h]
         xs = start[:, 1:] + torch.arange(size[1], device=dev)                   # [B, w]
-        out = full[ys[:, :, None], xs[:, None, :]]                              # [B, h, w, C]
+        out = full.view(-1, c).index_select(0, (ys[:, :, None] * wp + xs[:, None, :]).view(-1))
         box = env[src]
         sst, ssz = self.geo[src]
         sst = sst[idx]
         iy = ys - (sst[:, :1] + pads[0][0])
         ix = xs - (sst[:, 1:] + pads[1][0])
-        inside = ((iy >= 0) & (iy < ssz[0]))[:, :, None] & ((ix >= 0) & (ix < ssz[1]))[:, None, :]
+        inside = (((iy >= 0) & (iy < ssz[0]))[:, :, None] & ((ix >= 0) & (ix < ssz[1]))[:, None, :]).view(-1)
         b = torch.arange(box.shape[0], device=dev)[:, None, None]
-        new = box[b, iy.clamp(0, ssz[0] - 1)[:, :, None], ix.clamp(0, ssz[1] - 1)[:, None, :]]
-        return torch.where(inside[..., None], new, out)
+        flat = ((b * ssz[0] + iy[:, :, None]) * ssz[1] + ix[:, None, :]).view(-1)
+        dst = inside.nonzero().flatten()
+        out.index_copy_(0, dst, box.reshape(-1, c).index_select(0, flat[dst]))
+        return out.view(len(idx), size[0], size[1], c)
 
     def _input(self, base, idx) -> torch.Tensor:
         """The occluded input on the input node's boxes ``[B, h, w, C]``."""
@@ -303,6 +310,30 @@ class IncrementalOcclusion:
             return torch.cat(outs), rows[s:e]
 
         return game._loop(forward, total, self.chunk)
+
+
+def box_sums(values: torch.Tensor, boxes: list, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_w values[:, w] * 1[box_w], sum_w 1[box_w])`` as ``[N, K, prod(shape)]`` and ``[prod(shape)]`` float64
+    for ``values`` ``[N, W, K]`` and boxes (extents per dim of ``shape``), by difference arrays: ``+-v`` at the
+    ``2^d`` corners of each box, then a cumulative sum along every dim (no ``[W, prod(shape)]`` mask)."""
+    n, w, k = values.shape
+    d = len(shape)
+    ext = tuple(m + 1 for m in shape)
+    lo = torch.tensor([[a for a, _ in b] for b in boxes], dtype=torch.long).view(w, d)
+    hi = torch.tensor([[e for _, e in b] for b in boxes], dtype=torch.long).view(w, d)
+    strides = torch.tensor([math.prod(ext[i + 1:]) for i in range(d)], dtype=torch.long)
+    vals = torch.cat([values.detach().cpu().to(torch.float64).permute(1, 0, 2).reshape(w, n * k),
+                      torch.ones(w, 1, dtype=torch.float64)], 1)
+    diff = torch.zeros(math.prod(ext), n * k + 1, dtype=torch.float64)
+    for corner in range(1 << d):
+        up = torch.tensor([(corner >> i) & 1 for i in range(d)], dtype=torch.bool)
+        flat = (torch.where(up, hi, lo) * strides).sum(1)
+        diff.index_add_(0, flat, vals if bin(corner).count("1") % 2 == 0 else -vals)
+    diff = diff.view(ext + (n * k + 1,))
+    for i in range(d):
+        diff = diff.cumsum(i)
+    out = diff[tuple(slice(0, m) for m in shape)].reshape(-1, n * k + 1)
+    return out[:, :-1].T.reshape(n, k, -1).contiguous(), out[:, -1].contiguous()
 
 
 def _whole_macs(problem, x) -> float:
