@@ -30,8 +30,9 @@ from .split import head_after
 
 ASSEMBLE_COST = 12       # multiply-add equivalents per element gathered into a step's input box (measured, 2 CPU cores)
 PASTE_COST = 4           # ... per element of the switch layer's full activation (clone + scatter)
+ELEM_COST = 4            # ... per element of a pointwise step, per element read by a pooling (memory-bound work)
 MIN_SAVING = 0.2         # use the incremental plan only when it saves this fraction of the whole network's work
-STEP_COST = 2e5          # ... per step and window: calls, index arithmetic (small boxes are not free)
+STEP_COST = 3e4          # ... per step and window: calls, index arithmetic (small boxes are not free)
 CHECK_WINDOWS = 3        # windows checked against the whole network before the values are used
 PLAN_ROWS = 8            # whole-network rows' worth of planning: the count, the cached run, the check (both ways)
 TARGET_BYTES = 96 << 20  # working memory of one call (boxes of every step for its windows)
@@ -50,7 +51,8 @@ class _Op:
     stride: tuple = (1, 1)
     pads: tuple = ((0, 0), (0, 0))    # (before, after) per dim, ceil-mode overhang included in after
     fill: float = 0.0
-    macs: float = 0.0             # multiply-adds per output element
+    macs: float = 0.0             # multiply-adds per output element (pooling: elements read)
+    conv: bool = False
 
 
 def _pair(v) -> tuple[int, int]:
@@ -119,12 +121,18 @@ def _ops(chain: Chain, shapes: dict) -> tuple[list[_Op], str]:
             if isinstance(got, str):
                 return ops, f"{got} ({n.target})"
             fn, ext, s, pads, fill, macs = got
-            ops.append(_Op(n, "spatial", st.sources, st.cut, fn, ext, s, pads, fill, macs))
+            ops.append(_Op(n, "spatial", st.sources, st.cut, fn, ext, s, pads, fill, macs,
+                           isinstance(st.module, nn.Conv2d)))
         elif not _position_free(chain.gm, n):
             return ops, f"{n.name} adds a constant that varies over positions"
         else:
             ops.append(_Op(n, "point" if len(st.sources) == 1 else "merge", st.sources, st.cut))
     return ops, ""
+
+
+def _per_elem(op: _Op) -> float:
+    """Multiply-add equivalents per output element of a step (convolutions: their multiply-adds)."""
+    return op.macs if op.conv else ELEM_COST * (op.macs if op.kind == "spatial" else 1.0)
 
 
 def _box(lo, hi, size):
@@ -394,14 +402,14 @@ def _search(game, mshape, boxes, force):
     if whole != whole:
         return "the whole network's multiply-adds could not be counted, so no plan can be shown cheaper"
     geo = _geometry(ops, shapes, boxes, chain.input)
-    point = sum(math.prod(shapes[op.node]) for op in ops if op.kind != "spatial")
-    whole_row = whole + point             # the counter misses pointwise work; the prefix counts it
+    point = sum(math.prod(shapes[op.node]) * _per_elem(op) for op in ops if not op.conv)
+    whole_row = whole + point             # the counter misses pointwise and pooling work; the prefix counts it
     best, prefix, inc, per_win = None, 0.0, 0.0, 0.0
     for k, op in enumerate(ops):
         c, hh, ww = shapes[op.node]
         size = geo[op.node][3]
-        prefix += math.prod(shapes[op.node]) * (op.macs if op.kind == "spatial" else 1.0)
-        inc += size[0] * size[1] * c * (op.macs if op.kind == "spatial" else 1.0) + STEP_COST
+        prefix += math.prod(shapes[op.node]) * _per_elem(op)
+        inc += size[0] * size[1] * c * _per_elem(op) + STEP_COST
         if op.kind != "point":
             for s in op.sources:
                 need = size if op.kind == "merge" else \
