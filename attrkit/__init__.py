@@ -21,12 +21,12 @@ _LAZY = {
     "plot": "attrkit.viz", "plot_grid": "attrkit.viz", "plot_curves": "attrkit.viz",
     "plot_cascade": "attrkit.viz", "plot_importance": "attrkit.viz", "plot_beeswarm": "attrkit.viz",
     "plot_waterfall": "attrkit.viz",
-    "report": "attrkit.report",
+    "report": "attrkit.html_report",
     "run": "attrkit.runs", "load_run": "attrkit.runs",
-    "summary": "attrkit.summary",
+    "summary": "attrkit.model_summary",
     "loss_landscape": "attrkit.landscape", "Landscape": "attrkit.landscape", "plot_landscape": "attrkit.viz",
 }
-_SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "reference", "viz", "games", "runs",
+_SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "lecture_numpy", "viz", "games", "runs",
                "propagation", "gradients")
 
 __all__ = ["explain", "Attribution", "methods", "global_importance", "Importance", "__version__",

@@ -155,7 +155,7 @@ def _run(out, fast: bool, seed: int, progress, log) -> dict:
     say(f"  loss landscapes in {time.perf_counter() - t0:.1f} s")
 
     # ------------------------------------------------------------------ report
-    from .report import report
+    from .html_report import report
     seconds = time.perf_counter() - start
     best = _best(rows)
     notes = _notes(S, fast, seconds, models_s) + notes

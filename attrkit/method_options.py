@@ -25,16 +25,19 @@ MEANINGS = {
     "beta": "beta of the alpha-beta rule",
     "canonize": "fold BatchNorm into the preceding layer before propagating (the relevance then follows the "
                 "network's function)",
-    "canonizers": "a list of canonizer objects replacing the default [MergeBatchNorm()] (docs/extending.md: the "
-                  "canonizer protocol); None: the default, or none with canonize=False",
-    "composite": "a named set of rules per layer type: epsilon_plus (default), epsilon_plus_flat, "
-                 "epsilon_plus_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat, epsilon_gamma_box",
+    "canonizers": "a list of canonizer objects (attrkit.propagation.Canonizer) replacing the default "
+                  "[MergeBatchNorm()]; None: the default, or none with canonize=False",
+    "composite": "the rules per layer: a name, epsilon_plus (default), epsilon_plus_flat, epsilon_plus_box, "
+                 "epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat, epsilon_gamma_box; an LRPComposite; or a dict "
+                 "{\"linear\" / \"conv\" / \"first\" / site kind / site name / module class: rule} "
+                 "(docs/extending.md)",
     "distance": "the distance in LIME's exponential kernel between a coalition and the full input: "
                 "\"cosine\" or \"euclidean\"",
     "epsilon": "stabiliser of the epsilon rule (larger: less noise, less conservation)",
     "feature_tolerance": "also refine until each sample's per-feature error estimate (relative L2) is below "
                          "this (needs the adaptive rule)",
-    "first": "rule for the first layer: \"flat\", \"wsquare\", \"zbox\" (with low/high) or any rule name",
+    "first": "rule for the first layer: \"flat\", \"wsquare\", \"zbox\" (with low/high), any rule name or a Rule "
+             "object",
     "gamma": "gamma of the gamma rule (weight of positive contributions)",
     "head_only": "evaluate coalitions through the part of the network after the layer only (None: when the "
                  "model can be split there)",
@@ -77,7 +80,7 @@ MEANINGS = {
                        "(info[\"budget\"], info[\"conservation_gap\"]; one more forward + backward per sample)",
     "ridge": "L2 penalty of LIME's weighted least squares (0: plain least squares)",
     "rule": "integrated_gradients: quadrature rule (gauss_legendre, riemann_left/right/middle, riemann_trapezoid, "
-            "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma)",
+            "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma, or a Rule object)",
     "softmax": "channel weights: softmax of the masked scores over channels (True) or each masked score minus the "
                "all-masked score (False, the paper's increase of confidence)",
     "spread": "how a player's value is painted on its pixels: \"share\" divides it by the player's size (the "

@@ -14,7 +14,7 @@ from torch import nn
 
 import attrkit as ak
 from attrkit.core.modules import count_hooks
-from attrkit.propagation import Epsilon, MergeBatchNorm
+from attrkit.propagation import Canonizer, Epsilon, Flat, LRPComposite, MergeBatchNorm, ZPlus, make_rule
 
 RULE_METHODS = ["guided_backprop", "deconvnet", "lrp", "deeplift", "deeplift_shap"]
 
@@ -318,6 +318,44 @@ def test_rule_objects_user_composites_and_canonizers():
         ak.explain(model, x, "lrp", composite="magic")
     with pytest.raises(TypeError, match="Rule object"):
         ak.explain(model, x, "lrp", composite={"conv": 3})
+
+
+def test_composite_objects_module_class_keys_and_rule_parameters_from_constructors():
+    model, x = randomise_bn(ResNet()), data()
+    ref = ak.explain(model, x, "lrp", rule=Epsilon(0.01), target=1)
+    obj = ak.explain(model, x, "lrp", composite=LRPComposite(Epsilon(0.01), Epsilon(0.01), name="mine"), target=1)
+    by_type = ak.explain(model, x, "lrp", composite={"linear": Epsilon(0.01), nn.Conv2d: Epsilon(0.01)}, target=1)
+    assert torch.equal(obj.values, ref.values) and torch.equal(by_type.values, ref.values)
+    assert (ref.info["composite"], obj.info["composite"], by_type.info["composite"]) == (None, "mine", "user")
+    named = ak.explain(model, x, "lrp", composite="epsilon_plus_flat", target=1)
+    spelled = ak.explain(model, x, "lrp", composite=LRPComposite(Epsilon(1e-6), ZPlus(), Flat()), target=1)
+    assert torch.equal(named.values, spelled.values) and named.info["rules"] == spelled.info["rules"]
+    assert spelled.info["rules"]["conv1"].startswith("flat")
+    # a rule takes the parameters its constructor has; the others are ignored
+    assert repr(make_rule("gamma", gamma=0.5, epsilon=0.1, low=0.0)) == "gamma(gamma=0.5, stabilizer=1e-06)"
+    assert repr(make_rule("zero", epsilon=0.1)) == "epsilon(epsilon=0.0)"
+    with pytest.raises(TypeError, match="mapping"):
+        LRPComposite(rules=3)
+
+
+def test_a_graph_only_canonizer_is_refused_on_an_untraceable_model():
+    class Shift(Canonizer):                      # the protocol's default attach() refuses module hooks
+        def canonize(self, binding):
+            pass
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > -1e9 else x     # data-dependent: torch.fx cannot trace this
+
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    model = Branchy().eval()
+    with pytest.raises(ValueError, match="Shift works on the traced graph only"):
+        ak.explain(model, x, "lrp", canonizers=[Shift()], target=0)
+    assert count_hooks(model) == 0
 
 
 # ------------------------------------------------------------------------------------ traps (issue 14 d, e, g)

@@ -12,6 +12,7 @@ from ..core.problem import Problem, Result
 from ..core.tokens import value_dtype
 from ..registry import register
 from .common import check_spread, finish, make_game, pad
+from .incremental import plan_occlusion
 
 WINDOW_BLOCK = 4096
 
@@ -104,7 +105,7 @@ def _geometry(full: tuple, window, stride) -> tuple:
           summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
           reference="Zeiler & Fergus 2014")
 def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
-              head_only: bool | None = None) -> Result:
+              head_only: bool | None = None, local: bool | None = None) -> Result:
     """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
     non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
 
@@ -112,6 +113,8 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
     A window over all channels credits its drop to every channel, so ``heatmap()`` takes the channel mean
     (``info["channels"] == "same"``): the map shows each window's drop once, not ``C`` times.
+    ``local``: recompute only each window's receptive-field cone on CNNs (:mod:`attrkit.games.incremental`;
+    None decides by cost, False never, True insists); ``info["local_choice"]`` says which ran and why.
     """
     game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
     base = game.base
@@ -128,24 +131,33 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     v_full = game.full(rows_all)
     dev = base.device
     full = tuple(base.shape[1:])
+    if layout is None:
+        incremental, choice = plan_occlusion(game, segments[0][2], segments[0][5], local)
+    else:
+        incremental, choice = None, {"plan": "whole network", "why": "the model takes several inputs"}
+        if local:
+            raise ValueError("local=True: occlusion cannot be computed incrementally for several inputs; use local=None")
     drops, parts = [], []
     for offset, shape, mshape, window, stride, boxes in segments:
         acc = torch.zeros(n, K, math.prod(mshape), dtype=torch.float64)
         count = torch.zeros(math.prod(mshape), dtype=torch.float64)
+        inc = incremental.values().view(n, len(boxes), K) if incremental is not None else None
         for s0 in range(0, len(boxes), WINDOW_BLOCK):
             block = boxes[s0:s0 + WINDOW_BLOCK]
             occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
             for j, box in enumerate(block):
                 occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
             w = len(block)
-            if layout is None:
+            if inc is not None:
+                v = inc[:, s0:s0 + w]
+            elif layout is None:
                 keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
             else:
                 keep = torch.ones(w, layout.width, dtype=torch.bool)
                 keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
                 keep = keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
-            rows = rows_all.repeat_interleave(w)
-            v = game.evaluate_masks(keep.to(dev), rows).view(n, w, K)
+            if inc is None:
+                v = game.evaluate_masks(keep.to(dev), rows_all.repeat_interleave(w)).view(n, w, K)
             drop = v_full.unsqueeze(1) - v                                # [n, w, K]
             of = occ.reshape(w, -1).to(torch.float64)
             acc += torch.einsum("nwk,wp->nkp", drop, of)
@@ -164,7 +176,7 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     info = {"window_values": drop[torch.arange(n), :, col], "n_windows": sum(len(sg[5]) for sg in segments),
             "window": tuple(window),
             "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
-            "masker": game.masker.name}
+            "masker": game.masker.name, "local_choice": choice}
     if layout is None and len(full) >= 3 and segments[0][2][0] == 1 and full[0] > 1:
         info["channels"] = "same"     # the window spans all channels: heatmap() shows its drop once, not C times
     if game.all_classes:

@@ -30,7 +30,6 @@ from .localisation import localisation, mask_auc, pointing_game, relevance_mass,
 from .sanity import (RandomisationResult, cascading_randomisation, independent_randomisation, model_randomisation,
                      parametrised_layers, randomise_layer)
 from .specificity import class_specificity, pair_masks
-from ._cli import add_parser, cli_main
 from ..core.call import several_inputs as _several_inputs
 
 # several inputs (tuple/dict x), constant forward arguments and structured outputs for every (model, x, ...) metric
@@ -51,5 +50,4 @@ __all__ = [
     "randomise_layer",
     "pointing_game", "relevance_mass", "relevance_rank", "mask_auc", "localisation",
     "class_specificity", "pair_masks",
-    "add_parser", "cli_main",
 ]

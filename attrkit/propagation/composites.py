@@ -127,7 +127,7 @@ class _Hooked:
     """What an untraceable model offers rules: its leaf modules in call order, as sites."""
 
     def __init__(self, trace: Trace):
-        self.trace = trace
+        self.trace, self.calls = trace, trace.calls
         self.order = [Site(n, module_kind(m) or "", module=m) for n, m in trace.order]
 
     def first(self, kinds):
@@ -141,8 +141,9 @@ class Composite:
     """Rules attached for one block: ``with Composite(model, assign, ...) as ctx: ...``.
 
     assign(binding) -> {site: Rule}: chooses a rule per call site (``binding.order``: sites in execution order,
-    each with ``kind``, ``module``, ``name``; ``binding.first(kinds)``). canonizers: see ``docs/extending.md``
-    (``canonize(binding)`` on the graph; ``attach(model)``/``params``/``verify(trace)`` for the hook fallback).
+    each with ``kind``, ``module``, ``name``; ``binding.first(kinds)``). canonizers: objects of the
+    :class:`~attrkit.propagation.canonizers.Canonizer` protocol (``canonize(binding)`` on the graph,
+    ``attach(model, binding)`` on the hook fallback, ``merged`` / ``unmerged`` names read by :meth:`canonized`).
     needs: kinds (e.g. "relu") the rules need to see; on the hook fallback their functional calls are refused.
     unique: module types that may be called only once per forward pass on the hook fallback. layer: a module to
     keep whole in the graph (the explained layer). ``ctx.rows`` / ``ctx.n`` tell rules which samples the current
@@ -166,7 +167,6 @@ class Composite:
         self._handles: list = []
         self._inplace: list = []
         self._model_input = None
-        self._merged: dict = {}
 
     # ------------------------------------------------------------------ what rules ask
     def params(self, site) -> tuple:
@@ -177,8 +177,6 @@ class Composite:
             w = module.weight.detach()
             b = module.bias.detach() if module.bias is not None else torch.zeros_like(scale)
             return w * scale.view((-1,) + (1,) * (w.dim() - 1)), b * scale + shift
-        if module in self._merged:
-            return self._merged[module]
         bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
         return module.weight.detach(), bias
 
@@ -190,7 +188,19 @@ class Composite:
                              "layer, or choose another first-layer rule")
 
     def names(self) -> dict:
+        """``{site name: repr(rule)}`` of the rules bound in this block."""
         return {s.name: repr(r) for s, r in self.rules.items()}
+
+    def canonized(self) -> tuple[list, list]:
+        """``(merged, unmerged)``: what the canonizers folded ("batchnorm -> layer") and the BatchNorms they left."""
+        return ([m for c in self.canonizers for m in getattr(c, "merged", ())],
+                [u for c in self.canonizers for u in getattr(c, "unmerged", ())])
+
+    @property
+    def returns_relevance(self) -> bool:
+        """True when a bound rule returns relevance itself as the gradient (input-layer rules: flat, w^2, z-box),
+        so the attribution at the input is the gradient, not input x gradient."""
+        return any(getattr(r, "returns_relevance", False) for r in self.rules.values())
 
     def view(self, problem: Problem) -> Problem:
         """``problem`` with the model replaced by the graph runner (unchanged on the hook fallback)."""
@@ -248,21 +258,18 @@ class Composite:
         self._sites = list(binding.order)
 
     def _attach_hooks(self, inner) -> None:
+        from ..core.adapter import rows_of
+        with rows_of(self.model, torch.arange(self.example.shape[0])):
+            trace = trace_forward(self.model, self.example)
+        self._check(trace)
+        hooked = _Hooked(trace)
         for can in self.canonizers:
             if not hasattr(can, "attach"):
                 raise ValueError(f"canonizer {type(can).__name__} works on the traced graph, and torch.fx cannot "
                                  f"trace this model ({self._untraceable}); make the model traceable or leave the "
                                  "canonizer out")
-            self._handles += can.attach(inner)
-            self._merged.update(can.params)
+            self._handles += can.attach(inner, hooked)
         self._handles.append(inner.register_forward_pre_hook(self._remember_input))
-        from ..core.adapter import rows_of
-        with rows_of(self.model, torch.arange(self.example.shape[0])):
-            trace = trace_forward(self.model, self.example)
-        self._check(trace)
-        for can in self.canonizers:
-            can.verify(trace)
-        hooked = _Hooked(trace)
         self.trace = hooked
         self.rules = {s: r for s, r in dict(self.assign(hooked)).items() if r is not None}
         for site, rule in self.rules.items():
@@ -278,11 +285,9 @@ class Composite:
             self._handles.pop().remove()
         while self._inplace:
             self._inplace.pop().inplace = True
-        for can in self.canonizers:
-            getattr(can, "params", {}).clear()
         for s in getattr(self, "_sites", []):
             s.rule = None
-        self._merged, self._model_input, self.rows, self.runner = {}, None, None, None
+        self._model_input, self.rows, self.runner = None, None, None
 
     def _remember_input(self, module, args):
         self._model_input = args[0] if args else None

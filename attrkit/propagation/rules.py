@@ -16,12 +16,14 @@ Springenberg et al. 2015 (Guided Backpropagation).
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Rule", "surrogate", "stabilize", "GuidedReLU", "DeconvReLU", "Epsilon", "ZPlus", "AlphaBeta",
-           "Gamma", "Flat", "WSquare", "ZBox", "Pass", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
+           "Gamma", "Flat", "WSquare", "ZBox", "Zero", "Pass", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
            "INPUT_RULES"]
 
 
@@ -306,17 +308,23 @@ class ZBox(_InputRule):
         return g * (z / stabilize(zb, self.stabilizer)).detach()
 
 
-LRP_RULES = {"epsilon": Epsilon, "zero": lambda **k: Epsilon(0.0), "zplus": ZPlus, "alpha_beta": AlphaBeta,
-             "gamma": Gamma, "flat": Flat, "wsquare": WSquare, "zbox": ZBox}
+class Zero(Epsilon):
+    """LRP-0: ``R_i = a_i sum_j w_ij R_j / z_j`` (the epsilon rule with eps = 0)."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+
+LRP_RULES = {"epsilon": Epsilon, "zero": Zero, "zplus": ZPlus, "alpha_beta": AlphaBeta, "gamma": Gamma, "flat": Flat,
+             "wsquare": WSquare, "zbox": ZBox}
 INPUT_RULES = ("flat", "wsquare", "zbox")
-_PARAMS = {"epsilon": ("epsilon",), "zero": (), "zplus": ("stabilizer",), "alpha_beta": ("alpha", "beta", "stabilizer"),
-           "gamma": ("gamma", "stabilizer"), "flat": ("stabilizer",), "wsquare": ("stabilizer",),
-           "zbox": ("low", "high", "stabilizer")}
 
 
 def make_rule(name: str, **params) -> Rule:
-    """Build an LRP rule by name from the parameters it uses (others are ignored)."""
+    """Build an LRP rule by name from the parameters its constructor takes (others, and None values, are ignored):
+    ``make_rule("gamma", gamma=0.5, epsilon=0.1)`` is ``Gamma(gamma=0.5)``."""
     if not isinstance(name, str) or name not in LRP_RULES:
         raise ValueError(f"unknown LRP rule {name!r}; choose from {', '.join(LRP_RULES)}")
-    kw = {k: params[k] for k in _PARAMS[name] if params.get(k) is not None}
-    return LRP_RULES[name](**kw)
+    cls = LRP_RULES[name]
+    takes = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in params.items() if k in takes and v is not None})

@@ -30,6 +30,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..core.json_values import jsonable  # noqa: F401  (run records; kept importable from here)
+
 FORMAT = "attrkit.run/1"
 _SHARD_RE = re.compile(r"^(\d+)\.json$")
 
@@ -71,25 +73,6 @@ def write_shard(out, k: int, values: np.ndarray, record: dict, errors: list[dict
     elif err_path.exists():
         err_path.unlink()
     write_json(d / f"{name}.json", record)
-
-
-def jsonable(v):
-    """Tensors/arrays to (nested) lists, NumPy scalars to Python numbers; other objects to strings."""
-    if isinstance(v, torch.Tensor):
-        v = v.detach().cpu().numpy()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 # ----------------------------------------------------------------------------------------- configuration
