@@ -32,7 +32,7 @@ OWN_JSON = {"landscape"}
 # subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
 # parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
 # result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
-EXTRA = ("attrkit.runs.cli", "attrkit.cli_evaluate")
+EXTRA = ("attrkit.cli_run", "attrkit.cli_evaluate")
 
 
 class CLIError(Exception):

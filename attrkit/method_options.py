@@ -47,6 +47,8 @@ MEANINGS = {
                     "sqrt(players) for the Euclidean one)",
     "local": "image games on CNNs: run the convolutional prefix once per local pattern of players (exact; "
              "None decides by cost, False never, True insists)",
+    "occlusion.local": "CNNs: recompute only each window's receptive-field cone, layer by layer, then the rest "
+                       "whole (Krypton; exact; None decides by cost, False never, True insists)",
     "low": "lower input bound for the zbox first-layer rule (default: each sample's minimum)",
     "masker": _MASK,
     "max_players": "refuse above this many players (exact Shapley costs 2^players evaluations per sample)",
