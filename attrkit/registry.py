@@ -62,6 +62,10 @@ class MethodSpec:
     option_types: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.layer not in ("optional", "required", "never"):
+            raise ValueError(f"method {self.name!r}: layer must be 'optional', 'required' or 'never', got {self.layer!r}")
+        if self.default_layer is not None and self.layer == "never":
+            raise ValueError(f"method {self.name!r} never works at a layer, so it cannot have a default_layer")
         if not self.options and not self.extra_options:       # read the signature once, here
             from .method_options import signature_options
             options, types, extra = signature_options(self.fn)
