@@ -114,12 +114,11 @@ def _reference_option(method, options: dict) -> str | None:
     """The option through which ``method`` takes its reference (``baseline`` or ``masker``), if any."""
     if isinstance(method, str):
         from ..registry import get
-        params = inspect.signature(get(method).fn).parameters
-    else:
-        try:
-            params = inspect.signature(method).parameters
-        except (TypeError, ValueError):
-            return None
+        return get(method).reference_option or None
+    try:                                   # a plain callable: read its signature
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return None
     for name in ("baseline", "masker"):
         if name in params:
             return name
