@@ -17,12 +17,14 @@ def test_library_modules_do_not_import_the_command_line():
 
 
 def test_metric_registry_refuses_bad_names_and_unknown_metrics():
-    from attrkit.experiments import METRICS, evaluate_methods, register_metric
+    from attrkit.experiments import METRICS, evaluate_methods, register_metric, unregister_metric
     assert list(METRICS)[:3] == ["deletion", "insertion", "morf_lerf"] and "sanity" in METRICS
     with pytest.raises(ValueError, match="already registered"):
         register_metric("deletion")
     with pytest.raises(ValueError, match="identifier"):
         register_metric("top 5%")
+    with pytest.raises(ValueError, match="not registered"):
+        unregister_metric("no_such_metric")
     model = torch.nn.Linear(3, 2)
     data = SimpleNamespace(x=torch.rand(2, 3), masks=None)
     with pytest.raises(ValueError, match="unknown metric"):

@@ -17,14 +17,14 @@ DataFrame with ``as_frame=True``) that can ``save(csv_path, figure_path)``. ``py
 text_rationale vit_specificity --out docs/`` replaces their sections at its end.
 
 :func:`evaluate_methods` scores methods with the metrics of :data:`METRICS` (``attrkit evaluate``);
-:func:`register_metric` adds one.
+:func:`register_metric` adds one (:func:`unregister_metric` removes it).
 
 Modules: :mod:`.table` (the result), :mod:`.common` (models, held-out data, layers), :mod:`.presets` (methods
 and their settings), one module per experiment, :mod:`.evaluate` (the metric registry), :mod:`.results`
 (``results.md``), ``__main__`` (the command).
 """
 from .common import ZOO_DATA, held_out, last_conv_layer, load_model_and_data
-from .evaluate import METRICS, Metric, Scoring, evaluate_methods, register_metric
+from .evaluate import METRICS, Metric, Scoring, evaluate_methods, register_metric, unregister_metric
 from .faithfulness import FAITHFULNESS_METHODS, faithfulness_table
 from .layer_shapley import layer_shapley_timing
 from .presets import GRID_CELLS, PRESETS, SAMPLED_BUDGET, THESIS_METHODS, available_methods, method_options
@@ -41,4 +41,5 @@ __all__ = ["Table", "EXPERIMENTS", "THESIS_METHODS", "PRESETS", "SAMPLED_BUDGET"
            "class_specificity_table", "SANITY_METHODS", "sanity_table", "sanity_summary", "layer_shapley_timing",
            "FAITHFULNESS_METHODS", "faithfulness_table", "reference_choice_table", "text_rationale_table",
            "token_scores", "vit_specificity_table", "vit_sanity_table", "METRICS", "Metric", "Scoring",
-           "register_metric", "evaluate_methods", "QUICK", "FUNCTIONS", "run_all", "results_markdown"]
+           "register_metric", "unregister_metric", "evaluate_methods", "QUICK", "FUNCTIONS", "run_all",
+           "results_markdown"]

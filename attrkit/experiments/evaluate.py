@@ -58,6 +58,13 @@ def register_metric(name: str, *, needs_masks: bool = False):
     return add
 
 
+def unregister_metric(name: str) -> Metric:
+    """Remove metric ``name`` from the registry and return it (for examples and tests that add throwaway ones)."""
+    if name not in METRICS:
+        raise ValueError(f"metric {name!r} is not registered")
+    return METRICS.pop(name)
+
+
 def _metrics():
     from .. import metrics
     return metrics
