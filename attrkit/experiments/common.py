@@ -39,6 +39,8 @@ def load_model_and_data(model: str = "shapes_cnn", data: str | None = None, *, n
 
 
 def held_out(data: str, n: int, seed: int, model=None, zoo_name: str | None = None):
+    """``n`` samples the model never trained on: generated shapes with seed ``10000 + seed`` (at the model's
+    input size), the zoo model's test split, or a seeded pick from a built-in data set."""
     from .. import data as D
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -75,10 +77,12 @@ def last_conv_layer(model) -> str:
 
 
 def levels(model) -> list[tuple[str, str | None]]:
+    """``(level, layer)`` pairs of the experiments: the input pixels and the last conv layer."""
     return [("pixel", None), ("layer", last_conv_layer(model))]
 
 
 def explain_pair(model, x, method, targets, layer, opts, batch_size, progress):
+    """One attribution per target (class A, class B) with the same settings."""
     from ..api import explain
     kw = dict(opts)
     if layer is not None:
@@ -88,6 +92,7 @@ def explain_pair(model, x, method, targets, layer, opts, batch_size, progress):
 
 
 def random_attr(x, seed):
+    """A uniform random map shaped like ``x``: the chance row of every table."""
     from ..attribution import Attribution
     g = torch.Generator().manual_seed(int(seed))
     return Attribution(values=torch.rand(x.shape, generator=g).to(x), method="random", inputs=x)

@@ -71,5 +71,5 @@ def faithfulness_table(n: int = 16, models: Sequence[str] = ("shapes_cnn", "digi
                 "output": "softmax probability of the predicted class",
                 "units": "pixels (all channels), or the layer map upsampled", "seed": seed}
     return finish_table(rows, "faithfulness", "Faithfulness: deletion / insertion AUC per method", settings, start,
-                         notes, as_frame, plot=lambda t: bar_plot(t, ["deletion_blur", "insertion_blur", "abpc_blur",
-                                                                        "abpc_zeros"]))
+                        notes, as_frame, plot=lambda t: bar_plot(t, ["deletion_blur", "insertion_blur", "abpc_blur",
+                                                                       "abpc_zeros"]))

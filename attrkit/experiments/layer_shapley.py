@@ -72,8 +72,8 @@ def layer_shapley_timing(n: int = 4, model: str = "shapes_cnn", *, method: str =
     settings = {"model": model, "images": n, "method": method, "n_samples": n_samples, "layer": layer,
                 "layer_cells": "x".join(map(str, cells)), "superpixels": superpixels, "seed": seed}
     return finish_table(rows, "layer_shapley", f"Shapley values at the last conv layer vs pixel level (Figure 3.2, "
-                         f"{method}, {n_samples} samples)", settings, start, notes, as_frame,
-                         plot=_layer_shapley_plot)
+                        f"{method}, {n_samples} samples)", settings, start, notes, as_frame,
+                        plot=_layer_shapley_plot)
 
 
 def _layer_shapley_plot(t):

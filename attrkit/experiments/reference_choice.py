@@ -55,6 +55,6 @@ def reference_choice_table(n: int = 16, model: str = "shapes_cnn", *, baselines=
                 "blur": "Gaussian, sigma = size/10", "noise": "uniform in each image's range (seeded)",
                 "mean": "per-image channel mean"}
     return finish_table(rows, "reference_choice", "Integrated Gradients: choice of the reference", settings,
-                         start, [], as_frame,
-                         plot=lambda t: bar_plot(t, ["deletion_own", "deletion_zeros", "insertion_blur",
-                                                      "relevance_mass"]))
+                        start, [], as_frame,
+                        plot=lambda t: bar_plot(t, ["deletion_own", "deletion_zeros", "insertion_blur",
+                                                     "relevance_mass"]))

@@ -45,7 +45,7 @@ def sanity_table(n: int = 8, model: str = "shapes_cnn", methods=None, *, mode: s
     settings = {"model": model, "images": n, "mode": mode, "seed": seed, "layer": last_conv_layer(net),
                 "randomised": "reset_parameters() per layer, top layer first"}
     return finish_table(rows, "sanity", f"Sanity check (Figures 3.3/3.4): {mode} randomisation", settings, start,
-                         notes, as_frame, plot=_sanity_plot)
+                        notes, as_frame, plot=_sanity_plot)
 
 
 def _sanity_plot(table: Table):

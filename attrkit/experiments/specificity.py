@@ -57,8 +57,8 @@ def class_specificity_table(n: int = 16, model: str = "shapes_cnn", methods=None
                 "layer": last_conv_layer(net), "A": "the present class with the higher logit",
                 "top1_is_A": round(top1, 3), "top2_are_A_and_B": round(both, 3)}
     return finish_table(rows, "class_specificity", "Class specificity (Figure 3.1): pixel level vs last conv layer",
-                         settings, start, notes, as_frame,
-                         plot=lambda t: bar_plot(t, ["pointing_a", "pointing_b", "mass_a", "mass_b"]))
+                        settings, start, notes, as_frame,
+                        plot=lambda t: bar_plot(t, ["pointing_a", "pointing_b", "mass_a", "mass_b"]))
 
 
 def cs_row(method, level, layer, r, seconds):
