@@ -106,7 +106,7 @@ class Capture:
         scores = _bilinear(q * scale, k.transpose(-2, -1), uniform and self.mode != "constant")
         if bias is not None:
             scores = scores + bias
-        z = scores.float()
+        z = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
         if self.logits is not None:
             self.logits.append(z)
         a = self.weights(module, torch.softmax(z, dim=-1).to(q.dtype))
