@@ -2,9 +2,9 @@
 
 A composite (:class:`~attrkit.propagation.lrp_composites.LRPComposite`) assigns one rule per call site (``rule=`` for
 every Linear/Conv layer, or a ``composite=`` as in Zennit: epsilon for dense layers, z+ / alpha-beta / gamma for
-convolutions, flat / w^2 / z-box for the first layer).
-Relevance is ``R = a * s`` where ``s`` is the modified gradient (see :mod:`attrkit.propagation.rules`);
-ReLU, pooling, flatten and additions need no rule. BatchNorm is folded into the layer before it
+convolutions, flat / w^2 / z-box for the first layer). Relevance is ``R = a * s`` where ``s`` is the modified
+gradient (see :mod:`attrkit.propagation.rules`), from one forward and one backward pass per chunk (the activation
+``a`` at ``layer`` comes from that pass); ReLU, pooling, flatten and additions need no rule. BatchNorm is folded into the layer before it
 (:class:`~attrkit.propagation.canonizers.MergeBatchNorm`); other elementwise activations and unmerged BatchNorm
 pass relevance unchanged. The relevance at the output is the target score, so for conservative rules and a
 network without biases ``sum R = f(x)``; the gap is reported.
