@@ -4,7 +4,8 @@ The shape follows Zennit (a composite maps what it finds to rules; everything is
 block raised), but rules are bound to *call sites* of the traced graph (:mod:`attrkit.propagation.graph`): each
 call of a reused module and each functional activation (``F.relu``, ``x.relu()``, ``torch.sigmoid``, ``F.gelu``,
 ``F.silu``, ``F.hardswish`` ...) gets its own rule, and :func:`modified_gradient` runs the gradient engine on a
-:class:`~attrkit.propagation.graph.GraphRunner` of the model. Where torch.fx cannot trace the model, rules fall
+:class:`~attrkit.propagation.graph.GraphRunner` of the model (:func:`run_rules`: inside the block, with a summary of
+what was bound). Where torch.fx cannot trace the model, rules fall
 back to forward hooks on modules; then a functional call or a second call of a rule-carrying module is refused
 with the untraceable operation named. ``nn.DataParallel`` / ``DistributedDataParallel`` are unwrapped (warning).
 """
