@@ -434,7 +434,10 @@ def _search(game, mshape, boxes, force):
         return None, rec
     c, hh, ww = shapes[ops[k].node]
     per_row = 4 * (8 * per_win + 4 * c * hh * ww)
-    chunk = int(max(1, min(len(boxes), max(game.chunk, TARGET_BYTES // per_row))))
+    problem = game.problem
+    budget = TARGET_BYTES if problem.max_memory is None else min(TARGET_BYTES, int(problem.max_memory))
+    chunk = game.chunk if problem.batch_size is not None else max(game.chunk, budget // per_row)   # windows per call
+    chunk = int(max(1, min(len(boxes), chunk)))
     plan = IncrementalOcclusion(game, chain, ops, k, geo, shapes, boxes, mshape[0] > 1, chunk)
     check = _check(game, plan, mshape, boxes)
     if check:
