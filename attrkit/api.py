@@ -61,9 +61,13 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
     start = time.perf_counter()
     with eval_mode(model):
+        # a method whose own forward pass can be explain's (spec.fn.shared_pass): prepare runs under it, once
+        shared = getattr(spec.fn, "shared_pass", None)
+        shared = shared(model, x, layer, forward_args, forward_kwargs, batch_size, max_memory, options) \
+            if shared is not None and noise is None else None
         with first_call(model, x):          # torch errors of the first call: the shapes given, the failing layer
             try:
-                with torch.no_grad():
+                with shared if shared is not None else torch.no_grad():
                     prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
             except RuntimeError as e:
                 raise tokens.forward_error(e, x) from e
@@ -79,7 +83,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
         problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
                           layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
-                          progress=progress, layout=layout)
+                          progress=progress, layout=layout, shared=shared)
         with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)

@@ -36,6 +36,7 @@ class Problem:
     seed: int | None = None
     progress: bool | None = None
     layout: Layout | None = None     # several inputs packed into ``inputs`` [N, D] (see core.inputs)
+    shared: Any = None               # the method's own pass that computed ``outputs`` (a spec's ``shared_pass``)
     _chunk: dict = field(default_factory=dict, repr=False)
 
     @property
