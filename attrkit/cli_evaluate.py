@@ -140,8 +140,8 @@ def _model_and_data(args, progress):
                                 "image files, a CSV file or a .npz")
         return model, _held_out(data[0], args.n, args.seed, model), args.model
     if len(paths) == 1 and paths[0].is_dir():
-        from .runs.sources import IMAGE_SUFFIXES
-        paths = sorted(p for p in paths[0].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        from .readers import image_files
+        paths = [paths[0] / rel for rel in image_files(paths[0])]
         if not paths:
             raise io.InputError(f"no PNG or JPEG images under {data[0]}")
         paths = paths[:args.n]

@@ -231,35 +231,9 @@ def method_options(spec, x: torch.Tensor, level: str, S: Settings, n_players: in
     there (CAMs need a layer; exact Shapley needs few players). Sampled coalition methods get a budget of
     model evaluations proportional to the number of players (``n_players``: grid cells at the pixels, the
     layer's cells, the table's columns)."""
-    if level == "pixel" and spec.layer == "required":
-        return None
-    if level == "layer" and spec.layer == "never":
-        return None
-    if level == "table" and spec.layer == "required":
-        return None
-    if spec.family == "attention":              # attention methods need a transformer; the demo's nets have none
-        return None
-    params = inspect.signature(spec.fn).parameters
-    opts: dict = {}
-    if "steps" in params and spec.name == "integrated_gradients":
-        opts["steps"] = S.steps
-    if spec.family == "gradient" and spec.sampled and "n_samples" in params:
-        opts["n_samples"] = S.noise_samples
-    if "players" in params:
-        if spec.exact:
-            if (n_players or 0) > MAX_EXACT_PLAYERS and level != "pixel":
-                return None                     # 2^players coalitions: too many
-            if level == "pixel":
-                from .games.players import grid
-                opts["players"] = grid(x, cells=3)
-        elif level == "pixel":
-            from .games.players import grid
-            opts["players"] = grid(x, cells=S.grid_cells)
-    if spec.family == "game" and spec.sampled and "n_samples" in params:
-        players = S.grid_cells ** 2 if level == "pixel" else (n_players or 64)
-        per = S.game_per_player * (2 if spec.name == "shapley_sampling" else 1)
-        opts["n_samples"] = max(64, per * players)
-    return opts
+    return spec.quick_options(x, level, n_players=n_players, steps=S.steps, noise_samples=S.noise_samples,
+                              grid_cells=S.grid_cells, max_exact_players=MAX_EXACT_PLAYERS,
+                              per_player=S.game_per_player, skip_families=("attention",))   # the demo's nets have no attention
 
 
 def layer_cells(model, x: torch.Tensor, layer: str) -> int:

@@ -262,24 +262,8 @@ def method_options(name: str, x: torch.Tensor, level: str, seed: int = 0) -> dic
     there. Coalition methods get an 8x8 grid of players at pixel level (the layer's cells at a layer) and a
     budget of :data:`SAMPLED_BUDGET` samples."""
     from .registry import get
-    spec = get(name)
-    if level == "pixel" and spec.layer == "required":
-        return None
-    if level == "layer" and spec.layer == "never":
-        return None
-    params = inspect.signature(spec.fn).parameters
-    opts = dict(PRESETS.get(name, {}))
-    if "players" in params and level == "pixel" and x.dim() == 4:
-        from .games.players import grid
-        cells = 3 if spec.exact else GRID_CELLS          # exact Shapley: 2^9 coalitions
-        opts["players"] = grid(x, cells=cells)
-    if spec.exact and level == "layer" and "players" in params:
-        return None                                    # 2^(cells) coalitions at a layer: too many
-    if spec.sampled and "n_samples" in params and "n_samples" not in opts:
-        opts["n_samples"] = SAMPLED_BUDGET
-    if spec.sampled:
-        opts["seed"] = seed
-    return opts
+    return get(name).quick_options(x, level, presets=PRESETS, grid_cells=GRID_CELLS, budget=SAMPLED_BUDGET,
+                                   seed=seed)
 
 
 def _levels(model) -> list[tuple[str, str | None]]:

@@ -137,8 +137,8 @@ class Canonizer:
     - ``merged`` / ``unmerged``: names filled by either call, reported as ``info["canonized"]`` and
       ``info["batchnorm_layers"]``.
     """
-    merged: list = []
-    unmerged: list = []
+    merged: tuple | list = ()
+    unmerged: tuple | list = ()
 
     def canonize(self, binding) -> None:  # pragma: no cover - interface
         raise NotImplementedError

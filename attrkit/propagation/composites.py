@@ -164,6 +164,7 @@ class Composite:
         self.runner = None
         self.rows: torch.Tensor | None = None
         self.n = int(example.shape[0])
+        self.probe_rows = 0          # rows of the observed forward pass the hook fallback runs (graph: none)
         self._handles: list = []
         self._inplace: list = []
         self._model_input = None
@@ -261,6 +262,7 @@ class Composite:
         from ..core.adapter import rows_of
         with rows_of(self.model, torch.arange(self.example.shape[0])):
             trace = trace_forward(self.model, self.example)
+        self.probe_rows = int(self.example.shape[0])
         self._check(trace)
         hooked = _Hooked(trace)
         for can in self.canonizers:
@@ -321,16 +323,16 @@ class Composite:
 
 
 def modified_gradient(problem: Problem, composite: Composite, before: Callable | None = None,
-                      desc: str = "modified gradient") -> tuple[torch.Tensor, int]:
-    """The gradient of the target at the input (or at ``problem.layer``) with the composite's rules active.
+                      desc: str = "modified gradient", activations: list | None = None) -> tuple[torch.Tensor, int]:
+    """The gradient of the target at the input (or at ``problem.layer``) with the composite's rules active, from
+    one forward and one backward pass per chunk.
 
-    ``before(rows)`` runs before each chunk's forward pass (e.g. DeepLIFT's reference pass). Must be called
-    inside ``with composite``. Returns ``(gradient, n_evals)``.
+    ``before(rows)`` runs before each chunk's forward pass (e.g. DeepLIFT's reference pass). ``activations``: a
+    list that receives the layer's activation of each chunk, taken from the same pass (``problem.layer`` only).
+    Must be called inside ``with composite``. Returns ``(gradient, n_evals)``.
     """
     problem = composite.view(problem)
     x = problem.inputs
-    at_layer = problem.layer is not None
-    shape = tuple(problem.activation(x[:1]).shape[1:]) if at_layer else tuple(x.shape[1:])
     ones = torch.ones(1, dtype=torch.float64)
 
     def plan(rows, ks):
@@ -339,6 +341,5 @@ def modified_gradient(problem: Problem, composite: Composite, before: Callable |
             before(rows)
         return x[rows], ones.expand(len(rows)), None
 
-    grad, n = gradient_sum(problem, torch.arange(problem.n), 1, plan, shape,
-                           grad_at="layer" if at_layer else "input", desc=desc)
-    return grad, n + (1 if at_layer else 0)
+    return gradient_sum(problem, torch.arange(problem.n), 1, plan, None,
+                        grad_at="layer" if problem.layer is not None else "input", desc=desc, activations=activations)

@@ -42,7 +42,7 @@ def relu_rule_gradient(problem: Problem, rule, method: str):
     with comp:
         grad, n = modified_gradient(problem, comp, desc=method)
         rules = comp.names()
-    return grad, {"n_evals": n + 1, "rules": rules, "binding": comp.binding}
+    return grad, {"n_evals": n + comp.probe_rows, "rules": rules, "binding": comp.binding}
 
 
 @register("guided_backprop", family="propagation",

@@ -89,9 +89,10 @@ def lrp(problem: Problem, composite: str | dict | LRPComposite | None = None, ru
                      method="lrp", layer=problem.layer)
     x = problem.inputs
     at_layer = problem.layer is not None
+    acts = [] if at_layer else None
     with comp:
-        grad, n = modified_gradient(problem, comp, desc="lrp")
-        base = problem.activation(x) if at_layer else x
+        grad, n = modified_gradient(problem, comp, desc="lrp", activations=acts)   # one pass: gradient, activation
+        base = torch.cat(acts) if at_layer else x
         input_rule = comp.returns_relevance
         bound = comp.names()
         merged, unmerged = comp.canonized()
@@ -105,7 +106,7 @@ def lrp(problem: Problem, composite: str | dict | LRPComposite | None = None, ru
     rows = torch.arange(problem.n)
     f_x = problem.target(problem.outputs, rows).detach()
     total = values.reshape(problem.n, -1).sum(1)
-    info = {"n_evals": n + 1 + (problem.n if at_layer else 0), "rules": bound, "canonized": merged,
+    info = {"n_evals": n + comp.probe_rows, "rules": bound, "canonized": merged,
             "batchnorm_layers": unmerged, "binding": binding, "composite": rules.name,
             "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs(),
             # the share of f(x) the input relevance does not carry: biases (and folded BatchNorm shifts) absorb it;

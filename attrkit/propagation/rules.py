@@ -199,6 +199,15 @@ def layer_norm_parts(site, inputs):
         float(site.arg(inputs, 4, "eps", 1e-5))
 
 
+def layer_norm_affine(y: torch.Tensor, weight, bias) -> torch.Tensor:
+    """``y * weight + bias`` with LayerNorm's affine parameters held constant (either may be None)."""
+    if weight is not None:
+        y = y * weight.detach()
+    if bias is not None:
+        y = y + bias.detach()
+    return y
+
+
 class NormIdentity(Rule):
     """LayerNorm with its standard deviation held constant (the LN rule of Ali et al. 2022): the centring and
     the affine map are linear, so relevance passes conservatively (less the bias share)."""
@@ -208,12 +217,7 @@ class NormIdentity(Rule):
         x, dims, w, b, eps = layer_norm_parts(site, inputs)
         c = x - x.mean(dims, keepdim=True)
         std = torch.sqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)
-        y = c / std
-        if w is not None:
-            y = y * w.detach()
-        if b is not None:
-            y = y + b.detach()
-        return surrogate(output, y)
+        return surrogate(output, layer_norm_affine(c / std, w, b))
 
 
 class Gate(Rule):
