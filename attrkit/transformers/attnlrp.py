@@ -44,7 +44,8 @@ _CHUNKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # model ->
 class _Identity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, out):
-        ctx.save_for_backward(torch.where(x != 0, out / x, 0.0))     # (out / 0 is masked, not used)
+        ratio = out / x                               # x == 0 (and an overflowing ratio): 0, not nan / inf
+        ctx.save_for_backward(torch.nan_to_num_(ratio, nan=0.0, posinf=0.0, neginf=0.0))
         return out.view_as(out)
 
     @staticmethod
@@ -86,10 +87,13 @@ class _LayerNormConstStd(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
-def _norm(m, x):
-    """The norm with a constant normaliser (replaces the module's forward for the block)."""
+def _norm(m, x, param_grads: bool = False):
+    """The norm with a constant normaliser (replaces the module's forward for the block); ``param_grads``: the
+    affine parameters get gradients too (else they are constants of the pass, no work spent on them)."""
     if isinstance(m, nn.LayerNorm) and not type(m).__name__.endswith("2d") and x.requires_grad:
-        return _LayerNormConstStd.apply(x, m.weight, m.bias, tuple(m.normalized_shape), m.eps)
+        w, b = (m.weight, m.bias) if param_grads else \
+            (None if p is None else p.detach() for p in (m.weight, m.bias))
+        return _LayerNormConstStd.apply(x, w, b, tuple(m.normalized_shape), m.eps)
     if isinstance(m, nn.LayerNorm):
         dims = (1,) if type(m).__name__.endswith("2d") else tuple(range(-len(m.normalized_shape), 0))
         mean = x.mean(dims, keepdim=True)
@@ -119,9 +123,9 @@ class _Activation(nn.Module):
 
 
 @contextlib.contextmanager
-def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
+def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp", param_grads: bool = False):
     """Install the rules above on ``model`` for the block (yields the :class:`Capture`); everything is removed on
-    exit."""
+    exit. ``param_grads``: the norms' affine parameters get gradients (budget.py needs them)."""
     if softmax not in SOFTMAX_RULES:
         raise ValueError(f"softmax must be one of {SOFTMAX_RULES}, got {softmax!r}")
     undo = []
@@ -129,7 +133,7 @@ def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
     try:
         for m in model.modules():
             if isinstance(m, norms):
-                undo.append(_patch_forward(m, lambda x, m=m: _norm(m, x)))
+                undo.append(_patch_forward(m, lambda x, m=m: _norm(m, x, param_grads)))
             elif _is_activation(m):
                 undo.append(m.register_forward_hook(lambda mod, args, out: identity_rule(args[0], out)).remove)
             elif isinstance(m, nn.TransformerEncoderLayer) and m.activation in (F.gelu,):
@@ -138,6 +142,7 @@ def attnlrp_rules(model: nn.Module, softmax: str = "attnlrp"):
                 undo.append(lambda m=m, old=old: (m._modules.pop("activation", None),
                                                   m.__dict__.__setitem__("activation", old)))
         with Capture(model, softmax) as cap:
+            cap.keep_weights = False            # nothing reads them: fused attention (budget.py turns it back on)
             yield cap
     finally:
         while undo:
