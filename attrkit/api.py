@@ -53,9 +53,13 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     spec.validate(options, layer=layer, noise=noise)
     start = time.perf_counter()
     with eval_mode(model):
+        # a method whose own forward pass can be explain's (spec.fn.shared_pass): prepare runs under it, once
+        shared_fn = getattr(spec.fn, "shared_pass", None) if noise is None else None
+        shared = None if shared_fn is None else (
+            lambda m, lay: shared_fn(m, x, lay, forward_args, forward_kwargs, batch_size, max_memory, options))
         problem = build_problem(model, x, target, layer=layer, forward_args=forward_args,
                                 forward_kwargs=forward_kwargs, batch_size=batch_size, max_memory=max_memory,
-                                seed=seed, progress=progress)
+                                seed=seed, progress=progress, shared_pass=shared)
         x, tgt, outputs, layout = problem.inputs, problem.target, problem.outputs, problem.layout
         model = problem.user_model                # (a torch.compile'd model unwrapped)
         choice = None
