@@ -62,6 +62,10 @@ class MethodSpec:
     option_types: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.layer not in ("optional", "required", "never"):
+            raise ValueError(f"method {self.name!r}: layer must be 'optional', 'required' or 'never', got {self.layer!r}")
+        if self.default_layer is not None and self.layer == "never":
+            raise ValueError(f"method {self.name!r} never works at a layer, so it cannot have a default_layer")
         if not self.options and not self.extra_options:       # read the signature once, here
             from .method_options import signature_options
             options, types, extra = signature_options(self.fn)
@@ -147,11 +151,12 @@ def unregister(name: str) -> MethodSpec:
 def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
     """Check a call of ``method`` with ``options`` (and ``layer=``/``noise=``) without running it: raises the
     ValueError/TypeError ``explain`` would raise for them, else returns the method's :class:`MethodSpec`.
+    ``options`` are the method's own (``explain``'s ``**options``), not ``explain``'s arguments (``seed=``, ...).
 
     >>> import attrkit as ak
     >>> ak.validate("integrated_gradients", steps=16).name
     'integrated_gradients'
-    >>> ak.validate("integrated_gradients", step=16)
+    >>> ak.validate("integrated_gradients", step=16)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     TypeError: method 'integrated_gradients' does not take option(s) 'step'; its options are: ...
     """
