@@ -10,7 +10,7 @@ import importlib
 from .api import explain
 from .attribution import Attribution
 from .importance import Importance, global_importance
-from .registry import methods
+from .registry import methods, validate
 
 __version__ = "0.1.0"
 
@@ -27,9 +27,9 @@ _LAZY = {
     "loss_landscape": "attrkit.landscape", "Landscape": "attrkit.landscape", "plot_landscape": "attrkit.viz",
 }
 _SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "lecture_numpy", "viz", "games", "runs",
-               "propagation", "gradients")
+               "propagation", "cams", "gradients")
 
-__all__ = ["explain", "Attribution", "methods", "global_importance", "Importance", "__version__",
+__all__ = ["explain", "Attribution", "methods", "validate", "global_importance", "Importance", "__version__",
            *_LAZY, *_SUBMODULES]
 
 

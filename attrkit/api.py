@@ -1,7 +1,6 @@
 """``explain``: validate once, dispatch to a registered method, wrap the result in an ``Attribution``."""
 from __future__ import annotations
 
-import inspect
 import time
 
 import torch
@@ -12,7 +11,7 @@ from .core.modules import eval_mode
 from .core.problem import build_problem
 from .core import tokens
 from .progress import call_bar
-from .registry import MethodSpec, get
+from .registry import REQUIRED, MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
@@ -51,14 +50,16 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     class_names, feature_names = _names(model, class_names, feature_names)
     seed = resolve_seed(seed)
-    if spec.layer == "never" and layer is not None:
-        raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
-    _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
+    spec.validate(options, layer=layer, noise=noise)
     start = time.perf_counter()
     with eval_mode(model):
+        # a method whose own forward pass can be explain's (spec.fn.shared_pass): prepare runs under it, once
+        shared_fn = getattr(spec.fn, "shared_pass", None) if noise is None else None
+        shared = None if shared_fn is None else (
+            lambda m, lay: shared_fn(m, x, lay, forward_args, forward_kwargs, batch_size, max_memory, options))
         problem = build_problem(model, x, target, layer=layer, forward_args=forward_args,
                                 forward_kwargs=forward_kwargs, batch_size=batch_size, max_memory=max_memory,
-                                seed=seed, progress=progress)
+                                seed=seed, progress=progress, shared_pass=shared)
         x, tgt, outputs, layout = problem.inputs, problem.target, problem.outputs, problem.layout
         model = problem.user_model                # (a torch.compile'd model unwrapped)
         choice = None
@@ -121,16 +122,15 @@ def _names(model, class_names, feature_names):
 
 def _run(spec, problem, options, noise):
     if noise is not None and noise is not False:
-        from .gradients.noise import with_noise
-        if spec.family != "gradient":
-            raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
-        return with_noise(problem, base=spec.name, **_noise_options(noise), **options)
+        from .gradients.noise import noise_options, with_noise
+        return with_noise(problem, base=spec.name, **noise_options(noise), **options)
     return spec.fn(problem, **options)
 
 
 def _name(spec, options, noise) -> str:
     if noise is not None and noise is not False:
-        return f"{_noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
+        from .gradients.noise import noise_options
+        return f"{noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
     if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
         return f"{spec.name}({options['base']})"
     return spec.name
@@ -147,19 +147,18 @@ def _detach(x):
 def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> dict:
     """Per-input baselines, maskers and players -> the packed forms the single-tensor engines read."""
     from .core.inputs import pack_reference
-    params = inspect.signature(spec.fn).parameters
     out = dict(options)
     for name in ("baseline", "masker"):
         if name in out and getattr(out[name], "parts", None) is not None:     # ak.Background of several inputs
             out[name] = out[name].packed(layout)
         elif name in out:
             out[name] = pack_reference(out[name], layout, flat, seed, name)
-        elif name in params and params[name].default is not inspect.Parameter.empty:
-            default = params[name].default
+        elif spec.takes(name) and spec.options[name] is not REQUIRED:
+            default = spec.options[name]
             packed = pack_reference(default, layout, flat, seed, name)
             if packed is not default:          # a geometry-dependent default ("mean", "blur"): made per input
                 out[name] = packed
-    if "players" in params and not at_layer:
+    if spec.takes("players") and not at_layer:
         from .games.packing import pack_players
         given = out.get("players")
         if given is None or not isinstance(given, str):
@@ -171,7 +170,7 @@ def _default_layer(spec, model, prep):
     """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``
     (the ``Problem``)."""
     from .core.adapter import rows_of
-    finder = getattr(spec.fn, "default_layer", None)
+    finder = spec.default_layer
     if finder is None:
         raise ValueError(f"method {spec.name!r} needs layer=")
 
@@ -179,28 +178,3 @@ def _default_layer(spec, model, prep):
         with rows_of(prep.model, torch.arange(row.shape[0])):
             return prep.model(row)
     return finder(model, prep.inputs, forward, prep.layout)
-
-
-def _noise_options(noise) -> dict:
-    if noise is True:
-        return {}
-    if isinstance(noise, (int, float)):
-        return {"noise_level": float(noise)}
-    if isinstance(noise, dict):
-        allowed = {"n_samples", "noise_level", "kind", "noise_std", "perturbations"}
-        bad = set(noise) - allowed
-        if bad:
-            raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-        return dict(noise)
-    raise TypeError("noise= must be True, a noise level (float) or a dict of options")
-
-
-def _check_options(spec, options: dict, noise) -> None:
-    params = inspect.signature(spec.fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [k for k in params if k != "problem"]
-    bad = [k for k in options if k not in allowed]
-    if bad:
-        raise TypeError(f"method {spec.name!r} does not take option(s) {', '.join(map(repr, bad))}; "
-                        f"its options are: {', '.join(allowed) or '(none)'}")

@@ -32,7 +32,7 @@ OWN_JSON = {"landscape"}
 # subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
 # parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
 # result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
-EXTRA = ("attrkit.runs.cli", "attrkit.cli_evaluate")
+EXTRA = ("attrkit.cli_run", "attrkit.cli_evaluate")
 
 
 class CLIError(Exception):
@@ -321,7 +321,7 @@ def cmd_explain(args, quiet: bool, progress=None) -> dict:
     if isinstance(model, io.ScriptedModel) and (layer is not None or spec.layer == "required"):
         raise CLIError("layer-level attributions need the model as an nn.Module (a file saved by "
                        "attrkit.train.save or module:factory); TorchScript models hide their layers")
-    if spec.layer == "required" and layer is None and not hasattr(spec.fn, "default_layer"):
+    if spec.layer == "required" and layer is None and spec.default_layer is None:
         raise io.UsageError(f"method {spec.name!r} needs --layer")
     io.check_layer(model, layer)
     io.check_forward(model, x, channels_given=args.channels is not None)

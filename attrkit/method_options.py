@@ -47,6 +47,8 @@ MEANINGS = {
                     "sqrt(players) for the Euclidean one)",
     "local": "image games on CNNs: run the convolutional prefix once per local pattern of players (exact; "
              "None decides by cost, False never, True insists)",
+    "occlusion.local": "CNNs: recompute only each window's receptive-field cone, layer by layer, then the rest "
+                       "whole (Krypton; exact; None decides by cost, False never, True insists)",
     "low": "lower input bound for the zbox first-layer rule (default: each sample's minimum)",
     "masker": _MASK,
     "max_players": "refuse above this many players (exact Shapley costs 2^players evaluations per sample)",
@@ -99,17 +101,33 @@ TYPES = {"baseline": "str | float | Tensor", "masker": "str | float | Tensor | B
          "high": "float | Tensor", "base_options": "KEY=VALUE ..."}
 
 
-def option_rows(spec) -> list[dict]:
-    """``[{"option", "default", "type", "meaning"}]`` for a registry entry, in signature order."""
-    rows = []
-    for name, p in inspect.signature(spec.fn).parameters.items():
+def signature_options(fn) -> tuple[dict, dict, str]:
+    """A method function's options, read from its signature (``MethodSpec`` does it once, at registration):
+    name -> default (``inspect.Parameter.empty`` when required), name -> type text, and the name of its
+    ``**options`` parameter ("" if none). The first parameter (the ``Problem``) is not an option."""
+    options, types, extra = {}, {}, ""
+    for name, p in inspect.signature(fn).parameters.items():
         if name == "problem":
             continue
         if p.kind == p.VAR_KEYWORD:
+            extra = name
+            types[name] = _type(name, p)
+            continue
+        options[name] = p.default
+        types[name] = _type(name, p)
+    return options, types, extra
+
+
+def option_rows(spec) -> list[dict]:
+    """``[{"option", "default", "type", "meaning"}]`` for a registry entry, in signature order."""
+    rows = []
+    names = list(spec.options) + ([spec.extra_options] if spec.extra_options else [])
+    for name in names:
+        if name == spec.extra_options:
             default = "-"
         else:
-            default = "required" if p.default is p.empty else repr(p.default)
-        rows.append({"option": name, "default": default, "type": _type(name, p),
+            default = "required" if spec.options[name] is inspect.Parameter.empty else repr(spec.options[name])
+        rows.append({"option": name, "default": default, "type": spec.option_types.get(name, "any"),
                      "meaning": MEANINGS.get(f"{spec.name}.{name}") or MEANINGS.get(name, "")})
     return rows
 

@@ -126,8 +126,10 @@ def test_attn_lrp_on_a_transformer_encoder_with_functional_gelu():
 
 
 def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
-    """One forward of explain (outputs, targets), one rows-1 memory probe (absent with batch_size=), then ONE
-    forward + backward under the rules; under the rules the modules' own attention and norm maths never run."""
+    """explain's own forward pass is the rules pass (shared_pass): ONE forward + backward under the rules, after a
+    rows-1 memory probe (absent with batch_size=); under the rules the modules' own attention and norm maths never
+    run. When the batch does not fit one chunk (batch_size=2 < 5 rows) explain's pass and the rules pass are
+    separate (chunked), with the same values."""
     model = TinyViT(depth=2)
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     rows, backwards, own = [], [], {"mha": 0, "ln": 0}
@@ -141,12 +143,18 @@ def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
         orig = cls.forward
         monkeypatch.setattr(cls, "forward", lambda self, *a, orig=orig, key=key, **kw:
                             (own.__setitem__(key, own[key] + 1), orig(self, *a, **kw))[1])
-    ak.explain(model, x, "attn_lrp", target=1, batch_size=8)
-    assert rows == [5, 5] and backwards == [5]
-    assert own == {"mha": 2, "ln": 5}                 # explain's pass only: 2 blocks, 2 + 2 + 1 norms
+    one = ak.explain(model, x, "attn_lrp", target=1, batch_size=8)
+    assert rows == [5] and backwards == [5] and own == {"mha": 0, "ln": 0}
+    assert one.info["n_evals"] == 5
     rows.clear(), backwards.clear()
     ak.explain(model, x, "attn_lrp", target=1)
-    assert rows == [5, 1, 5] and backwards == [5]
+    assert rows == [1, 5] and backwards == [5]
+    assert own == {"mha": 2, "ln": 5}                 # the probe's row only: 2 blocks, 2 + 2 + 1 norms
+    rows.clear(), backwards.clear()
+    chunked = ak.explain(model, x, "attn_lrp", target=1, batch_size=2)
+    assert rows == [2, 2, 1, 2, 2, 1] and backwards == [2, 2, 1]
+    assert torch.allclose(chunked.values, one.values, atol=1e-6) and torch.equal(chunked.outputs.argmax(1),
+                                                                                  one.outputs.argmax(1))
 
 
 def test_conservation_budget_on_the_zoo_vit():
@@ -168,3 +176,35 @@ def test_conservation_budget_on_the_zoo_vit():
         assert (b["softmax"].abs().max() > 1e-3) == (softmax == "attnlrp")
     with pytest.raises(ValueError, match="budget=True"):
         ak.explain(model, x, "attn_lrp", target=0, budget=True, layer="blocks.0")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_failure_in_the_shared_pass_leaves_the_model_as_it_was(where):
+    """explain's pass is the rules pass: a model failing in it (forward) or in the gradient (backward) lets the
+    error through with every rule, hook and flag removed, and the next call works."""
+    model = TinyViT(depth=2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = ak.explain(model, x, "attn_lrp", target=1).values
+    flags = [p.requires_grad for p in model.parameters()]
+
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("boom in backward")
+
+    def trip(_m, _a, out):
+        if where == "forward":
+            raise RuntimeError("boom in forward")
+        return Boom.apply(out) if out.requires_grad else out
+    h = model.blocks[1].register_forward_hook(trip)
+    with pytest.raises((RuntimeError, ValueError), match="boom"):    # (explain's first-call message wraps it)
+        ak.explain(model, x, "attn_lrp", target=1)
+    h.remove()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert not model._forward_pre_hooks and all(not m._forward_hooks for m in model.modules())
+    assert [p.requires_grad for p in model.parameters()] == flags and torch.is_grad_enabled()
+    assert torch.equal(ak.explain(model, x, "attn_lrp", target=1).values, ref)

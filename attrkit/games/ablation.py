@@ -12,7 +12,7 @@ from ..core.problem import Problem, Result
 from .common import pad
 from .game import Game
 from .options import GameOptions, game_method
-from .incremental import plan_occlusion
+from .incremental import box_sums, plan_occlusion
 
 WINDOW_BLOCK = 4096
 
@@ -95,6 +95,19 @@ def _geometry(full: tuple, window, stride) -> tuple:
     return mshape, tuple(window), tuple(stride), boxes
 
 
+def _keep(block, mshape, n, offset, shape, layout) -> torch.Tensor:
+    """Keep-masks of windows ``block`` for every sample: ``[n * w, *mshape]`` (or ``[n * w, width]`` packed)."""
+    w = len(block)
+    occ = torch.zeros((w,) + mshape, dtype=torch.bool)
+    for j, box in enumerate(block):
+        occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
+    if layout is None:
+        return (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
+    keep = torch.ones(w, layout.width, dtype=torch.bool)
+    keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
+    return keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
+
+
 @game_method("occlusion", options=("masker", "baseline", "all_classes", "head_only", "local"), layer="optional",
              players=False, baseline=True, summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
              reference="Zeiler & Fergus 2014")
@@ -139,24 +152,16 @@ def occlusion(problem: Problem, options: GameOptions, window=None, stride=None) 
         inc = incremental.values().view(n, len(boxes), K) if incremental is not None else None
         for s0 in range(0, len(boxes), WINDOW_BLOCK):
             block = boxes[s0:s0 + WINDOW_BLOCK]
-            occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
-            for j, box in enumerate(block):
-                occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
             w = len(block)
             if inc is not None:
                 v = inc[:, s0:s0 + w]
-            elif layout is None:
-                keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
             else:
-                keep = torch.ones(w, layout.width, dtype=torch.bool)
-                keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
-                keep = keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
-            if inc is None:
-                v = game.evaluate_masks(keep.to(dev), rows_all.repeat_interleave(w)).view(n, w, K)
+                v = game.evaluate_masks(_keep(block, mshape, n, offset, shape, layout).to(dev),
+                                        rows_all.repeat_interleave(w)).view(n, w, K)
             drop = v_full.unsqueeze(1) - v                                # [n, w, K]
-            of = occ.reshape(w, -1).to(torch.float64)
-            acc += torch.einsum("nwk,wp->nkp", drop, of)
-            count += of.sum(0)
+            box_acc, box_count = box_sums(drop, block, mshape)
+            acc += box_acc
+            count += box_count
             drops.append(drop)
         attr = (acc / count.clamp_min(1)).view((n, K) + mshape)
         parts.append(attr.expand((n, K) + shape).reshape(n, K, -1))

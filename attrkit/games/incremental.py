@@ -18,149 +18,28 @@ rounding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import fx
 
-from .chain import Chain, _attr, local_chain, run_prefix
+from .chain import _attr, local_chain, run_prefix
+from .cones import window_boxes, followed_steps
 from .split import head_after
 
 ASSEMBLE_COST = 12       # multiply-add equivalents per element gathered into a step's input box (measured, 2 CPU cores)
 PASTE_COST = 4           # ... per element of the switch layer's full activation (clone + scatter)
+ELEM_COST = 4            # ... per element of a pointwise step, per element read by a pooling (memory-bound work)
 MIN_SAVING = 0.2         # use the incremental plan only when it saves this fraction of the whole network's work
-STEP_COST = 2e5          # ... per step and window: calls, index arithmetic (small boxes are not free)
-CHECK_WINDOWS = 2        # windows checked against the whole network before the values are used
+STEP_COST = 3e4          # ... per step and window: calls, index arithmetic (small boxes are not free)
+CHECK_WINDOWS = 3        # windows checked against the whole network before the values are used
+PLAN_ROWS = 8            # whole-network rows' worth of planning: the count, the cached run, the check (both ways)
 TARGET_BYTES = 96 << 20  # working memory of one call (boxes of every step for its windows)
 
 
-@dataclass
-class _Op:
-    """One step of the incremental prefix: ``kind`` "spatial" (conv / pooling on a box read with a halo),
-    "point" (elementwise on the box) or "merge" (several inputs read on the union of their boxes)."""
-    node: fx.Node
-    kind: str
-    sources: tuple
-    cut: bool
-    fn: object = None             # spatial: callable(patch) -> output with padding 0
-    kernel: tuple = (1, 1)        # effective extent d*(k-1)+1 per dim
-    stride: tuple = (1, 1)
-    pads: tuple = ((0, 0), (0, 0))    # (before, after) per dim, ceil-mode overhang included in after
-    fill: float = 0.0
-    macs: float = 0.0             # multiply-adds per output element
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _spatial(m: nn.Module, in_hw, out_hw):
-    """``(fn, kernel extent, stride, pads, fill, macs per output element)`` of a conv / pooling module, or a reason."""
-    if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros":
-            return f"{m.padding_mode!r} padding of a convolution"
-        k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
-        if isinstance(m.padding, str):
-            tot = [0, 0] if m.padding == "valid" else [d[i] * (k[i] - 1) for i in range(2)]
-            pads = tuple((t // 2, t - t // 2) for t in tot)
-        else:
-            p = _pair(m.padding)
-            pads = ((p[0], p[0]), (p[1], p[1]))
-        w, b, g = m.weight, m.bias, m.groups
-        fn = lambda t: F.conv2d(t, w, b, s, 0, d, g)   # noqa: E731
-        fill, macs = 0.0, (m.in_channels // g) * k[0] * k[1]
-    elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(m.kernel_size)
-        s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        d = _pair(getattr(m, "dilation", 1))
-        p = _pair(m.padding)
-        pads = ((p[0], p[0]), (p[1], p[1]))
-        if isinstance(m, nn.MaxPool2d):
-            if m.return_indices:
-                return "a max pooling that returns indices"
-            fn, fill = (lambda t: F.max_pool2d(t, k, s, 0, d)), -math.inf
-        else:
-            if any(p) and not m.count_include_pad:
-                return "an average pooling that leaves its padding out of the count"
-            fn, fill = (lambda t: F.avg_pool2d(t, k, s, 0, False, True, m.divisor_override)), 0.0
-        macs = k[0] * k[1]
-    else:
-        return f"{type(m).__name__} is not followed window by window"
-    ext = tuple(d[i] * (k[i] - 1) + 1 for i in range(2))
-    over = [max(0, (out_hw[i] - 1) * s[i] + ext[i] - (in_hw[i] + pads[i][0] + pads[i][1])) for i in range(2)]
-    if any(over) and not isinstance(m, nn.MaxPool2d):
-        return f"a ceil-mode {type(m).__name__} whose last window overhangs the map"
-    pads = tuple((pads[i][0], pads[i][1] + over[i]) for i in range(2))
-    return fn, ext, s, pads, fill, float(macs)
-
-
-def _position_free(gm, node) -> bool:
-    """The node's model constants broadcast over channels only (a spatial constant cannot be cut to a box)."""
-    for a in node.all_input_nodes:
-        if a.op == "get_attr":
-            t = _attr(gm, a.target)
-            if isinstance(t, torch.Tensor) and t.numel() > 1 and (t.dim() < 3 or t.shape[-1] > 1 or t.shape[-2] > 1):
-                return False
-    return True
-
-
-def _ops(chain: Chain, shapes: dict) -> tuple[list[_Op], str]:
-    """The longest prefix of the chain that can be followed window by window, and why it stops ("" at the end)."""
-    ops = []
-    for st in chain.steps:
-        n = st.node
-        if len(shapes[n]) != 3:
-            return ops, f"{n.name} is not a [C, H, W] map"
-        if st.module is not None:
-            got = _spatial(st.module, shapes[st.sources[0]][1:], shapes[n][1:])
-            if isinstance(got, str):
-                return ops, f"{got} ({n.target})"
-            fn, ext, s, pads, fill, macs = got
-            ops.append(_Op(n, "spatial", st.sources, st.cut, fn, ext, s, pads, fill, macs))
-        elif not _position_free(chain.gm, n):
-            return ops, f"{n.name} adds a constant that varies over positions"
-        else:
-            ops.append(_Op(n, "point" if len(st.sources) == 1 else "merge", st.sources, st.cut))
-    return ops, ""
-
-
-def _box(lo, hi, size):
-    """One region length for all windows (the widest box) and each window's start, shifted inside the map."""
-    length = int(min(size, max(1, int((hi - lo).max()))))
-    return np.clip(lo, 0, size - length), length
-
-
-def _geometry(ops, shapes, boxes, inp) -> dict:
-    """Per node: ``(exact lo [Wn, 2], exact hi [Wn, 2], region start [Wn, 2], region size (2,))``."""
-    lo = np.array([[b[1][0], b[2][0]] for b in boxes])
-    hi = np.array([[b[1][1], b[2][1]] for b in boxes])
-    geo = {}
-
-    def region(lo, hi, hw):
-        st = np.zeros_like(lo)
-        size = [0, 0]
-        for i in range(2):
-            st[:, i], size[i] = _box(lo[:, i], hi[:, i], hw[i])
-        return lo, hi, st, tuple(size)
-
-    geo[inp] = region(lo, hi, shapes[inp][1:])
-    for op in ops:
-        hw = shapes[op.node][1:]
-        if op.kind == "spatial":
-            slo, shi = geo[op.sources[0]][:2]
-            nlo, nhi = np.zeros_like(slo), np.zeros_like(shi)
-            for i in range(2):
-                p, s, e = op.pads[i][0], op.stride[i], op.kernel[i]
-                a = np.clip(-((-(slo[:, i] + p - (e - 1))) // s), 0, hw[i] - 1)       # ceil division
-                b = np.minimum(hw[i], (shi[:, i] - 1 + p) // s + 1)
-                nlo[:, i], nhi[:, i] = a, np.maximum(b, a + 1)
-        else:
-            nlo = np.min([geo[s][0] for s in op.sources], 0)
-            nhi = np.max([geo[s][1] for s in op.sources], 0)
-        geo[op.node] = region(nlo, nhi, hw)
-    return geo
+def _per_elem(op) -> float:
+    """Multiply-add equivalents per output element of a step (convolutions: their multiply-adds)."""
+    return op.macs if op.conv else ELEM_COST * (op.macs if op.kind == "spatial" else 1.0)
 
 
 def _hwc(t: torch.Tensor) -> torch.Tensor:
@@ -209,23 +88,30 @@ class IncrementalOcclusion:
     def _assemble(self, base, env, src, idx, start, size, pads=((0, 0), (0, 0)), fill=0.0) -> torch.Tensor:
         """``[B, size_h, size_w, C]``: ``src``'s values on boxes starting at ``start`` (coordinates of the map
         padded by ``pads`` with ``fill``): the recomputed box of ``src`` where it lies, the cached map elsewhere."""
-        full = base[src]
-        if any(p for pp in pads for p in pp):
-            full = F.pad(full.permute(2, 0, 1), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]),
-                         value=fill).permute(1, 2, 0)
+        key = (src, pads, fill)
+        if key not in base:       # the cached map, padded once per sample and consumer
+            full = base[src]
+            if any(p for pp in pads for p in pp):
+                full = F.pad(full.permute(2, 0, 1), (pads[1][0], pads[1][1], pads[0][0], pads[0][1]),
+                             value=fill).permute(1, 2, 0).contiguous()
+            base[key] = full
+        full = base[key]
+        hp, wp, c = full.shape
         dev = full.device
         ys = start[:, :1] + torch.arange(size[0], device=dev)                   # [B, h]
         xs = start[:, 1:] + torch.arange(size[1], device=dev)                   # [B, w]
-        out = full[ys[:, :, None], xs[:, None, :]]                              # [B, h, w, C]
+        out = full.view(-1, c).index_select(0, (ys[:, :, None] * wp + xs[:, None, :]).view(-1))
         box = env[src]
         sst, ssz = self.geo[src]
         sst = sst[idx]
         iy = ys - (sst[:, :1] + pads[0][0])
         ix = xs - (sst[:, 1:] + pads[1][0])
-        inside = ((iy >= 0) & (iy < ssz[0]))[:, :, None] & ((ix >= 0) & (ix < ssz[1]))[:, None, :]
+        inside = (((iy >= 0) & (iy < ssz[0]))[:, :, None] & ((ix >= 0) & (ix < ssz[1]))[:, None, :]).view(-1)
         b = torch.arange(box.shape[0], device=dev)[:, None, None]
-        new = box[b, iy.clamp(0, ssz[0] - 1)[:, :, None], ix.clamp(0, ssz[1] - 1)[:, None, :]]
-        return torch.where(inside[..., None], new, out)
+        flat = ((b * ssz[0] + iy[:, :, None]) * ssz[1] + ix[:, None, :]).view(-1)
+        dst = inside.nonzero().flatten()
+        out.index_copy_(0, dst, box.reshape(-1, c).index_select(0, flat[dst]))
+        return out.view(len(idx), size[0], size[1], c)
 
     def _input(self, base, idx) -> torch.Tensor:
         """The occluded input on the input node's boxes ``[B, h, w, C]``."""
@@ -304,15 +190,44 @@ class IncrementalOcclusion:
         return game._loop(forward, total, self.chunk)
 
 
+def box_sums(values: torch.Tensor, boxes: list, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_w values[:, w] * 1[box_w], sum_w 1[box_w])`` as ``[N, K, prod(shape)]`` and ``[prod(shape)]`` float64
+    for ``values`` ``[N, W, K]`` and boxes (extents per dim of ``shape``), by difference arrays: ``+-v`` at the
+    ``2^d`` corners of each box, then a cumulative sum along every dim (no ``[W, prod(shape)]`` mask)."""
+    n, w, k = values.shape
+    d = len(shape)
+    ext = tuple(m + 1 for m in shape)
+    lo = torch.tensor([[a for a, _ in b] for b in boxes], dtype=torch.long).view(w, d)
+    hi = torch.tensor([[e for _, e in b] for b in boxes], dtype=torch.long).view(w, d)
+    strides = torch.tensor([math.prod(ext[i + 1:]) for i in range(d)], dtype=torch.long)
+    vals = torch.cat([values.detach().cpu().to(torch.float64).permute(1, 0, 2).reshape(w, n * k),
+                      torch.ones(w, 1, dtype=torch.float64)], 1)
+    diff = torch.zeros(math.prod(ext), n * k + 1, dtype=torch.float64)
+    for corner in range(1 << d):
+        up = torch.tensor([(corner >> i) & 1 for i in range(d)], dtype=torch.bool)
+        flat = (torch.where(up, hi, lo) * strides).sum(1)
+        diff.index_add_(0, flat, vals if bin(corner).count("1") % 2 == 0 else -vals)
+    diff = diff.view(ext + (n * k + 1,))
+    for i in range(d):
+        diff = diff.cumsum(i)
+    out = diff[tuple(slice(0, m) for m in shape)].reshape(-1, n * k + 1)
+    return out[:, :-1].T.reshape(n, k, -1).contiguous(), out[:, -1].contiguous()
+
+
 def _whole_macs(problem, x) -> float:
     """Multiply-adds of the whole network for one row (``torch.utils.flop_counter``), NaN if they cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
     try:
-        from torch.utils.flop_counter import FlopCounterMode
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             problem.forward(x)
         return counter.get_total_flops() / 2.0
-    except Exception:      # noqa: BLE001 - a model the counter cannot follow: no comparison
-        return float("nan")
+    except Exception as e:
+        try:
+            with torch.inference_mode():
+                problem.forward(x)
+        except Exception:   # noqa: BLE001 - the model itself fails: its own (first) error goes to the user
+            raise e from None
+        return float("nan")    # a model the counter cannot follow: no comparison
 
 
 def plan_occlusion(game, mshape: tuple, boxes: list, local: bool | None):
@@ -353,18 +268,18 @@ def _search(game, mshape, boxes, force):
         run_prefix(chain, x, len(chain.steps) - 1,
                    lambda k, a: shapes.__setitem__(chain.steps[k].node, tuple(a.shape[1:])))
         whole = _whole_macs(game.problem, x)
-    ops, stop = _ops(chain, shapes)
+    ops, stop = followed_steps(chain, shapes)
     if whole != whole:
         return "the whole network's multiply-adds could not be counted, so no plan can be shown cheaper"
-    geo = _geometry(ops, shapes, boxes, chain.input)
-    point = sum(math.prod(shapes[op.node]) for op in ops if op.kind != "spatial")
-    whole_row = whole + point             # the counter misses pointwise work; the prefix counts it
+    geo = window_boxes(ops, shapes, boxes, chain.input)
+    point = sum(math.prod(shapes[op.node]) * _per_elem(op) for op in ops if not op.conv)
+    whole_row = whole + point             # the counter misses pointwise and pooling work; the prefix counts it
     best, prefix, inc, per_win = None, 0.0, 0.0, 0.0
     for k, op in enumerate(ops):
         c, hh, ww = shapes[op.node]
         size = geo[op.node][3]
-        prefix += math.prod(shapes[op.node]) * (op.macs if op.kind == "spatial" else 1.0)
-        inc += size[0] * size[1] * c * (op.macs if op.kind == "spatial" else 1.0) + STEP_COST
+        prefix += math.prod(shapes[op.node]) * _per_elem(op)
+        inc += size[0] * size[1] * c * _per_elem(op) + STEP_COST
         if op.kind != "point":
             for s in op.sources:
                 need = size if op.kind == "merge" else \
@@ -380,14 +295,19 @@ def _search(game, mshape, boxes, force):
         return f"no step of the local chain can be followed window by window ({stop or 'none is a cut'})"
     k, est, per_win = best
     name = _name(ops[k].node)
+    rows = game.n * len(boxes)
     rec = {"plan": "whole network", "windows": len(boxes), "whole_macs": whole_row, "estimated_macs": est}
-    if est > (1 - MIN_SAVING) * whole_row and not force:
+    if rows * est + PLAN_ROWS * whole_row > (1 - MIN_SAVING) * rows * whole_row and not force:
         rec["why"] = (f"the cheapest switch (after {name}) would cost an estimated {est / whole_row:.0%} of the whole "
-                      f"network per window; incremental occlusion must save at least {MIN_SAVING:.0%}")
+                      f"network per window, plus {PLAN_ROWS} rows to plan and check it; incremental occlusion must "
+                      f"save at least {MIN_SAVING:.0%}")
         return None, rec
     c, hh, ww = shapes[ops[k].node]
     per_row = 4 * (8 * per_win + 4 * c * hh * ww)
-    chunk = int(max(1, min(len(boxes), max(game.chunk, TARGET_BYTES // per_row))))
+    problem = game.problem
+    budget = TARGET_BYTES if problem.max_memory is None else min(TARGET_BYTES, int(problem.max_memory))
+    chunk = game.chunk if problem.batch_size is not None else max(game.chunk, budget // per_row)   # windows per call
+    chunk = int(max(1, min(len(boxes), chunk)))
     plan = IncrementalOcclusion(game, chain, ops, k, geo, shapes, boxes, mshape[0] > 1, chunk)
     check = _check(game, plan, mshape, boxes)
     if check:
@@ -400,7 +320,7 @@ def _search(game, mshape, boxes, force):
 
 def _check(game, plan, mshape, boxes) -> str:
     """"" when the plan reproduces the whole network on a few windows of the first sample, else why not."""
-    pick = sorted({0, len(boxes) // 2, len(boxes) - 1})[:CHECK_WINDOWS + 1]
+    pick = sorted({0, len(boxes) // 2, len(boxes) - 1})[:CHECK_WINDOWS]
     occ = torch.zeros((len(pick),) + tuple(mshape), dtype=torch.bool)
     for j, i in enumerate(pick):
         occ[(j,) + tuple(slice(a, b) for a, b in boxes[i])] = True

@@ -2,16 +2,20 @@
 kernel ``pi(z) = (l - 1) / (C(l, |z|) |z| (l - |z|))``, with efficiency ``sum phi = v(1) - v(0)`` held exactly
 as a constraint. With every coalition in the design the solution is the exact Shapley value.
 
-Design: coalition sizes whose whole layer fits the budget are enumerated (smallest and largest first, as
-shap does); the rest is sampled in antithetic pairs ``(z, 1 - z)`` with sizes drawn by kernel mass.
-Standard errors are analytic (Covert & Lee 2021): the constrained solution is a smooth function of the sample
-means of ``z z^T`` and ``z y``; its linearisation ``M (b - A phi)`` over independent pairs gives a sandwich
-covariance. With ``tolerance`` the pairs come in rounds and a sample stops once
-``max std_err / (max phi - min phi) < tolerance``.
+Design (:mod:`attrkit.games.kernel_strata`): coalition sizes whose whole class ``{s, l - s}`` fits its share
+of the budget are enumerated (smallest and largest first, as shap does); the other classes are sampled as
+complementary pairs ``(z, 1 - z)``, stratified by size, without replacement, with a fixed number of pairs per
+class (``K_c^ALPHA`` x sizes^(1 - ALPHA)). Paired sampling makes the fit exact for games with at most pairwise
+interactions, so a first- or second-order Taylor surrogate of the model (the control variates of Goldwasser &
+Hooker 2023) would remove nothing the regression has not already removed: what is left is the higher-order
+part, and the design spends the budget where it is largest. Standard errors are the stratified sandwich of
+the constrained solution's linearisation (Covert & Lee 2021). With ``tolerance`` the pairs come in rounds and a
+sample stops once ``max std_err / (max phi - min phi) < tolerance``.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +23,9 @@ from ..core.problem import Problem, Result
 from .common import check_int, check_tolerance, generator, log_binom, pad, subsets_of_size
 from .game import Game
 from .options import GameOptions, game_method
+from .kernel_strata import Strata
+
+ALPHA = 0.5          # pairs per size class ~ K_c^ALPHA (sizes in c)^(1 - ALPHA): 1 = shap's kernel mass, 0 = leverage
 
 
 def size_mass(l: int) -> torch.Tensor:
@@ -30,30 +37,36 @@ def size_mass(l: int) -> torch.Tensor:
     return m
 
 
-def plan(l: int, budget: int, everything: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Enumerated coalitions ``[E, l]``, their kernel weights ``[E]``, and the kernel mass per size left to
-    sampling ``[l + 1]`` (zero for enumerated sizes). Sizes ``s`` and ``l - s`` are enumerated together when
-    the budget they would get by kernel mass covers all their coalitions (shap's rule); ``everything``
-    enumerates all sizes."""
+def class_share(l: int, s: int, mass: torch.Tensor, alpha: float = ALPHA) -> float:
+    """Sampling share of the size class ``{s, l - s}``: ``K_c^alpha x (sizes in c)^(1 - alpha)``."""
+    k = float(mass[s] + (mass[l - s] if 2 * s != l else 0.0))
+    return k ** alpha * (1.0 if 2 * s == l else 2.0) ** (1.0 - alpha)
+
+
+def plan(l: int, budget: int, everything: bool = False, alpha: float = ALPHA) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Enumerated coalitions ``[E, l]``, their kernel weights ``[E]``, and the sizes ``s <= l/2`` of the classes
+    left to sampling. A class ``{s, l - s}`` is enumerated (smallest first) when the budget it would get by its
+    sampling share covers all its coalitions (shap's rule); ``everything`` enumerates all classes."""
     mass = size_mass(l)
-    left_mass = mass.clone()
+    rest = list(range(1, l // 2 + 1))
     zs, ws = [], []
     left = budget
-    for s in range(1, l // 2 + 1):
+    while rest:
+        s = rest[0]
         sizes = [s] if s == l - s else [s, l - s]
         count = sum(math.comb(l, t) for t in sizes)
-        share = float(left_mass[sizes].sum() / left_mass.sum()) if left_mass.sum() > 0 else 0.0
+        share = class_share(l, s, mass, alpha) / sum(class_share(l, r, mass, alpha) for r in rest)
         if not everything and (count > left or left * share < count - 1e-8):
             break
         for t in sizes:
             zs.append(subsets_of_size(l, t))
             ws.append(torch.full((math.comb(l, t),), math.exp(math.log(l - 1) - log_binom(l, t) - math.log(t * (l - t))),
                                  dtype=torch.float64))
-            left_mass[t] = 0
         left -= count
+        rest.pop(0)
     z = torch.cat(zs) if zs else torch.zeros(0, l, dtype=torch.bool)
     w = torch.cat(ws) if ws else torch.zeros(0, dtype=torch.float64)
-    return z, w, left_mass
+    return z, w, rest
 
 
 def solve(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, delta: torch.Tensor):
@@ -83,22 +96,60 @@ def solve(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, delta: torch.Tensor
     return phi, m
 
 
-def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch.Tensor, yq: torch.Tensor,
-                 w: float) -> torch.Tensor:
-    """Sandwich standard errors from ``p`` sampled pairs ``(z, 1 - z)`` with values ``yp``, ``yq`` ``[p]``
-    (target column) and weight ``w`` per row: ``Cov(phi) ~ M (w^2 p Cov(q)) M``, ``q = z e_z + (1 - z) e_{1-z}``."""
-    p = zp.shape[0]
-    if p < 2:
-        return torch.full((m.shape[0],), float("inf"), dtype=torch.float64)
-    zf = zp.to(torch.float64)
-    zc = 1.0 - zf
-    ez = yp - zf @ phi
-    ec = yq - zc @ phi
-    q = zf * ez.unsqueeze(1) + zc * ec.unsqueeze(1)        # [p, l]
-    qc = q - q.mean(0, keepdim=True)
-    cov_q = qc.T @ qc / (p - 1)
-    cov = (w ** 2) * p * (m @ cov_q @ m)
-    return cov.diagonal().clamp_min(0).sqrt()
+@dataclass
+class SampleFit:
+    """One sample's KernelSHAP state: its enumerated coalitions (``z_e``, kernel weights ``w_e``, values
+    ``y_e`` minus ``v(0)``), its sampled size classes (``strata``, ``None`` when everything is enumerated) and
+    the pairs drawn so far (``zp`` the size-``s`` member, ``cls`` its class, ``yp`` / ``yq`` the values of
+    ``z`` / ``1 - z`` minus ``v(0)``), the evaluations ``left`` in its budget and whether it is ``done``."""
+    l: int
+    z_e: torch.Tensor
+    w_e: torch.Tensor
+    strata: Strata | None
+    left: int
+    y_e: torch.Tensor | None = None
+    zp: list = field(default_factory=list)
+    cls: list = field(default_factory=list)
+    yp: list = field(default_factory=list)
+    yq: list = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def pairs(self) -> int:
+        return sum(z.shape[0] for z in self.zp)
+
+    @property
+    def exact(self) -> bool:
+        return self.strata is None or all(n >= p for n, p in zip(self.strata.counts, self.strata.population))
+
+    def next_pairs(self, batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """New pairs for this round: ``batch`` of them, or (``None``) all the budget allows."""
+        want = self.left // 2 if batch is None else min(batch, self.left // 2)
+        z, c = self.strata.draw(self.strata.allot(want))
+        self.left -= 2 * z.shape[0]
+        self.done = batch is None or z.shape[0] < batch or self.left < 2
+        return z, c
+
+    def add(self, z: torch.Tensor, c: torch.Tensor, yz: torch.Tensor, yc: torch.Tensor) -> None:
+        self.zp.append(z)
+        self.cls.append(c)
+        self.yp.append(yz)
+        self.yq.append(yc)
+
+    def fit(self, delta: torch.Tensor, col: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The constrained regression on everything so far: ``phi`` ``[l, K]`` and standard errors ``[l]``."""
+        z_parts, w_parts, y_parts = [self.z_e], [self.w_e], [self.y_e]
+        if self.zp:
+            zp, cls = torch.cat(self.zp), torch.cat(self.cls)
+            yp, yq = torch.cat(self.yp), torch.cat(self.yq)
+            w = self.strata.weights(cls)
+            z_parts += [zp, ~zp]
+            w_parts += [w, w]
+            y_parts += [yp, yq]
+        phi, m = solve(torch.cat(z_parts), torch.cat(w_parts), torch.cat(y_parts), delta)
+        if not self.zp:
+            return phi, torch.zeros(self.l, dtype=torch.float64)
+        return phi, self.strata.std_err(m, phi[:, col], zp, cls, yp[:, col], yq[:, col])
 
 
 @game_method("kernel_shap", layer="optional", players=True, baseline=True, sampled=True,
@@ -106,12 +157,12 @@ def pair_std_err(m: torch.Tensor, phi: torch.Tensor, zp: torch.Tensor, yp: torch
              reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34", error="std_err")
 def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, tolerance: float | None = None,
                 batch_pairs: int = 64) -> Result:
-    """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (repeated coalitions are free;
-    with ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
+    """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (with
+    ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
 
-    ``info["std_err"]``: analytic standard errors; ``info["n_samples"]``: coalitions in the regression
-    (repeats counted); ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the
-    budget goes to enumerated sizes up front; pairs then come in rounds of ``batch_pairs`` until
+    ``info["std_err"]``: stratified standard errors; ``info["n_samples"]``: coalitions in the regression;
+    ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the budget goes to
+    enumerated sizes up front; pairs then come in rounds of ``batch_pairs`` until
     ``max std_err / (max phi - min phi) < tolerance`` or the budget is spent.
     """
     check_int("n_samples", n_samples)
@@ -123,107 +174,75 @@ def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, t
         raise ValueError(f"n_samples={n_samples} is smaller than the number of players ({L}): the regression "
                          f"needs at least as many coalitions as players; use n_samples >= {L} (e.g. {max(2000, 4 * L)})")
     v_full, v_empty = game.ends()
+    delta = v_full - v_empty
     col = game.target_column()
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     se = torch.zeros(n, L, dtype=torch.float64)
-    used = torch.zeros(n, dtype=torch.long)
-    exact = torch.zeros(n, dtype=torch.bool)
+    fits = [_start(int(game.n_players[i]), n_samples, tol is not None, problem) for i in range(n)]
+    short = [f.l for f in fits if f.strata is not None and f.z_e.shape[0] == 0 and f.left // 2 < f.l]
+    if short:       # pairs alone, no more of them than values: the fit interpolates and its error is unknown
+        raise ValueError(f"KernelSHAP's regression is singular (underdetermined): n_samples={n_samples} "
+                         f"evaluations give {n_samples // 2} complementary pairs of coalitions, too few to determine "
+                         f"the values of {max(short)} players and their standard errors; use n_samples >= "
+                         f"{2 * max(short) + 2}, better {max(2000, 8 * max(short))} (default 2000)")
 
-    state = []
-    for i in range(n):
-        l = int(game.n_players[i])
-        everything = l < 62 and n_samples >= (1 << l) - 2 and tol is None
-        planned = n_samples if tol is None else max(2 * l, n_samples // 4)   # adaptive runs enumerate less up front
-        z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else planned, everything)
-        state.append({"l": l, "z_e": z_e, "w_e": w_e, "rest": rest, "left": n_samples - z_e.shape[0],
-                      "drawn": 0, "done": 0, "zp": [], "yp": [], "yq": [], "g": generator(problem),
-                      "sampling": l > 1 and bool(rest.sum() > 0)})
-    # enumerated part, all samples in one call
-    zs = [pad(s["z_e"], L) for s in state if s["l"] > 1]
-    rs = [torch.full((s["z_e"].shape[0],), i, dtype=torch.long) for i, s in enumerate(state) if s["l"] > 1]
-    ve = game(torch.cat(zs), torch.cat(rs)) if zs else torch.zeros(0, K, dtype=torch.float64)
+    # enumerated classes, all samples in one call
+    zs = [pad(f.z_e, L) for f in fits]
+    rs = [torch.full((f.z_e.shape[0],), i, dtype=torch.long) for i, f in enumerate(fits)]
+    ve = game(torch.cat(zs), torch.cat(rs)) if sum(z.shape[0] for z in zs) else torch.zeros(0, K, dtype=torch.float64)
     start = 0
-    for i, s in enumerate(state):
-        if s["l"] > 1:
-            s["y_e"] = ve[start:start + s["z_e"].shape[0]] - v_empty[i]
-            start += s["z_e"].shape[0]
-            if s["z_e"].shape[0]:
-                phi[i, :s["l"]], se[i, :s["l"]] = _fit(s, v_full[i] - v_empty[i], col[i])
-    # sampled part: antithetic pairs (z, 1 - z) while the budget of evaluations lasts (repeats are free)
-    seen: set = set()
-    active = [i for i, s in enumerate(state) if s["sampling"]]
+    for i, f in enumerate(fits):
+        f.y_e = ve[start:start + f.z_e.shape[0]] - v_empty[i]
+        start += f.z_e.shape[0]
+        if f.z_e.shape[0] and f.l > 1:
+            phi[i, :f.l], se[i, :f.l] = f.fit(delta[i], int(col[i]))
+    # sampled classes: complementary pairs, all samples' new pairs in one call per round
+    active = [i for i, f in enumerate(fits) if f.strata is not None and f.left >= 2]
     while active:
         zs, rs, meta = [], [], []
         for i in active:
-            s = state[i]
-            want = batch_pairs if tol is not None else max(1, s["left"] // 2 + 4)
-            sizes = torch.multinomial(s["rest"], want, replacement=True, generator=s["g"])
-            rank = torch.rand(want, s["l"], generator=s["g"]).argsort(1).argsort(1)
-            z = rank < sizes.unsqueeze(1)
-            groups = [pad(torch.stack([a, ~a]), L) for a in z]
-            took, cost = game.within_budget(groups, i, s["left"], seen)
-            s["left"] -= cost
-            s["drawn"] += want
-            s["finished"] = took < want or s["left"] <= 0 or s["drawn"] >= 4 * n_samples
-            if took:
-                zs += [pad(z[:took], L), pad(~z[:took], L)]
-                rs.append(torch.full((2 * took,), i, dtype=torch.long))
-            meta.append((i, took, z[:took]))
+            z, c = fits[i].next_pairs(batch_pairs if tol is not None else None)
+            if z.shape[0]:
+                zs += [pad(z, L), pad(~z, L)]
+                rs.append(torch.full((2 * z.shape[0],), i, dtype=torch.long))
+            meta.append((i, z, c))
         vals = game(torch.cat(zs), torch.cat(rs)) if zs else None
         start, still = 0, []                      # vals: [z, 1 - z] of each sample in turn
-        for i, p, z in meta:
-            s = state[i]
-            if p > 0:
+        for i, z, c in meta:
+            f, p = fits[i], z.shape[0]
+            if p:
                 vi = vals[start:start + 2 * p] - v_empty[i]
                 start += 2 * p
-                s["zp"].append(z)
-                s["yp"].append(vi[:p])
-                s["yq"].append(vi[p:])
-                s["done"] += p
-                ph, sei = _fit(s, v_full[i] - v_empty[i], col[i])
-                phi[i, :s["l"]], se[i, :s["l"]] = ph, sei
-            if s["finished"]:
+                f.add(z, c, vi[:p], vi[p:])
+                phi[i, :f.l], se[i, :f.l] = f.fit(delta[i], int(col[i]))
+            if f.done:
                 continue
-            if tol is not None and s["done"] >= 2:
-                ph = phi[i, :s["l"], col[i]]
-                if float(se[i, :s["l"]].max()) < tol * max(float(ph.max() - ph.min()), 1e-12):
+            if f.pairs >= 2:
+                ph = phi[i, :f.l, col[i]]
+                if float(se[i, :f.l].max()) < tol * max(float(ph.max() - ph.min()), 1e-12):
                     continue
             still.append(i)
         active = still
-    for i, s in enumerate(state):
-        l = s["l"]
-        if l == 1:
-            phi[i, 0] = v_full[i] - v_empty[i]
-            exact[i] = True
-        else:
-            exact[i] = not s["sampling"] and s["z_e"].shape[0] == (1 << l) - 2
-        used[i] = s["z_e"].shape[0] + 2 * s["done"] if l > 1 else 0
+    for i, f in enumerate(fits):
+        if f.l == 1:
+            phi[i, 0] = delta[i]
     singular = ~torch.isfinite(phi).flatten(1).all(1)
     if bool(singular.any()):       # too few distinct coalitions: the regression does not determine the values
         raise ValueError(f"KernelSHAP's regression is singular for {int(singular.sum())} of {n} sample(s): "
                          f"n_samples={n_samples} coalitions do not determine the values of {L} players (its "
                          f"solution is not finite); use more samples, e.g. n_samples >= {4 * L} (default 2000)")
-    info = {"std_err": se, "n_samples": used, "exact": bool(exact.all())}
+    used = torch.tensor([f.z_e.shape[0] + 2 * f.pairs if f.l > 1 else 0 for f in fits])
+    info = {"std_err": se, "n_samples": used, "exact": all(f.l == 1 or f.exact for f in fits)}
     return game.result(info, phi, v_full=v_full, v_empty=v_empty)
 
 
-def _fit(s: dict, delta: torch.Tensor, col: int):
-    l = s["l"]
-    z_parts, w_parts, y_parts = [s["z_e"]], [s["w_e"]], [s["y_e"]]
-    w_pair = 0.0
-    if s["zp"]:
-        zp = torch.cat(s["zp"])
-        p = zp.shape[0]
-        w_pair = float(s["rest"].sum()) / (2 * p)
-        z_parts += [zp, ~zp]
-        w_parts.append(torch.full((2 * p,), w_pair, dtype=torch.float64))
-        y_parts += [torch.cat(s["yp"]), torch.cat(s["yq"])]
-    z = torch.cat(z_parts)
-    w = torch.cat(w_parts)
-    y = torch.cat(y_parts)
-    phi, m = solve(z, w, y, delta)
-    if s["zp"]:
-        se = pair_std_err(m, phi[:, col], zp, torch.cat(s["yp"])[:, col], torch.cat(s["yq"])[:, col], w_pair)
-    else:
-        se = torch.zeros(l, dtype=torch.float64)
-    return phi, se
+def _start(l: int, n_samples: int, adaptive: bool, problem: Problem) -> SampleFit:
+    """A sample's plan: classes enumerated up front (all of them when the budget covers every coalition and no
+    tolerance is set; a quarter of the budget with a tolerance), the rest left to sampling."""
+    if l <= 1:
+        return SampleFit(l, torch.zeros(0, max(l, 1), dtype=torch.bool), torch.zeros(0, dtype=torch.float64), None, 0)
+    everything = l < 62 and n_samples >= (1 << l) - 2 and not adaptive
+    planned = max(2 * l, n_samples // 4) if adaptive else n_samples
+    z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else planned, everything)
+    strata = Strata(l, rest, size_mass(l), ALPHA, generator(problem)) if rest else None
+    return SampleFit(l, z_e, w_e, strata, n_samples - z_e.shape[0])

@@ -21,6 +21,23 @@ from ..core.problem import Problem, Result
 from ..registry import register, get
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# what ``explain(..., noise={...})`` may set: the options of :func:`with_noise` other than the wrapped method
+NOISE_OPTIONS = ("n_samples", "noise_level", "kind", "noise_std", "perturbations")
+
+
+def noise_options(noise) -> dict:
+    """``explain``'s ``noise=`` as options of :func:`with_noise`: True (defaults), a noise level, or a dict of
+    :data:`NOISE_OPTIONS`."""
+    if noise is True:
+        return {}
+    if isinstance(noise, (int, float)):
+        return {"noise_level": float(noise)}
+    if isinstance(noise, dict):
+        bad = set(noise) - set(NOISE_OPTIONS)
+        if bad:
+            raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(NOISE_OPTIONS)}")
+        return dict(noise)
+    raise TypeError("noise= must be True, a noise level (float) or a dict of options")
 
 
 def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,

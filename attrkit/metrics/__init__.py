@@ -22,8 +22,8 @@ True
 False
 """
 from ._common import MetricResult
-from .axioms import (SumModel, completeness, dummy, find_dummies, find_symmetric_pairs, implementation_invariance,
-                     linearity, rescaled_copy, sensitivity, symmetry)
+from .axioms import completeness, dummy, find_dummies, find_symmetric_pairs, sensitivity, symmetry
+from .invariance import SumModel, implementation_invariance, linearity, rescaled_copy
 from .faithfulness import (deletion, faithfulness_correlation, infidelity, insertion, max_sensitivity, morf_lerf,
                            perturbation_curve)
 from .localisation import localisation, mask_auc, pointing_game, relevance_mass, relevance_rank

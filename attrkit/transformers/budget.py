@@ -88,8 +88,8 @@ def relevance_budget(model: nn.Module, x: torch.Tensor, target, softmax: str = "
             p.requires_grad_(True)
         for i in range(n):
             xi = x[i:i + 1].detach().clone().requires_grad_(True)
-            with attnlrp_rules(model, softmax) as cap, torch.enable_grad():
-                cap.logits = []
+            with attnlrp_rules(model, softmax, param_grads=True) as cap, torch.enable_grad():
+                cap.logits, cap.keep_weights = [], True
                 y = score(model(xi), torch.tensor([i])).sum()
                 zs = cap.logits
                 aw = [a for _, a in cap.records] if softmax == "attnlrp" else []
