@@ -6,11 +6,9 @@ import time
 import torch
 
 from .attribution import Attribution
-from .core.budget import check_budget
-from .core.call import prepare
-from .core.checks import first_call, resolve_seed
-from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
-from .core.problem import Problem
+from .core.checks import resolve_seed
+from .core.modules import eval_mode
+from .core.problem import build_problem
 from .core import tokens
 from .progress import call_bar
 from .registry import REQUIRED, MethodSpec, get
@@ -51,36 +49,28 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     """
     spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     class_names, feature_names = _names(model, class_names, feature_names)
-    model, compiled_note = unwrap_compiled(model)
-    layer = strip_compiled_prefix(layer) if compiled_note else layer
-    batch_size, max_memory = check_budget(batch_size, max_memory)
     seed = resolve_seed(seed)
     spec.validate(options, layer=layer, noise=noise)
     start = time.perf_counter()
     with eval_mode(model):
-        # a method whose own forward pass can be explain's (spec.fn.shared_pass): prepare runs under it, once
-        shared = getattr(spec.fn, "shared_pass", None)
-        shared = shared(model, x, layer, forward_args, forward_kwargs, batch_size, max_memory, options) \
-            if shared is not None and noise is None else None
-        with first_call(model, x):          # torch errors of the first call: the shapes given, the failing layer
-            try:
-                with shared if shared is not None else torch.no_grad():
-                    prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
-            except RuntimeError as e:
-                raise tokens.forward_error(e, x) from e
-        x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
-        layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        # a method whose own forward pass can be explain's (spec.shared_pass): prepare runs under it, once
+        shared_fn = spec.shared_pass if noise is None else None
+        shared = None if shared_fn is None else (
+            lambda m, lay: shared_fn(m, x, lay, forward_args, forward_kwargs, batch_size, max_memory, options))
+        problem = build_problem(model, x, target, layer=layer, forward_args=forward_args,
+                                forward_kwargs=forward_kwargs, batch_size=batch_size, max_memory=max_memory,
+                                seed=seed, progress=progress, shared_pass=shared)
+        x, tgt, outputs, layout = problem.inputs, problem.target, problem.outputs, problem.layout
+        model = problem.user_model                # (a torch.compile'd model unwrapped)
         choice = None
         if spec.layer == "required" and layer is None:
-            choice = _default_layer(spec, model, prep)
-            layer_name, layer_mod = choice.name, choice.module
-        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
+            choice = _default_layer(spec, model, problem)
+            problem = problem.at_layer(choice.name, choice.module)
+        tok = tokens.prepare(model, x, spec, problem.layer_name, problem.layer, options, noise, problem)  # ids
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
+        problem = problem.at_layer(layer_name, layer_mod)
         if layout is not None:
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
-        problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
-                          layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
-                          progress=progress, layout=layout, shared=shared)
         with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
@@ -96,8 +86,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seed"] = seed
     if choice is not None:
         info["layer_choice"] = choice.why
-    if compiled_note:
-        info["compiled"] = compiled_note
+    if problem.compiled:
+        info["compiled"] = problem.compiled
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
     values, players = result.values.detach(), result.players
     if layout is not None:
@@ -109,7 +99,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         info = {k: unpack(v) for k, v in info.items()}
     return Attribution(values=values, method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,
-                       layer=layer_name, baseline=baseline, inputs=_detach(prep.structured),
+                       layer=layer_name, baseline=baseline, inputs=_detach(problem.structured),
                        outputs=outputs.detach(), info=info, players=players, feature_names=feature_names,
                        class_names=class_names)
 
@@ -177,7 +167,8 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
 
 
 def _default_layer(spec, model, prep):
-    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``."""
+    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``
+    (the ``Problem``)."""
     from .core.adapter import rows_of
     finder = spec.default_layer
     if finder is None:

@@ -16,9 +16,8 @@ import time
 from types import SimpleNamespace
 
 from .cli_args import epilog, image_args, model_args, table_args
+from .experiments.evaluate import METRICS          # the metric registry (name -> how a map is scored)
 
-METRICS = ("deletion", "insertion", "morf_lerf", "faithfulness_correlation", "infidelity", "max_sensitivity",
-           "completeness", "pointing_game", "relevance_mass", "relevance_rank", "mask_auc", "sanity")
 DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "relevance_mass")
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "grad_cam")
 DESCRIPTION = ("Score attribution methods on a model and data (faithfulness, localisation, sanity), or run the "
@@ -125,7 +124,7 @@ def _model_and_data(args, progress):
     from pathlib import Path
 
     from . import cli_inputs as io
-    from .experiments import ZOO_DATA, _held_out, load_model_and_data
+    from .experiments import ZOO_DATA, held_out, load_model_and_data
     data = args.data
     paths = [Path(d) for d in data] if data else []
     own_data = bool(paths) and (len(paths) > 1 or paths[0].exists())
@@ -138,7 +137,7 @@ def _model_and_data(args, progress):
         if not data:
             raise io.UsageError(f"--model {args.model} needs --data: a built-in data set name, a folder of images, "
                                 "image files, a CSV file or a .npz")
-        return model, _held_out(data[0], args.n, args.seed, model), args.model
+        return model, held_out(data[0], args.n, args.seed, model), args.model
     if len(paths) == 1 and paths[0].is_dir():
         from .readers import image_files
         paths = [paths[0] / rel for rel in image_files(paths[0])]

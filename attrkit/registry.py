@@ -39,6 +39,9 @@ class MethodSpec:
     refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
     ``default_layer``: ``finder(model, inputs, forward, layout) -> core.auto_layer.LayerChoice``, the layer used
     when ``layer=`` is not given (None: a method with ``layer="required"`` then needs ``layer=``).
+    ``shared_pass``: ``(model, x, layer, forward_args, forward_kwargs, batch_size, max_memory, options) -> context
+    manager | None``: the method's own pass, under which ``explain``'s first forward runs so the method reuses it
+    (AttnLRP: one forward + backward instead of two forwards + backward); None: an ordinary no-grad forward.
     ``options``: option name -> default (``REQUIRED`` when it has none), read once from ``fn``'s signature;
     ``extra_options``: the name of ``fn``'s ``**options`` parameter ("" if none: only ``options`` are accepted).
     ``fn(problem, **options) -> Result`` computes it.
@@ -57,11 +60,16 @@ class MethodSpec:
     error: str = ""
     torchscript: bool | None = None
     default_layer: Callable | None = None
+    shared_pass: Callable | None = None
     options: Mapping = field(default_factory=dict)
     extra_options: str = ""
     option_types: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.layer not in ("optional", "required", "never"):
+            raise ValueError(f"method {self.name!r}: layer must be 'optional', 'required' or 'never', got {self.layer!r}")
+        if self.default_layer is not None and self.layer == "never":
+            raise ValueError(f"method {self.name!r} never works at a layer, so it cannot have a default_layer")
         if not self.options and not self.extra_options:       # read the signature once, here
             from .method_options import signature_options
             options, types, extra = signature_options(self.fn)
@@ -147,11 +155,12 @@ def unregister(name: str) -> MethodSpec:
 def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
     """Check a call of ``method`` with ``options`` (and ``layer=``/``noise=``) without running it: raises the
     ValueError/TypeError ``explain`` would raise for them, else returns the method's :class:`MethodSpec`.
+    ``options`` are the method's own (``explain``'s ``**options``), not ``explain``'s arguments (``seed=``, ...).
 
     >>> import attrkit as ak
     >>> ak.validate("integrated_gradients", steps=16).name
     'integrated_gradients'
-    >>> ak.validate("integrated_gradients", step=16)
+    >>> ak.validate("integrated_gradients", step=16)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     TypeError: method 'integrated_gradients' does not take option(s) 'step'; its options are: ...
     """

@@ -113,7 +113,7 @@ MUTATIONS = [
              "(j * s, min(size, j * s + k))", "(j * s, min(size, j * s + k - 1))",
              ("tests/test_games_estimators.py", "tests/test_games_peers.py"), "occlusion windows one element short",
              k="occlusion"),
-    Mutation("occlusion_cone_short", "attrkit/games/incremental.py",
+    Mutation("occlusion_cone_short", "attrkit/games/cones.py",
              "b = np.minimum(hw[i], (shi[:, i] - 1 + p) // s + 1)", "b = np.minimum(hw[i], (shi[:, i] - 2 + p) // s + 1)",
              ("tests/test_occlusion_incremental.py",), "incremental occlusion: a window's cone one position short"),
     Mutation("shuffle_masker_ignores_players", "attrkit/games/maskers.py",

@@ -80,3 +80,13 @@ def test_quick_options_settings():
     assert spec["attention_probe"].quick_options(x, "layer", **demo) is None
     with pytest.raises(ValueError, match="level"):
         spec["saliency"].quick_options(x, "pixels")
+
+
+def test_register_refuses_inconsistent_declarations():
+    from attrkit.registry import register
+    fn = lambda problem: None
+    with pytest.raises(ValueError, match="default_layer"):
+        register("_bad_default_layer", family="gradient", summary="-", layer="never", default_layer=print)(fn)
+    with pytest.raises(ValueError, match="layer must be"):
+        register("_bad_layer", family="gradient", summary="-", layer="sometimes")(fn)
+    assert "_bad_default_layer" not in methods() and "_bad_layer" not in methods()

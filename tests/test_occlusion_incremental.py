@@ -45,7 +45,7 @@ def vgg_style():
     an average pool and an adaptive pooling head."""
     torch.manual_seed(1)
     return _seed(nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
         nn.Conv2d(8, 8, 3, padding="same", dilation=2, groups=2), nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(8, 12, 3), nn.BatchNorm2d(12), nn.ReLU(),                     # no padding

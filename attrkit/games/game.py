@@ -3,7 +3,7 @@
 
 The game owns everything estimators should not care about: the players, the masker, the layer split (a game
 at a layer masks the activation and runs only the head), chunking under the memory budget
-(``problem.chunk(grad=False)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
+(``problem.chunk(grad=False, coalitions=True)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
 count of model rows run (``n_evals``), values for all output classes from the same forward passes
 (``all_classes=True``), a progress bar on long runs, and receptive-field evaluation of image games
 (``local``, :mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition).
@@ -15,35 +15,16 @@ import sys
 import torch
 
 from ..progress import bar as progress_bar
-from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP, bytes_per_row, check_budget
-from ..core.checks import first_call
-from ..core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
-from ..core.problem import Problem
+from ..core.modules import eval_mode
+from ..core.problem import Problem, build_problem
 from .local import LocalPlanner
 from .maskers import as_masker
 from .players import as_players
 from .split import split_at_layer
 
 PROGRESS_MIN_ROWS = 512
-TARGET_CHUNK_BYTES = 128 << 20     # activations per no-grad chunk: small models get big chunks (fewer calls)
-GAME_CAP = 1024
 FLUSH_BYTES = 64 << 20           # game values held on the device before one copy to the CPU
 LOCAL_MIN_ROWS = 256              # fewer coalitions per call never pay for a receptive-field plan
-
-
-def game_chunk(problem: Problem) -> int:
-    """Rows per model call for coalition evaluation (no autograd): ``batch_size`` when given; otherwise as
-    many rows as keep one chunk's activations near ``TARGET_CHUNK_BYTES`` (at least the core's cap, at most
-    ``GAME_CAP``), within ``max_memory``. Tiny models run 2-4x faster per row in chunks of hundreds."""
-    if problem.batch_size is not None:
-        return problem.chunk(grad=False)
-    per_row = max(1, bytes_per_row(problem.model, problem.inputs[:1], grad=False))
-    budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
-    if budget <= 0:
-        raise ValueError(f"max_memory must be a positive number of bytes, got {problem.max_memory!r}")
-    floor = GPU_CAP if problem.inputs.device.type != "cpu" else CPU_CAP
-    want = max(floor, min(GAME_CAP, TARGET_CHUNK_BYTES // per_row))
-    return int(max(1, min(want, budget // per_row)))
 
 
 class Game:
@@ -69,8 +50,8 @@ class Game:
         else:
             if x is None:
                 raise TypeError("Game(model, x, ...) needs the inputs x")
-            problem, self._own_model = _make_problem(model, x, target, layer, batch_size, max_memory, seed,
-                                                     progress), True
+            problem, self._own_model = build_problem(model, x, target, layer=layer, batch_size=batch_size,
+                                                     max_memory=max_memory, seed=seed, progress=progress), True
         self.problem = problem
         self.at_layer = problem.layer is not None
         if self.at_layer:
@@ -82,7 +63,7 @@ class Game:
         else:
             self.base = problem.inputs
             self._run = lambda inp, rows: problem.forward(inp, rows)
-            self.head_only, self.chunk, self.split_reason = None, game_chunk(problem), ""
+            self.head_only, self.chunk, self.split_reason = None, problem.chunk(grad=False, coalitions=True), ""
             self._cl = self.base.dim() == 4 and _has_conv2d(problem.model)
         self.token_grid = None
         if self.at_layer and (players is None or isinstance(players, str)):     # token / channels-last layers
@@ -93,6 +74,9 @@ class Game:
         if problem.layout is not None and not self.at_layer:     # several inputs: per-input players and masker
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
+        self.n_players = self.players.n              # players per sample [N]
+        self.max_players = self.players.columns      # coalition columns (the most players of any sample, plus one
+                                                     # for positions that are no player)
         self.masker = as_masker(masker, baseline, self.base)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
         self.reps = int(self.references.shape[1])
@@ -114,16 +98,6 @@ class Game:
     @property
     def n(self) -> int:
         return int(self.base.shape[0])
-
-    @property
-    def n_players(self) -> torch.Tensor:
-        """Players per sample ``[N]``."""
-        return self.players.n
-
-    @property
-    def max_players(self) -> int:
-        """Coalition columns (the most players of any sample, plus one for positions that are no player)."""
-        return self.players.columns
 
     @property
     def n_values(self) -> int:
@@ -393,16 +367,3 @@ class _null:
     def __exit__(self, *a):
         return False
 
-
-def _make_problem(model, x, target, layer, batch_size, max_memory, seed, progress) -> Problem:
-    """The same validation ``ak.explain`` does, for a game built directly from a model and inputs."""
-    batch_size, max_memory = check_budget(batch_size, max_memory)
-    model, compiled = unwrap_compiled(model)
-    layer = strip_compiled_prefix(layer) if compiled else layer
-    from ..core.call import prepare
-    with eval_mode(model, warn=False), torch.no_grad(), first_call(model, x):
-        prep = prepare(model, x, target, batch_size=batch_size)
-    name, mod = resolve_layer(model, layer) if layer is not None else (None, None)
-    return Problem(model=prep.model, inputs=prep.inputs, outputs=prep.outputs, target=prep.target,
-                   layer_name=name, layer=mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
-                   progress=progress, layout=prep.layout)

@@ -15,10 +15,8 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP
+from ..core.budget import HEAD_CAP, device_cap, fit_rows
 from ..core.problem import Problem
-
-HEAD_CAP = 8        # a head may take this many times the model's chunk cap (cheap rows, fewer calls)
 
 
 @dataclass
@@ -164,9 +162,7 @@ def _head_chunk(problem: Problem, head, act, ext) -> int:
         return problem.chunk(grad=False)
     per_row = 4 * act[:1].numel() * act.element_size() + sum(e[:1].numel() * e.element_size() for e in ext
                                                               if isinstance(e, torch.Tensor))
-    budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
-    cap = HEAD_CAP * (GPU_CAP if act.device.type != "cpu" else CPU_CAP)
-    return int(max(1, min(cap, budget // max(1, per_row))))
+    return fit_rows(per_row, problem.max_memory, HEAD_CAP * device_cap(act))
 
 
 def _hook_split(problem: Problem, reason: str) -> LayerSplit:

@@ -5,15 +5,15 @@ models torch.fx cannot trace; always removed); the methods run the gradient engi
 maps live in :mod:`attrkit.cams`.
 """
 from .canonizers import Canonizer, MergeBatchNorm
-from .composites import Composite, modified_gradient
+from .composites import Composite, modified_gradient, run_rules
 from .lrp_composites import COMPOSITES as LRP_COMPOSITES, LRPComposite
 from .graph import Site
 from .rules import (AlphaBeta, DeconvReLU, Epsilon, Flat, Gamma, Gate, GuidedReLU, NormIdentity, Pass, Rule, WSquare,
-                    ZBox, Zero, ZPlus, make_rule)
+                    ZBox, Zero, ZPlus, layer_params, make_rule)
 
-__all__ = ["Composite", "modified_gradient", "Canonizer", "MergeBatchNorm", "last_conv", "LRP_COMPOSITES",
-           "LRPComposite", "Rule", "Epsilon", "Zero", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "Pass", "GuidedReLU",
-           "DeconvReLU", "make_rule", "NormIdentity", "Gate", "Site"]
+__all__ = ["Composite", "modified_gradient", "run_rules", "Canonizer", "MergeBatchNorm", "last_conv", "LRP_COMPOSITES",
+           "LRPComposite", "Rule", "Epsilon", "Zero", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "Pass",
+           "GuidedReLU", "DeconvReLU", "make_rule", "layer_params", "NormIdentity", "Gate", "Site"]
 
 
 def __getattr__(name):

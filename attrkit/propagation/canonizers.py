@@ -7,7 +7,7 @@ On the traced graph (``canonize(binding)``) it folds every BatchNorm call — mo
 follows anything else (a concatenation, a pooling, the input) stays an affine layer of its own (``site.kind ==
 "batch_norm"``), to which LRP gives the dense-layer rule. It never touches parameters: the layer's site returns
 ``s * out + (beta - s mu)`` and the BatchNorm's site returns its input, and rules read the merged weight and bias
-through ``ctx.params(site)``. ``attach(model, binding)`` does the same with hooks for models torch.fx cannot trace
+through :func:`~attrkit.propagation.rules.layer_params`. ``attach(model, binding)`` does the same with hooks for models torch.fx cannot trace
 (pairs in ``nn.Sequential`` containers only). The model's function is unchanged (up to rounding) during the call
 and exactly unchanged after it. The protocol is :class:`Canonizer`.
 """
@@ -129,7 +129,7 @@ class Canonizer:
     - ``canonize(binding)``: the model was traced (``binding.order``: call sites in execution order;
       ``binding.producer(site, i)``: the site that computed argument ``i``; ``binding.model``). Set
       ``site.post = (scale, shift)`` to apply a per-channel affine map to a Linear/Conv site's output (rules then
-      read the merged weight and bias through ``ctx.params(site)``) and ``site.skip = True`` to make a call return
+      read the merged weight and bias through ``layer_params(site)``) and ``site.skip = True`` to make a call return
       its first argument.
     - ``attach(model, binding) -> [handles]``: torch.fx cannot trace the model; rules are module hooks and
       ``binding.order`` holds one site per leaf module called (``binding.calls``: calls per module). Register

@@ -26,7 +26,7 @@ from ..core.modules import LayerTap
 from ..core.problem import Problem, Result
 from ..core.references import make_reference
 from ..registry import register
-from .composites import Composite, modified_gradient
+from .composites import Composite, run_rules
 from .graph import _MODULE_KINDS, ACTIVATIONS
 from .precision import finish, float32_problem
 from .rules import Rule, layer_norm_affine, layer_norm_parts, surrogate
@@ -256,7 +256,7 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
     at_layer = problem.layer is not None
     acts, ref_acts = ([], []) if at_layer else (None, None)   # the layer's activations, from the same passes
 
-    def record(rows):
+    def record(rows, run):                   # run: the problem whose model carries the rules
         refs.values.clear()
         refs.recording = True
         some = rows[:1] if refs.shared else rows
@@ -271,10 +271,8 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
         finally:
             refs.recording = False
 
-    with comp:
-        run = comp.view(problem)
-        grad, n = modified_gradient(problem, comp, before=record, desc="deeplift", activations=acts)
-        info = {"rules": comp.names(), "binding": comp.binding}
+    grad, n, bound = run_rules(problem, comp, before=record, desc="deeplift", activations=acts)
+    info = {"rules": bound["rules"], "binding": bound["binding"]}
     refs.values.clear()
     delta_in = torch.cat(acts) - torch.cat(ref_acts) if at_layer else x - ref
     return grad * delta_in, info, n + n_ref[0], f_ref

@@ -2,9 +2,9 @@
 
 A composite (:class:`~attrkit.propagation.lrp_composites.LRPComposite`) assigns one rule per call site (``rule=`` for
 every Linear/Conv layer, or a ``composite=`` as in Zennit: epsilon for dense layers, z+ / alpha-beta / gamma for
-convolutions, flat / w^2 / z-box for the first layer).
-Relevance is ``R = a * s`` where ``s`` is the modified gradient (see :mod:`attrkit.propagation.rules`);
-ReLU, pooling, flatten and additions need no rule. BatchNorm is folded into the layer before it
+convolutions, flat / w^2 / z-box for the first layer). Relevance is ``R = a * s`` where ``s`` is the modified
+gradient (see :mod:`attrkit.propagation.rules`), from one forward and one backward pass per chunk (the activation
+``a`` at ``layer`` comes from that pass); ReLU, pooling, flatten and additions need no rule. BatchNorm is folded into the layer before it
 (:class:`~attrkit.propagation.canonizers.MergeBatchNorm`); other elementwise activations and unmerged BatchNorm
 pass relevance unchanged. The relevance at the output is the target score, so for conservative rules and a
 network without biases ``sum R = f(x)``; the gap is reported.
@@ -20,7 +20,7 @@ import torch
 from ..core.problem import Problem, Result
 from ..registry import register
 from .canonizers import MergeBatchNorm
-from .composites import Composite, modified_gradient
+from .composites import Composite, run_rules
 from .lrp_composites import LRPComposite, lrp_composite
 from .rules import Rule
 from .precision import finish, float32_problem
@@ -90,24 +90,20 @@ def lrp(problem: Problem, composite: str | dict | LRPComposite | None = None, ru
     x = problem.inputs
     at_layer = problem.layer is not None
     acts = [] if at_layer else None
-    with comp:
-        grad, n = modified_gradient(problem, comp, desc="lrp", activations=acts)   # one pass: gradient, activation
-        base = torch.cat(acts) if at_layer else x
-        input_rule = comp.returns_relevance
-        bound = comp.names()
-        merged, unmerged = comp.canonized()
-        binding = comp.binding
+    grad, n, bound = run_rules(problem, comp, desc="lrp", activations=acts)   # one pass: gradient and activation
+    base = torch.cat(acts) if at_layer else x
+    unmerged, binding = bound["batchnorm_layers"], bound["binding"]
     if unmerged and binding != "graph":
         warnings.warn(f"lrp: {len(unmerged)} BatchNorm layer(s) ({', '.join(unmerged[:3])}"
                       f"{' ...' if len(unmerged) > 3 else ''}) were not folded into the layer before them and get "
                       f"the pass rule, because {binding[len('module hooks ('):-1]}; make the model traceable (or "
                       "put each layer and its BatchNorm in one nn.Sequential) to fold them", stacklevel=2)
-    values = grad if (input_rule and not at_layer) else grad * base
-    rows = torch.arange(problem.n)
-    f_x = problem.target(problem.outputs, rows).detach()
-    total = values.reshape(problem.n, -1).sum(1)
-    info = {"n_evals": n + comp.probe_rows, "rules": bound, "canonized": merged,
-            "batchnorm_layers": unmerged, "binding": binding, "composite": rules.name,
+    values = grad if (bound["returns_relevance"] and not at_layer) else grad * base
+    n_rows = x.shape[0]
+    f_x = problem.target(problem.outputs, torch.arange(n_rows)).detach()
+    total = values.reshape(n_rows, -1).sum(1)
+    info = {"n_evals": n, "rules": bound["rules"], "canonized": bound["canonized"], "batchnorm_layers": unmerged,
+            "binding": binding, "composite": rules.name,
             "relevance_sum": total, "f_x": f_x, "completeness_gap": (total - f_x).abs(),
             # the share of f(x) the input relevance does not carry: biases (and folded BatchNorm shifts) absorb it;
             # on a bias-free network only the stabilisers and z+ neurons without positive input do

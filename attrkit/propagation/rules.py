@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Rule", "surrogate", "stabilize", "GuidedReLU", "DeconvReLU", "Epsilon", "ZPlus", "AlphaBeta",
-           "Gamma", "Flat", "WSquare", "ZBox", "Zero", "Pass", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
+           "Gamma", "Flat", "WSquare", "ZBox", "Zero", "Pass", "layer_params", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
            "INPUT_RULES"]
 
 
@@ -44,6 +44,19 @@ def layer_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
     if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
         return module._conv_forward(x, weight, bias)
     raise TypeError(f"relevance rules apply to Linear and Conv layers, not {type(module).__name__}")
+
+
+def layer_params(site) -> tuple:
+    """The weight and bias of a Linear/Conv site, detached, with a BatchNorm a canonizer folded into it merged in
+    (``site.post = (scale, shift)``: ``W' = scale W``, ``b' = scale b + shift``)."""
+    module = site.module
+    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    if site.post is None:
+        return module.weight.detach(), bias
+    scale, shift = site.post
+    w = module.weight.detach()
+    return w * scale.view((-1,) + (1,) * (w.dim() - 1)), (bias if bias is not None else torch.zeros_like(scale)) \
+        * scale + shift
 
 
 class Rule:
@@ -85,10 +98,10 @@ class DeconvReLU(Rule):
 
 # --------------------------------------------------------------------------------- LRP rules
 class _LinearRule(Rule):
-    """Rules on Linear/Conv layers; ``ctx.params(module)`` gives the (canonized) weight and bias."""
+    """Rules on Linear/Conv layers, computed from the (canonized) weight and bias: :func:`layer_params`."""
 
     def forward(self, site, inputs, output, ctx):
-        weight, bias = ctx.params(site)
+        weight, bias = layer_params(site)
         return surrogate(output, self.signal(site.module, inputs[0], output, weight, bias, ctx))
 
     def signal(self, module, a, z, weight, bias, ctx):  # pragma: no cover - interface

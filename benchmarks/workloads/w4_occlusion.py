@@ -30,9 +30,9 @@ def _chunk(model, x) -> int:
     """attrkit's rows per game call for this model (its coalition-game chunk rule)."""
     from attrkit.core.problem import Problem
     from attrkit.core.targets import resolve_target
-    from attrkit.games.game import game_chunk
     out = model(x[:1]).detach()
-    return game_chunk(Problem(model=model, inputs=x, outputs=out, target=resolve_target(None, out)))
+    return Problem(model=model, inputs=x, outputs=out, target=resolve_target(None, out)).chunk(grad=False,
+                                                                                               coalitions=True)
 
 
 def best_captum(limit: float) -> Target:
