@@ -102,6 +102,7 @@ def _fx_split(problem: Problem) -> LayerSplit:
                else _Const(parts[0][k + 1]) for k in range(len(extras))]
         if not isinstance(act, torch.Tensor):
             raise TypeError("the layer's output is not a tensor")
+        head = _prune(head, act, ext)
         out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
                          for s in range(0, x.shape[0], step)])
     ref = problem.outputs
@@ -114,6 +115,15 @@ def _fx_split(problem: Problem) -> LayerSplit:
         return head(masked, *[e[rows].value if isinstance(e, _Const) else e[rows] for e in ext])
 
     return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
+
+
+def _prune(head, act, ext):
+    """A transformer head reading one token row computes only that row where it can (transformers.readout)."""
+    if act.dim() != 3:
+        return head
+    from ..transformers.readout import prune_rows
+    return prune_rows(head, act[:2].clone(), *[e[:2].clone() if isinstance(e, torch.Tensor) else e.value
+                                               for e in ext])
 
 
 class _Const:
