@@ -61,3 +61,21 @@ def test_an_unknown_op_takes_the_selection_at_its_output():
     assert pruned.pruned_rows == 1                               # relu on one row; cumsum stays whole
     cums = [n for n in pruned.graph.nodes if n.target is torch.cumsum]
     assert len(cums) == 1 and cums[0].args[0].op == "call_module"
+
+
+def test_the_split_is_traced_once_per_model_layer_and_structure(monkeypatch):
+    """Layer games keep the traced (and row-pruned) head per model, layer and row shape; the output check still
+    runs every call; a model whose modules changed is traced again."""
+    import attrkit as ak
+    from attrkit.games import split
+    model = SmallViT(depth=2, seed=0).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    traced, orig = [], split._trace
+    monkeypatch.setattr(split, "_trace", lambda *a: (traced.append(1), orig(*a))[1])
+    run = lambda: ak.explain(model, x, "kernel_shap", target=0, n_samples=200, seed=0, layer="blocks.0",
+                             progress=False)
+    a, b = run(), run()
+    assert len(traced) == 1 and a.info["head_only"] and torch.equal(a.values, b.values)
+    model.blocks[1].fc2 = nn.Linear(96, 48)
+    c = run()
+    assert len(traced) == 2 and c.info["head_only"] and not torch.equal(a.values, c.values)
