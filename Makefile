@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED = 0
 export RAY_AUTH_MODE = disabled
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test bench bench-quick crosscheck clean install zoo mutations
+.PHONY: demo test bench bench-quick crosscheck crosscheck-hf clean install zoo mutations
 
 $(VENV)/.core:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,20 @@ crosscheck: $(XVENV)/.ready
 	$(XVENV)/bin/python crosscheck/graphs.py --json crosscheck/graphs.json
 	$(XVENV)/bin/python crosscheck/layers.py --json crosscheck/layers_results.json
 	$(XVENV)/bin/python crosscheck/attnlrp_lxt.py --json crosscheck/attnlrp_lxt_results.json
+
+# `make crosscheck-hf`: AttnLRP against lxt on a small Hugging Face ViT and BERT. lxt 2.1 patches BERT with its copy
+# of transformers 4.52's modeling_bert, so lxt runs in .venv-crosscheck-hf (transformers 4.52.4) and attrkit
+# (transformers 5) in .venv-crosscheck on the saved weights and relevance (crosscheck/attnlrp_hf.py).
+XVENV_HF := .venv-crosscheck-hf
+$(XVENV_HF)/.ready:
+	$(PYTHON) -m venv $(XVENV_HF)
+	$(XVENV_HF)/bin/python -m pip install -q torch==2.14.1 transformers==4.52.4 lxt==2.1 numpy safetensors
+	touch $@
+
+crosscheck-hf: $(XVENV)/.ready $(XVENV_HF)/.ready
+	mkdir -p .cache
+	$(XVENV_HF)/bin/python crosscheck/attnlrp_hf.py --lxt-side .cache/attnlrp_hf_lxt.pt
+	$(XVENV)/bin/python crosscheck/attnlrp_hf.py --lxt .cache/attnlrp_hf_lxt.pt --json crosscheck/attnlrp_hf_results.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

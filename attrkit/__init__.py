@@ -10,7 +10,7 @@ import importlib
 from .api import explain
 from .attribution import Attribution
 from .importance import Importance, global_importance
-from .registry import methods
+from .registry import methods, validate
 
 __version__ = "0.1.0"
 
@@ -21,15 +21,15 @@ _LAZY = {
     "plot": "attrkit.viz", "plot_grid": "attrkit.viz", "plot_curves": "attrkit.viz",
     "plot_cascade": "attrkit.viz", "plot_importance": "attrkit.viz", "plot_beeswarm": "attrkit.viz",
     "plot_waterfall": "attrkit.viz",
-    "report": "attrkit.report",
+    "report": "attrkit.html_report",
     "run": "attrkit.runs", "load_run": "attrkit.runs",
-    "summary": "attrkit.summary",
+    "summary": "attrkit.model_summary",
     "loss_landscape": "attrkit.landscape", "Landscape": "attrkit.landscape", "plot_landscape": "attrkit.viz",
 }
-_SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "reference", "viz", "games", "runs",
-               "propagation", "gradients")
+_SUBMODULES = ("data", "models", "train", "zoo", "metrics", "experiments", "lecture_numpy", "viz", "games", "runs",
+               "propagation", "cams", "gradients")
 
-__all__ = ["explain", "Attribution", "methods", "global_importance", "Importance", "__version__",
+__all__ = ["explain", "Attribution", "methods", "validate", "global_importance", "Importance", "__version__",
            *_LAZY, *_SUBMODULES]
 
 

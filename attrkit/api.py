@@ -1,20 +1,17 @@
 """``explain``: validate once, dispatch to a registered method, wrap the result in an ``Attribution``."""
 from __future__ import annotations
 
-import inspect
 import time
 
 import torch
 
 from .attribution import Attribution
-from .core.budget import check_budget
-from .core.call import prepare
-from .core.checks import first_call, resolve_seed
-from .core.modules import eval_mode, resolve_layer, strip_compiled_prefix, unwrap_compiled
-from .core.problem import Problem
+from .core.checks import resolve_seed
+from .core.modules import eval_mode
+from .core.problem import build_problem
 from .core import tokens
 from .progress import call_bar
-from .registry import MethodSpec, get
+from .registry import REQUIRED, MethodSpec, get
 
 
 def explain(model, x, method: str = "integrated_gradients", target=None, *, layer=None, noise=None,
@@ -52,34 +49,28 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     """
     spec = method if isinstance(method, MethodSpec) else get(method)   # a spec: unregistered recipes (compat)
     class_names, feature_names = _names(model, class_names, feature_names)
-    model, compiled_note = unwrap_compiled(model)
-    layer = strip_compiled_prefix(layer) if compiled_note else layer
-    batch_size, max_memory = check_budget(batch_size, max_memory)
     seed = resolve_seed(seed)
-    if spec.layer == "never" and layer is not None:
-        raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
-    _check_options(spec, {k: v for k, v in options.items() if k not in tokens.ID_OPTIONS}, noise)
+    spec.validate(options, layer=layer, noise=noise)
     start = time.perf_counter()
     with eval_mode(model):
-        with first_call(model, x):          # torch errors of the first call: the shapes given, the failing layer
-            try:
-                with torch.no_grad():
-                    prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
-            except RuntimeError as e:
-                raise tokens.forward_error(e, x) from e
-        x, tgt, outputs, layout = prep.inputs, prep.target, prep.outputs, prep.layout
-        layer_name, layer_mod = resolve_layer(model, layer) if layer is not None else (None, None)
+        # a method whose own forward pass can be explain's (spec.shared_pass): prepare runs under it, once
+        shared_fn = spec.shared_pass if noise is None else None
+        shared = None if shared_fn is None else (
+            lambda m, lay: shared_fn(m, x, lay, forward_args, forward_kwargs, batch_size, max_memory, options))
+        problem = build_problem(model, x, target, layer=layer, forward_args=forward_args,
+                                forward_kwargs=forward_kwargs, batch_size=batch_size, max_memory=max_memory,
+                                seed=seed, progress=progress, shared_pass=shared)
+        x, tgt, outputs, layout = problem.inputs, problem.target, problem.outputs, problem.layout
+        model = problem.user_model                # (a torch.compile'd model unwrapped)
         choice = None
         if spec.layer == "required" and layer is None:
-            choice = _default_layer(spec, model, prep)
-            layer_name, layer_mod = choice.name, choice.module
-        tok = tokens.prepare(model, x, spec, layer_name, layer_mod, options, noise, prep)  # integer inputs (ids)
+            choice = _default_layer(spec, model, problem)
+            problem = problem.at_layer(choice.name, choice.module)
+        tok = tokens.prepare(model, x, spec, problem.layer_name, problem.layer, options, noise, problem)  # ids
         layer_name, layer_mod, options = tok.layer_name, tok.layer, tok.options
+        problem = problem.at_layer(layer_name, layer_mod)
         if layout is not None:
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
-        problem = Problem(model=prep.model, inputs=x, outputs=outputs, target=tgt, layer_name=layer_name,
-                          layer=layer_mod, batch_size=batch_size, max_memory=max_memory, seed=seed,
-                          progress=progress, layout=layout)
         with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
@@ -95,8 +86,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     info["seed"] = seed
     if choice is not None:
         info["layer_choice"] = choice.why
-    if compiled_note:
-        info["compiled"] = compiled_note
+    if problem.compiled:
+        info["compiled"] = problem.compiled
     baseline = result.baseline if result.baseline is not None else options.get("baseline")
     values, players = result.values.detach(), result.players
     if layout is not None:
@@ -108,7 +99,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         info = {k: unpack(v) for k, v in info.items()}
     return Attribution(values=values, method=name,
                        target=tgt.classes if tgt.classes is not None else tgt.label,
-                       layer=layer_name, baseline=baseline, inputs=_detach(prep.structured),
+                       layer=layer_name, baseline=baseline, inputs=_detach(problem.structured),
                        outputs=outputs.detach(), info=info, players=players, feature_names=feature_names,
                        class_names=class_names)
 
@@ -131,16 +122,15 @@ def _names(model, class_names, feature_names):
 
 def _run(spec, problem, options, noise):
     if noise is not None and noise is not False:
-        from .gradients.noise import with_noise
-        if spec.family != "gradient":
-            raise ValueError(f"noise= wraps gradient methods; {spec.name!r} is a {spec.family} method")
-        return with_noise(problem, base=spec.name, **_noise_options(noise), **options)
+        from .gradients.noise import noise_options, with_noise
+        return with_noise(problem, base=spec.name, **noise_options(noise), **options)
     return spec.fn(problem, **options)
 
 
 def _name(spec, options, noise) -> str:
     if noise is not None and noise is not False:
-        return f"{_noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
+        from .gradients.noise import noise_options
+        return f"{noise_options(noise).get('kind', 'smoothgrad')}({spec.name})"
     if options.get("base") and spec.name in ("smoothgrad", "smoothgrad_sq", "vargrad"):
         return f"{spec.name}({options['base']})"
     return spec.name
@@ -157,19 +147,18 @@ def _detach(x):
 def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> dict:
     """Per-input baselines, maskers and players -> the packed forms the single-tensor engines read."""
     from .core.inputs import pack_reference
-    params = inspect.signature(spec.fn).parameters
     out = dict(options)
     for name in ("baseline", "masker"):
         if name in out and getattr(out[name], "parts", None) is not None:     # ak.Background of several inputs
             out[name] = out[name].packed(layout)
         elif name in out:
             out[name] = pack_reference(out[name], layout, flat, seed, name)
-        elif name in params and params[name].default is not inspect.Parameter.empty:
-            default = params[name].default
+        elif spec.takes(name) and spec.options[name] is not REQUIRED:
+            default = spec.options[name]
             packed = pack_reference(default, layout, flat, seed, name)
             if packed is not default:          # a geometry-dependent default ("mean", "blur"): made per input
                 out[name] = packed
-    if "players" in params and not at_layer:
+    if spec.takes("players") and not at_layer:
         from .games.packing import pack_players
         given = out.get("players")
         if given is None or not isinstance(given, str):
@@ -178,9 +167,10 @@ def _pack_options(spec, options: dict, layout, flat, seed, at_layer: bool) -> di
 
 
 def _default_layer(spec, model, prep):
-    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``."""
+    """The method's automatic layer (a ``core.auto_layer.LayerChoice``), found on one forward pass of ``prep``
+    (the ``Problem``)."""
     from .core.adapter import rows_of
-    finder = getattr(spec.fn, "default_layer", None)
+    finder = spec.default_layer
     if finder is None:
         raise ValueError(f"method {spec.name!r} needs layer=")
 
@@ -188,28 +178,3 @@ def _default_layer(spec, model, prep):
         with rows_of(prep.model, torch.arange(row.shape[0])):
             return prep.model(row)
     return finder(model, prep.inputs, forward, prep.layout)
-
-
-def _noise_options(noise) -> dict:
-    if noise is True:
-        return {}
-    if isinstance(noise, (int, float)):
-        return {"noise_level": float(noise)}
-    if isinstance(noise, dict):
-        allowed = {"n_samples", "noise_level", "kind", "noise_std", "perturbations"}
-        bad = set(noise) - allowed
-        if bad:
-            raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-        return dict(noise)
-    raise TypeError("noise= must be True, a noise level (float) or a dict of options")
-
-
-def _check_options(spec, options: dict, noise) -> None:
-    params = inspect.signature(spec.fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [k for k in params if k != "problem"]
-    bad = [k for k in options if k not in allowed]
-    if bad:
-        raise TypeError(f"method {spec.name!r} does not take option(s) {', '.join(map(repr, bad))}; "
-                        f"its options are: {', '.join(allowed) or '(none)'}")

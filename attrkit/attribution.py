@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .core.json_values import jsonable
 
 _FORMAT = "attrkit.attribution/1"
 
@@ -171,10 +172,10 @@ class Attribution:
                 put(name, getattr(self, name))
         for name in ("target", "baseline"):
             if not put(name, getattr(self, name)):
-                meta[name] = _jsonable(getattr(self, name))
+                meta[name] = jsonable(getattr(self, name))
         for key, val in self.info.items():
             if not put(f"info.{key}", val):
-                meta["info"][key] = _jsonable(val)
+                meta["info"][key] = jsonable(val)
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **arrays)
@@ -207,7 +208,7 @@ def _names_json(names):
     if names is None:
         return None
     if isinstance(names, dict):
-        return {"pairs": [[_jsonable(k), str(v)] for k, v in names.items()]}
+        return {"pairs": [[jsonable(k), str(v)] for k, v in names.items()]}
     return [str(n) for n in names]
 
 
@@ -252,20 +253,6 @@ def _shapes(v):
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-
-
-def _jsonable(v):
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    return str(v)
 
 
 def _short(target) -> str:

@@ -12,13 +12,13 @@ import argparse
 import importlib
 import inspect
 import json
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
 
 from . import __version__
+from .core.json_values import jsonable
 from .cli_args import (EXIT_CODES, FAILED, INTERRUPTED, OK, USAGE, epilog, image_args, method_args, model_args,
                        output_parent, table_args)
 
@@ -32,7 +32,7 @@ OWN_JSON = {"landscape"}
 # subcommands defined in other modules: each has add_parser(subparsers, parents) that adds its parser with
 # parents=parents (the output flags) and set_defaults(func=f), f(args, quiet, progress=None) -> dict (the JSON
 # result; print the human summary unless quiet; raise errors, their exit_status attribute picks the code)
-EXTRA = ("attrkit.runs.cli", "attrkit.metrics._cli")
+EXTRA = ("attrkit.cli_run", "attrkit.cli_evaluate")
 
 
 class CLIError(Exception):
@@ -178,7 +178,7 @@ def _main(argv: list[str], as_json: bool) -> int:
             raise
         return _fail(args.command, _one_line(err), _status(err), as_json)
     if as_json:
-        print(json.dumps(_finite(result), default=_json_default))
+        print(json.dumps(jsonable(result, nonfinite_null=True)))   # NaN -> null: standard JSON
     return int(result.get("exit", OK)) if isinstance(result, dict) else OK
 
 
@@ -234,17 +234,6 @@ def _delegate(name: str, rest: list[str], flags: list[str], as_json: bool) -> in
     return int(code or 0)
 
 
-def _finite(o):
-    """NaN/inf -> None so the JSON is standard (Python's json writes NaN, which JSON readers refuse)."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
-
-
 def _one_line(err) -> str:
     text = str(err) if not isinstance(err, BaseException) or str(err) else type(err).__name__
     text = " ".join(text.split())
@@ -257,23 +246,6 @@ def _one_line_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"attrkit: warning: {_one_line(message)}", file=sys.stderr)
     warnings.showwarning = show
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-        import torch
-        if isinstance(o, torch.Tensor):
-            return o.detach().cpu().tolist()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def _say(quiet: bool, *lines) -> None:
@@ -321,7 +293,7 @@ def cmd_explain(args, quiet: bool, progress=None) -> dict:
     if isinstance(model, io.ScriptedModel) and (layer is not None or spec.layer == "required"):
         raise CLIError("layer-level attributions need the model as an nn.Module (a file saved by "
                        "attrkit.train.save or module:factory); TorchScript models hide their layers")
-    if spec.layer == "required" and layer is None and not hasattr(spec.fn, "default_layer"):
+    if spec.layer == "required" and layer is None and spec.default_layer is None:
         raise io.UsageError(f"method {spec.name!r} needs --layer")
     io.check_layer(model, layer)
     io.check_forward(model, x, channels_given=args.channels is not None)

@@ -19,6 +19,7 @@ from torch import nn
 # models: the shared pipeline of attrkit.cli_io (kept importable from here)
 from .cli_io import (InputError, ScriptedModel, UsageError, check_forward, image_settings,  # noqa: E402,F401
                      in_features, infer_channels, load_model, load_weights, model_meta, read_image)
+from .readers import read_npz  # noqa: E402,F401  (files -> inputs: the reader attrkit.runs shares)
 
 
 def method_spec(name: str):
@@ -261,28 +262,6 @@ def resolve_players(options: dict, x, layer) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ outputs
-def read_npz(path: Path):
-    """Inputs from a ``.npz``: one array is one batch; several arrays are several inputs — passed by keyword
-    when named (``np.savez(f, input_ids=..., pixel_values=...)``), positionally in file order when saved
-    unnamed (``np.savez(f, img, tab)``: ``arr_0``, ``arr_1``, ...). Integer arrays stay integers."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-    except Exception as err:  # noqa: BLE001 - any failure means "not readable"
-        raise InputError(f"could not read {path} as a .npz file: {err}") from None
-    if not arrays:
-        raise InputError(f"{path} holds no arrays")
-    for k, v in arrays.items():
-        if v.dim() == 0:
-            raise InputError(f"{path}: array {k!r} is a scalar; every input needs a leading sample dimension")
-    arrays = {k: v.float() if v.dtype == torch.float64 else v for k, v in arrays.items()}
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
-    if all(k == f"arr_{i}" for i, k in enumerate(arrays)):
-        return tuple(arrays.values())
-    return arrays
-
-
 def write_figures(a, out: Path, names, method: str, classes, feature_names, mode: str, limit: int = 20) -> list:
     """One PNG per sample (the first ``limit``): heatmap for images, bars for rows; per input for several."""
     from .viz import plot

@@ -11,7 +11,7 @@ A model spec is, in this order:
    that folder is put on ``sys.path`` and a note on stderr says so. ``weights`` (``--weights``) loads a
    state-dict file into the result (``torch.load(weights_only=True)``, or safetensors).
 
-Images are read by :func:`read_image` (also used by :class:`attrkit.runs.ImageFolderSource`): Pillow, grey
+Images are read by :func:`attrkit.readers.read_image` (as in :class:`attrkit.runs.ImageFolderSource`): Pillow, grey
 or RGB, bilinear resize, scaled to [0, 1], then ``(x - mean) / std``. :func:`infer_channels` reads the number
 of channels from the model's first convolution (also through TorchScript).
 """
@@ -25,9 +25,10 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from .readers import read_image  # noqa: F401  (the one image reader; kept importable from here)
 
 
 class InputError(ValueError):
@@ -320,24 +321,6 @@ def image_settings(model=None, size_=None, mean=None, std=None, channels=None):
     if std is not None and any(v == 0 for v in std):
         raise UsageError("--std must not contain 0")
     return ("L" if channels == 1 else "RGB"), hw, mean, std
-
-
-def read_image(path, mode: str = "RGB", size=None, mean=None, std=None) -> np.ndarray:
-    """One image as float32 ``[C, H, W]``: Pillow ``mode`` ("RGB" or "L"), bilinear resize to ``size``
-    ((height, width)), scaled to [0, 1], then ``(x - mean) / std`` per channel (arrays or None)."""
-    from PIL import Image
-    with Image.open(path) as im:
-        im.load()
-        im = im.convert(mode)
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.float32) / 255.0
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    if mean is not None:
-        a = a - np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-    if std is not None:
-        a = a / np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def check_forward(model, x, channels_given: bool = False) -> None:

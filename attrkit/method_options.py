@@ -25,16 +25,19 @@ MEANINGS = {
     "beta": "beta of the alpha-beta rule",
     "canonize": "fold BatchNorm into the preceding layer before propagating (the relevance then follows the "
                 "network's function)",
-    "canonizers": "a list of canonizer objects replacing the default [MergeBatchNorm()] (docs/extending.md: the "
-                  "canonizer protocol); None: the default, or none with canonize=False",
-    "composite": "a named set of rules per layer type: epsilon_plus (default), epsilon_plus_flat, "
-                 "epsilon_plus_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat, epsilon_gamma_box",
+    "canonizers": "a list of canonizer objects (attrkit.propagation.Canonizer) replacing the default "
+                  "[MergeBatchNorm()]; None: the default, or none with canonize=False",
+    "composite": "the rules per layer: a name, epsilon_plus (default), epsilon_plus_flat, epsilon_plus_box, "
+                 "epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat, epsilon_gamma_box; an LRPComposite; or a dict "
+                 "{\"linear\" / \"conv\" / \"first\" / site kind / site name / module class: rule} "
+                 "(docs/extending.md)",
     "distance": "the distance in LIME's exponential kernel between a coalition and the full input: "
                 "\"cosine\" or \"euclidean\"",
     "epsilon": "stabiliser of the epsilon rule (larger: less noise, less conservation)",
     "feature_tolerance": "also refine until each sample's per-feature error estimate (relative L2) is below "
                          "this (needs the adaptive rule)",
-    "first": "rule for the first layer: \"flat\", \"wsquare\", \"zbox\" (with low/high) or any rule name",
+    "first": "rule for the first layer: \"flat\", \"wsquare\", \"zbox\" (with low/high), any rule name or a Rule "
+             "object",
     "gamma": "gamma of the gamma rule (weight of positive contributions)",
     "head_only": "evaluate coalitions through the part of the network after the layer only (None: when the "
                  "model can be split there)",
@@ -44,6 +47,8 @@ MEANINGS = {
                     "sqrt(players) for the Euclidean one)",
     "local": "image games on CNNs: run the convolutional prefix once per local pattern of players (exact; "
              "None decides by cost, False never, True insists)",
+    "occlusion.local": "CNNs: recompute only each window's receptive-field cone, layer by layer, then the rest "
+                       "whole (Krypton; exact; None decides by cost, False never, True insists)",
     "low": "lower input bound for the zbox first-layer rule (default: each sample's minimum)",
     "masker": _MASK,
     "max_players": "refuse above this many players (exact Shapley costs 2^players evaluations per sample)",
@@ -72,10 +77,12 @@ MEANINGS = {
     "query": "which token's row carries the prediction: \"cls\" (row 0), \"mean\" (over the real tokens) or a "
              "position (None: cls for ViTs with a class token and Hugging Face text models, else mean)",
     "attn_lrp.softmax": "rule at the softmax: \"attnlrp\" (the paper's, relevance through q and k too) or "
-                        "\"constant\" (attention weights held constant: CP-LRP, conservative)",
+                        "\"constant\" (attention weights held constant: CP-LRP; the softmax absorbs nothing)",
+    "attn_lrp.budget": "also count the relevance biases, class tokens, positions and the softmax absorb "
+                       "(info[\"budget\"], info[\"conservation_gap\"]; one more forward + backward per sample)",
     "ridge": "L2 penalty of LIME's weighted least squares (0: plain least squares)",
     "rule": "integrated_gradients: quadrature rule (gauss_legendre, riemann_left/right/middle, riemann_trapezoid, "
-            "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma)",
+            "adaptive); lrp: one rule for every layer (epsilon, zero, zplus, alpha_beta, gamma, or a Rule object)",
     "softmax": "channel weights: softmax of the masked scores over channels (True) or each masked score minus the "
                "all-masked score (False, the paper's increase of confidence)",
     "spread": "how a player's value is painted on its pixels: \"share\" divides it by the player's size (the "
@@ -94,17 +101,33 @@ TYPES = {"baseline": "str | float | Tensor", "masker": "str | float | Tensor | B
          "high": "float | Tensor", "base_options": "KEY=VALUE ..."}
 
 
-def option_rows(spec) -> list[dict]:
-    """``[{"option", "default", "type", "meaning"}]`` for a registry entry, in signature order."""
-    rows = []
-    for name, p in inspect.signature(spec.fn).parameters.items():
+def signature_options(fn) -> tuple[dict, dict, str]:
+    """A method function's options, read from its signature (``MethodSpec`` does it once, at registration):
+    name -> default (``inspect.Parameter.empty`` when required), name -> type text, and the name of its
+    ``**options`` parameter ("" if none). The first parameter (the ``Problem``) is not an option."""
+    options, types, extra = {}, {}, ""
+    for name, p in inspect.signature(fn).parameters.items():
         if name == "problem":
             continue
         if p.kind == p.VAR_KEYWORD:
+            extra = name
+            types[name] = _type(name, p)
+            continue
+        options[name] = p.default
+        types[name] = _type(name, p)
+    return options, types, extra
+
+
+def option_rows(spec) -> list[dict]:
+    """``[{"option", "default", "type", "meaning"}]`` for a registry entry, in signature order."""
+    rows = []
+    names = list(spec.options) + ([spec.extra_options] if spec.extra_options else [])
+    for name in names:
+        if name == spec.extra_options:
             default = "-"
         else:
-            default = "required" if p.default is p.empty else repr(p.default)
-        rows.append({"option": name, "default": default, "type": _type(name, p),
+            default = "required" if spec.options[name] is inspect.Parameter.empty else repr(spec.options[name])
+        rows.append({"option": name, "default": default, "type": spec.option_types.get(name, "any"),
                      "meaning": MEANINGS.get(f"{spec.name}.{name}") or MEANINGS.get(name, "")})
     return rows
 

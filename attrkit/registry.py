@@ -3,8 +3,10 @@ method table and the contract tests that run over every method."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 # Modules whose import registers methods (each family adds its module here).
 METHOD_MODULES = (
@@ -13,14 +15,15 @@ METHOD_MODULES = (
     "attrkit.propagation.guided",
     "attrkit.propagation.lrp",
     "attrkit.propagation.deeplift",
-    "attrkit.propagation.cam",
-    "attrkit.propagation.cam_perturb",
+    "attrkit.cams.cam",
+    "attrkit.cams.cam_perturb",
     "attrkit.games.estimators",
     "attrkit.transformers.methods",
     "attrkit.transformers.attnlrp",
 )
 
 _REGISTRY: dict[str, "MethodSpec"] = {}
+REQUIRED = inspect.Parameter.empty     # the default of an option that has none
 _loaded = False
 
 
@@ -34,6 +37,13 @@ class MethodSpec:
     ``std_err`` for sampled estimators.
     ``torchscript``: whether a TorchScript model is accepted at the input (methods that hook the model's layers
     refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
+    ``default_layer``: ``finder(model, inputs, forward, layout) -> core.auto_layer.LayerChoice``, the layer used
+    when ``layer=`` is not given (None: a method with ``layer="required"`` then needs ``layer=``).
+    ``shared_pass``: ``(model, x, layer, forward_args, forward_kwargs, batch_size, max_memory, options) -> context
+    manager | None``: the method's own pass, under which ``explain``'s first forward runs so the method reuses it
+    (AttnLRP: one forward + backward instead of two forwards + backward); None: an ordinary no-grad forward.
+    ``options``: option name -> default (``REQUIRED`` when it has none), read once from ``fn``'s signature;
+    ``extra_options``: the name of ``fn``'s ``**options`` parameter ("" if none: only ``options`` are accepted).
     ``fn(problem, **options) -> Result`` computes it.
     """
     name: str
@@ -49,7 +59,64 @@ class MethodSpec:
     reference: str = ""
     error: str = ""
     torchscript: bool | None = None
-    options: dict = field(default_factory=dict)
+    default_layer: Callable | None = None
+    shared_pass: Callable | None = None
+    options: Mapping = field(default_factory=dict)
+    extra_options: str = ""
+    option_types: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.layer not in ("optional", "required", "never"):
+            raise ValueError(f"method {self.name!r}: layer must be 'optional', 'required' or 'never', got {self.layer!r}")
+        if self.default_layer is not None and self.layer == "never":
+            raise ValueError(f"method {self.name!r} never works at a layer, so it cannot have a default_layer")
+        if not self.options and not self.extra_options:       # read the signature once, here
+            from .method_options import signature_options
+            options, types, extra = signature_options(self.fn)
+            object.__setattr__(self, "options", options)
+            object.__setattr__(self, "option_types", types)
+            object.__setattr__(self, "extra_options", extra)
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "option_types", MappingProxyType(dict(self.option_types)))
+
+    def takes(self, option: str) -> bool:
+        """Whether ``option`` is one of the method's named options."""
+        return option in self.options
+
+    @property
+    def reference_option(self) -> str:
+        """The option that sets the method's reference point or absent value: ``baseline``, else ``masker``
+        ("" if it takes neither)."""
+        return next((k for k in ("baseline", "masker") if k in self.options), "")
+
+    @property
+    def budget_option(self) -> str:
+        """The option that sets a sampled method's budget (``n_samples``; "" if none)."""
+        return "n_samples" if "n_samples" in self.options else ""
+
+    def validate(self, options: Mapping, *, layer=None, noise=None) -> None:
+        """Raise before any work when a call cannot run: ``layer=`` for a method that never works at a layer
+        (ValueError), an option the method does not take (TypeError; token options such as ``pad_id`` are
+        ``explain``'s own), a ``noise=`` the noise wrapper does not take or a non-gradient method (ValueError,
+        TypeError; names from :data:`attrkit.gradients.noise.NOISE_OPTIONS`)."""
+        if self.layer == "never" and layer is not None:
+            raise ValueError(f"method {self.name!r} does not work at a layer; drop layer=")
+        if not self.extra_options:
+            from .core.tokens import ID_OPTIONS
+            bad = [k for k in options if k not in self.options and k not in ID_OPTIONS]
+            if bad:
+                raise TypeError(f"method {self.name!r} does not take option(s) {', '.join(map(repr, bad))}; "
+                                f"its options are: {', '.join(self.options) or '(none)'}")
+        if noise is not None and noise is not False:
+            from .gradients.noise import noise_options
+            noise_options(noise)
+            if self.family != "gradient":
+                raise ValueError(f"noise= wraps gradient methods; {self.name!r} is a {self.family} method")
+
+    def quick_options(self, x, level: str, **settings) -> dict | None:
+        """The options this method gets in a batch job at ``level`` (:func:`attrkit.quick_options.quick_options`)."""
+        from .quick_options import quick_options
+        return quick_options(self, x, level, **settings)
 
     def option_rows(self) -> list[dict]:
         """Each option: name, default, type and meaning (:mod:`attrkit.method_options`)."""
@@ -64,7 +131,9 @@ class MethodSpec:
 
 
 def register(name: str, *, family: str, summary: str, **props) -> Callable:
-    """Decorator: register ``fn`` as method ``name``."""
+    """Decorator: register ``fn(problem, **options) -> Result`` as method ``name``; ``props`` are the other
+    :class:`MethodSpec` fields (``layer=``, ``default_layer=``, ``baseline=``, ``sampled=``, ``error=``, ...).
+    The options are read from ``fn``'s signature here, once."""
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"method {name!r} is registered twice")
@@ -72,6 +141,32 @@ def register(name: str, *, family: str, summary: str, **props) -> Callable:
         _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, summary=summary, **props)
         return fn
     return deco
+
+
+def unregister(name: str) -> MethodSpec:
+    """Remove method ``name`` from the registry and return its spec (for examples and tests that register
+    throwaway methods; the built-in methods come back only by reloading their modules)."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ValueError(f"method {name!r} is not registered")
+    return _REGISTRY.pop(name)
+
+
+def validate(method, *, layer=None, noise=None, **options) -> MethodSpec:
+    """Check a call of ``method`` with ``options`` (and ``layer=``/``noise=``) without running it: raises the
+    ValueError/TypeError ``explain`` would raise for them, else returns the method's :class:`MethodSpec`.
+    ``options`` are the method's own (``explain``'s ``**options``), not ``explain``'s arguments (``seed=``, ...).
+
+    >>> import attrkit as ak
+    >>> ak.validate("integrated_gradients", steps=16).name
+    'integrated_gradients'
+    >>> ak.validate("integrated_gradients", step=16)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: method 'integrated_gradients' does not take option(s) 'step'; its options are: ...
+    """
+    spec = method if isinstance(method, MethodSpec) else get(method)
+    spec.validate(options, layer=layer, noise=noise)
+    return spec
 
 
 def _ensure_loaded() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn, optim
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from .core.files import atomic_write
 from .data.dataset import Dataset
 from .models import build
 
@@ -320,16 +320,7 @@ def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": "attrkit-model-1", "config": dict(config), "state_dict": state,
                "meta": dict(meta or getattr(model, "meta", None) or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh), mode=0o600)   # as before: private to the user
 
 
 def load(path: str | os.PathLike, *, trust: bool = False, weights_only: bool | None = None,

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from . import data as _data
+from .core.files import atomic_write
 from .models import MLP, ImageTableNet, SmallCNN, SmallViT, TextTransformer, build
 from .models.files import load_safetensors, save_safetensors
 from .train import evaluate, fit
@@ -162,11 +162,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)                          # mkstemp makes 0600; these files are for everyone
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(text.encode()), mode=0o644)   # these files are for everyone
 
 
 def _check(path: Path, expected: str | None, name: str) -> None:

@@ -126,8 +126,10 @@ def test_attn_lrp_on_a_transformer_encoder_with_functional_gelu():
 
 
 def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
-    """One forward of explain (outputs, targets), one rows-1 memory probe (absent with batch_size=), then ONE
-    forward + backward under the rules; under the rules the modules' own attention and norm maths never run."""
+    """explain's own forward pass is the rules pass (shared_pass): ONE forward + backward under the rules, after a
+    rows-1 memory probe (absent with batch_size=); under the rules the modules' own attention and norm maths never
+    run. When the batch does not fit one chunk (batch_size=2 < 5 rows) explain's pass and the rules pass are
+    separate (chunked), with the same values."""
     model = TinyViT(depth=2)
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     rows, backwards, own = [], [], {"mha": 0, "ln": 0}
@@ -141,9 +143,68 @@ def test_attn_lrp_runs_the_model_the_fewest_times(monkeypatch):
         orig = cls.forward
         monkeypatch.setattr(cls, "forward", lambda self, *a, orig=orig, key=key, **kw:
                             (own.__setitem__(key, own[key] + 1), orig(self, *a, **kw))[1])
-    ak.explain(model, x, "attn_lrp", target=1, batch_size=8)
-    assert rows == [5, 5] and backwards == [5]
-    assert own == {"mha": 2, "ln": 5}                 # explain's pass only: 2 blocks, 2 + 2 + 1 norms
+    one = ak.explain(model, x, "attn_lrp", target=1, batch_size=8)
+    assert rows == [5] and backwards == [5] and own == {"mha": 0, "ln": 0}
+    assert one.info["n_evals"] == 5
     rows.clear(), backwards.clear()
     ak.explain(model, x, "attn_lrp", target=1)
-    assert rows == [5, 1, 5] and backwards == [5]
+    assert rows == [1, 5] and backwards == [5]
+    assert own == {"mha": 2, "ln": 5}                 # the probe's row only: 2 blocks, 2 + 2 + 1 norms
+    rows.clear(), backwards.clear()
+    chunked = ak.explain(model, x, "attn_lrp", target=1, batch_size=2)
+    assert rows == [2, 2, 1, 2, 2, 1] and backwards == [2, 2, 1]
+    assert torch.allclose(chunked.values, one.values, atol=1e-6) and torch.equal(chunked.outputs.argmax(1),
+                                                                                  one.outputs.argmax(1))
+
+
+def test_conservation_budget_on_the_zoo_vit():
+    """shapes_vit (biases everywhere, class token, positions, CNN stem): sum R at the pixels misses f(x) by 0.41
+    (paper's softmax) / 0.19 (constant weights), median over 16 images; counted part by part, biases + norms +
+    class token and positions + softmax close the budget to 4e-7 (max over those 16 images)."""
+    from attrkit.zoo import pretrained
+    from attrkit.data import shapes
+    model = pretrained("shapes_vit", progress=False)
+    x = shapes(n=8, seed=12345, progress=False).x[:4]
+    target = model(x).argmax(1)
+    for softmax in ("attnlrp", "constant"):
+        a = ak.explain(model, x, "attn_lrp", target=target, softmax=softmax, budget=True)
+        b = a.info["budget"]
+        assert float(a.info["conservation_gap"].max()) < 1e-3 and float(a.info["relative_gap"].min()) > 0.01
+        assert torch.allclose(b["input"], a.info["relevance_sum"], atol=1e-4, rtol=1e-4)
+        head = model.head.bias.detach().double()[target]          # dF/d(head bias of the target) = 1
+        assert torch.allclose(b["by_parameter"]["head.bias"], head, atol=1e-6)
+        assert (b["softmax"].abs().max() > 1e-3) == (softmax == "attnlrp")
+    with pytest.raises(ValueError, match="budget=True"):
+        ak.explain(model, x, "attn_lrp", target=0, budget=True, layer="blocks.0")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_failure_in_the_shared_pass_leaves_the_model_as_it_was(where):
+    """explain's pass is the rules pass: a model failing in it (forward) or in the gradient (backward) lets the
+    error through with every rule, hook and flag removed, and the next call works."""
+    model = TinyViT(depth=2)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = ak.explain(model, x, "attn_lrp", target=1).values
+    flags = [p.requires_grad for p in model.parameters()]
+
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("boom in backward")
+
+    def trip(_m, _a, out):
+        if where == "forward":
+            raise RuntimeError("boom in forward")
+        return Boom.apply(out) if out.requires_grad else out
+    h = model.blocks[1].register_forward_hook(trip)
+    with pytest.raises((RuntimeError, ValueError), match="boom"):    # (explain's first-call message wraps it)
+        ak.explain(model, x, "attn_lrp", target=1)
+    h.remove()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert not model._forward_pre_hooks and all(not m._forward_hooks for m in model.modules())
+    assert [p.requires_grad for p in model.parameters()] == flags and torch.is_grad_enabled()
+    assert torch.equal(ak.explain(model, x, "attn_lrp", target=1).values, ref)

@@ -131,7 +131,7 @@ def test_run_all_writes_results_markdown(tmp_path):
 
 
 def test_evaluate_cli(capsys):
-    from attrkit.metrics import cli_main
+    from attrkit.cli_evaluate import cli_main
     assert cli_main(["--model", "shapes_cnn", "--methods", "saliency", "--metrics", "deletion,pointing_game",
                      "--n", "2", "--steps", "4", "--no-progress"]) == 0
     out = capsys.readouterr().out

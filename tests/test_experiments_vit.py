@@ -16,7 +16,7 @@ def test_small_vit_builds_and_reads_its_grid():
 
 
 def test_vit_specificity_table_rows():
-    from attrkit.experiments_vit import METHODS, section_markdown, vit_specificity_table
+    from attrkit.experiments.vit import METHODS, section_markdown, vit_specificity_table
     net = SmallViT(3, 5, 64, 8, 16, 2, 2, 32, seed=0).eval()
     t = vit_specificity_table(n=2, net=net)
     labels = [(r["method"].split(" ")[0], r["level"]) for r in t]
@@ -30,7 +30,7 @@ def test_vit_specificity_table_rows():
 
 
 def test_vit_sanity_table_rows():
-    from attrkit.experiments_vit import SANITY, vit_sanity_table
+    from attrkit.experiments.vit import SANITY, vit_sanity_table
     net = SmallViT(3, 5, 64, 8, 16, 2, 2, 32, seed=0).eval()
     t = vit_sanity_table(n=2, net=net)
     assert [r["method"] for r in t] == [m for m, _ in SANITY]

@@ -145,7 +145,7 @@ def test_cli_landscape(tmp_path, capsys):
 
 
 def test_demo_landscape_figure_and_table(tmp_path):
-    from attrkit.demo_landscape import caption, landscape_figures
+    from attrkit.demo.landscape import caption, landscape_figures
     notes, tables = [], {}
     figs = landscape_figures(tmp_path, True, 0, notes, tables, progress=False, models=["breast_cancer_mlp"])
     assert notes == [] and (tmp_path / "landscape_breast_cancer_mlp.png").is_file()

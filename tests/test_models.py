@@ -6,7 +6,7 @@ from torch import nn
 
 from attrkit.models import (MLP, VGG_CONFIGS, ImageTableNet, LogisticModel, SimpleMLP, SmallCNN,
                             TextTransformer, bench_cnn, bench_mlp, build, vgg, vgg16_quarter)
-from attrkit.summary import summary
+from attrkit.model_summary import summary
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:

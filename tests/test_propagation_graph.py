@@ -14,7 +14,7 @@ from torch import nn
 
 import attrkit as ak
 from attrkit.core.modules import count_hooks
-from attrkit.propagation import Epsilon, MergeBatchNorm
+from attrkit.propagation import Canonizer, Epsilon, Flat, LRPComposite, MergeBatchNorm, ZPlus, make_rule
 
 RULE_METHODS = ["guided_backprop", "deconvnet", "lrp", "deeplift", "deeplift_shap"]
 
@@ -320,6 +320,44 @@ def test_rule_objects_user_composites_and_canonizers():
         ak.explain(model, x, "lrp", composite={"conv": 3})
 
 
+def test_composite_objects_module_class_keys_and_rule_parameters_from_constructors():
+    model, x = randomise_bn(ResNet()), data()
+    ref = ak.explain(model, x, "lrp", rule=Epsilon(0.01), target=1)
+    obj = ak.explain(model, x, "lrp", composite=LRPComposite(Epsilon(0.01), Epsilon(0.01), name="mine"), target=1)
+    by_type = ak.explain(model, x, "lrp", composite={"linear": Epsilon(0.01), nn.Conv2d: Epsilon(0.01)}, target=1)
+    assert torch.equal(obj.values, ref.values) and torch.equal(by_type.values, ref.values)
+    assert (ref.info["composite"], obj.info["composite"], by_type.info["composite"]) == (None, "mine", "user")
+    named = ak.explain(model, x, "lrp", composite="epsilon_plus_flat", target=1)
+    spelled = ak.explain(model, x, "lrp", composite=LRPComposite(Epsilon(1e-6), ZPlus(), Flat()), target=1)
+    assert torch.equal(named.values, spelled.values) and named.info["rules"] == spelled.info["rules"]
+    assert spelled.info["rules"]["conv1"].startswith("flat")
+    # a rule takes the parameters its constructor has; the others are ignored
+    assert repr(make_rule("gamma", gamma=0.5, epsilon=0.1, low=0.0)) == "gamma(gamma=0.5, stabilizer=1e-06)"
+    assert repr(make_rule("zero", epsilon=0.1)) == "epsilon(epsilon=0.0)"
+    with pytest.raises(TypeError, match="mapping"):
+        LRPComposite(rules=3)
+
+
+def test_a_graph_only_canonizer_is_refused_on_an_untraceable_model():
+    class Shift(Canonizer):                      # the protocol's default attach() refuses module hooks
+        def canonize(self, binding):
+            pass
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > -1e9 else x     # data-dependent: torch.fx cannot trace this
+
+    x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    model = Branchy().eval()
+    with pytest.raises(ValueError, match="Shift works on the traced graph only"):
+        ak.explain(model, x, "lrp", canonizers=[Shift()], target=0)
+    assert count_hooks(model) == 0
+
+
 # ------------------------------------------------------------------------------------ traps (issue 14 d, e, g)
 def test_float16_model_is_explained_in_a_float32_copy():
     model, x = randomise_bn(ResNet()), data()
@@ -451,6 +489,35 @@ def test_deeplift_prelu_and_overlapping_max_pool_sum_to_delta_at_every_batch_siz
     runs = [ak.explain(model, x, "deeplift", baseline=0.3, target=[0, 3, 1], batch_size=b) for b in (1, 2, 3)]
     assert float(runs[0].info["completeness_gap"].max()) < 1e-5
     assert max(rel(r.values, runs[0].values) for r in runs[1:]) < 1e-5, [rel(r.values, runs[0].values) for r in runs]
+
+
+def test_batchnorm_is_folded_the_same_under_module_hooks():
+    """MergeBatchNorm.attach(model, binding) (hook fallback) marks the same sites as canonize(binding) (graph):
+    the layer's rule reads the merged weights, the BatchNorm gets no rule; the numbers agree."""
+    class Seq(nn.Module):
+        def __init__(self, traceable):
+            super().__init__()
+            torch.manual_seed(0)
+            self.traceable = traceable
+            self.f = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                                   nn.BatchNorm2d(4), nn.ReLU())
+            self.fc = nn.Linear(4 * 12 * 12, 3)
+
+        def forward(self, x):
+            if self.traceable or x.mean() > -1e9:          # data-dependent: torch.fx cannot trace this
+                x = self.f(x)
+            return self.fc(x.flatten(1))
+
+    hooked, traced, x = randomise_bn(Seq(False)), randomise_bn(Seq(True)), data()
+    for opts in ({}, {"composite": "epsilon_alpha2_beta1_flat"}):
+        a, b = ak.explain(hooked, x, "lrp", target=1, **opts), ak.explain(traced, x, "lrp", target=1, **opts)
+        assert a.info["binding"].startswith("module hooks") and b.info["binding"] == "graph"
+        assert a.info["canonized"] == b.info["canonized"] == ["f.1 -> f.0", "f.4 -> f.3"]
+        assert a.info["rules"] == b.info["rules"] and "f.1" not in a.info["rules"]
+        assert rel(a.values, b.values) < 1e-6
+    unfolded = ak.explain(hooked, x, "lrp", target=1, canonize=False).values
+    assert rel(unfolded, a.values) > 1e-3
+    assert count_hooks(hooked) == 0
 
 
 def test_untraceable_model_of_modules_falls_back_to_hooks_with_the_same_numbers():

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import attrkit as ak
-from attrkit.report import report
-from attrkit.report.encode import script_json
+from attrkit.html_report import report
+from attrkit.html_report.encode import script_json
 from attrkit.viz import view
 from attrkit.viz.colors import scale_for
 
@@ -291,7 +291,7 @@ def test_image_controls_only_for_images_and_game_maps_over_grey(browser, wide_fi
 
 def test_layer_maps_are_enlarged_in_the_page_as_torch_does(browser, wide_file):
     import json
-    from attrkit.report.encode import unpack
+    from attrkit.html_report.encode import unpack
     data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', wide_file.read_text(), re.S).group(1))
     m = next(m for m in data["maps"] if m["layer"] == "features.4")
     assert m["values"] is None and (m["lh"], m["lw"]) == (8, 8)        # only the 64 layer cells are stored
@@ -311,7 +311,7 @@ def test_layer_maps_are_enlarged_in_the_page_as_torch_does(browser, wide_file):
 
 def test_arrays_are_packed_losslessly_and_layer_maps_stored_small(attrs, tmp_path):
     import json
-    from attrkit.report.encode import packed, unpack
+    from attrkit.html_report.encode import packed, unpack
     x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
     assert np.array_equal(unpack(packed(x)), x.reshape(-1))
     assert np.array_equal(unpack(packed(np.arange(9) % 2, "u8")), np.arange(9) % 2)

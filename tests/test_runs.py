@@ -308,23 +308,24 @@ def test_cli_resume_strict_and_usage_errors(tmp_path, capsys):
     root = tmp_path / "imgs"
     _write_images(root, n_per_class=3)
     (root / "cat" / "01.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    from attrkit.cli_run import cli_main
     args = ["attrkit.models:bench_cnn", str(root), "--size", "64", "-O", "steps=2", "--shard-size", "4",
             "--out", str(tmp_path / "run"), "--no-progress", "--method", "integrated_gradients"]
-    assert runs.cli_main(args) == 0
+    assert cli_main(args) == 0
     cap = capsys.readouterr()
     assert "5 attributions" in cap.out and "1 bad record" in cap.err
-    assert runs.cli_main(args + ["--strict"]) == 3                     # resumed (nothing to do), then strict
+    assert cli_main(args + ["--strict"]) == 3                     # resumed (nothing to do), then strict
     assert "strict" in capsys.readouterr().err
-    assert runs.cli_main(args[:-2] + ["-O", "steps=3", "--no-progress"]) == 1
+    assert cli_main(args[:-2] + ["-O", "steps=3", "--no-progress"]) == 1
     assert "different configuration" in capsys.readouterr().err
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(6, 20)).astype(np.float32),
              y=np.arange(6) % 2)
-    assert runs.cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "t"),
+    assert cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "t"),
                           "-m", "saliency", "--target", "0", "--no-progress"]) == 0
     assert len(runs.load_run(tmp_path / "t")) == 6
-    assert runs.cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "u"),
+    assert cli_main(["attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "u"),
                           "-O", "novalue"]) == 2                          # usage error
-    assert runs.cli_main(["only-one-argument", "-o", str(tmp_path / "v")]) == 2  # no data: usage error
+    assert cli_main(["only-one-argument", "-o", str(tmp_path / "v")]) == 2  # no data: usage error
     from attrkit.cli import main
     assert main(["run", "attrkit.models:bench_mlp", str(tmp_path / "d.npz"), "-o", str(tmp_path / "t"), "-m",
                  "saliency", "--target", "0", "--no-progress"]) == 0           # wired as `attrkit run`

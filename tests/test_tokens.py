@@ -301,7 +301,7 @@ def test_minus_one_players_are_kept_in_any_game():
 # --------------------------------------------------------------------------------------------- results section
 def test_token_scores_closed_forms_and_section_rewrite(tmp_path):
     from attrkit.experiments import Table
-    from attrkit.experiments_text import END, START, token_scores, write_section
+    from attrkit.experiments.text import END, START, token_scores, write_section
     values = torch.tensor([[3.0, 1.0, 2.0, -1.0, 9.0], [0.0, 2.0, 2.0, 1.0, 0.0]])
     rationale = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0]]).bool()
     real = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]).bool()         # sample 0: the 9 is padding

@@ -20,6 +20,11 @@ GPU_CAP = 256
 # (hundreds of rows) ran IG at the text zoo model's embedding 1.5-2x faster than chunks of 32 (2 CPU cores)
 TOKEN_CHUNK_BYTES = 32 << 20
 TOKEN_CAP = 1024
+# coalition games (no autograd): small models get big chunks (fewer calls); tiny models run 2-4x faster per row
+# in chunks of hundreds
+GAME_CHUNK_BYTES = 128 << 20     # activations per no-grad chunk
+GAME_CAP = 1024
+HEAD_CAP = 8        # the part of a model after a layer may take this many times the cap (cheap rows, fewer calls)
 
 
 def bytes_per_row(model, row: torch.Tensor, grad: bool = True) -> int:
@@ -62,16 +67,35 @@ def check_budget(batch_size=None, max_memory=None) -> tuple[int | None, int | No
 
 
 def rows_per_chunk(model, x: torch.Tensor, batch_size: int | None = None, max_memory: int | None = None,
-                   grad: bool = True) -> int:
-    """Rows per model call: ``batch_size`` if given, else what fits ``max_memory`` (capped for speed)."""
+                   grad: bool = True, per_row: int | None = None) -> int:
+    """Rows per model call: ``batch_size`` if given, else what fits ``max_memory`` (capped for speed).
+    ``per_row``: the bytes one row costs (:func:`bytes_per_row` with ``grad``), when already measured."""
     batch_size, max_memory = check_budget(batch_size, max_memory)
     if batch_size is not None:
         return batch_size
+    per_row = max(1, bytes_per_row(model, x[:1], grad=grad) if per_row is None else per_row)
+    cap = device_cap(x)
+    if not x.is_floating_point() and x.dtype != torch.bool:        # integer inputs (token ids), see above
+        cap = max(cap, min(TOKEN_CAP, TOKEN_CHUNK_BYTES // per_row))
+    return fit_rows(per_row, max_memory, cap)
+
+
+def coalition_rows(x: torch.Tensor, per_row: int, max_memory: int | None = None) -> int:
+    """Rows per model call for coalition evaluation (no autograd, no ``batch_size``) when a row costs ``per_row``
+    bytes without autograd: as many rows as keep one chunk's activations near ``GAME_CHUNK_BYTES`` (at least the
+    device cap, at most ``GAME_CAP``), within ``max_memory``."""
+    per_row = max(1, per_row)
+    return fit_rows(per_row, max_memory, max(device_cap(x), min(GAME_CAP, GAME_CHUNK_BYTES // per_row)))
+
+
+def device_cap(x: torch.Tensor) -> int:
+    return GPU_CAP if x.device.type != "cpu" else CPU_CAP
+
+
+def fit_rows(per_row: int, max_memory: int | None, want: int) -> int:
+    """``want`` rows per call, fewer when ``want`` rows of ``per_row`` bytes exceed ``max_memory`` (at least 1)."""
     budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
     if budget <= 0:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-    per_row = max(1, bytes_per_row(model, x[:1], grad=grad))
-    cap = GPU_CAP if x.device.type != "cpu" else CPU_CAP
-    if not x.is_floating_point() and x.dtype != torch.bool:        # integer inputs (token ids), see above
-        cap = max(cap, min(TOKEN_CAP, TOKEN_CHUNK_BYTES // per_row))
-    return int(max(1, min(cap, budget // per_row)))
+    return int(max(1, min(want, budget // max(1, per_row))))
+

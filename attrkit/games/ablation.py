@@ -9,27 +9,22 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
-from ..core.tokens import value_dtype
-from ..registry import register
-from .common import check_spread, finish, make_game, pad
+from .common import pad
+from .game import Game
+from .options import GameOptions, game_method
+from .incremental import box_sums, plan_occlusion
 
 WINDOW_BLOCK = 4096
 
 
-@register("feature_ablation", family="game", gradients=False, layer="optional", players=True, baseline=True,
-          summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
-def feature_ablation(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
-                     spread: str = "value", head_only: bool | None = None) -> Result:
-    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample).
-
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
-    """
-    share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only)
+@game_method("feature_ablation", options=("players", "masker", "baseline", "all_classes", "spread", "head_only"),
+             layer="optional", players=True, baseline=True,
+             summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
+def feature_ablation(problem: Problem, options: GameOptions) -> Result:
+    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample)."""
+    game = Game(problem, options, cache=False)
     n, L, K = game.n, game.max_players, game.n_values
-    rows_all = torch.arange(n)
-    v_full = game.full(rows_all)
+    v_full = game.full()
     zs, rs = [], []
     for i in range(n):
         l = int(game.n_players[i])
@@ -42,7 +37,7 @@ def feature_ablation(problem: Problem, players=None, masker=None, baseline=None,
         l = int(game.n_players[i])
         phi[i, :l] = v_full[i] - v[start:start + l]
         start += l
-    return finish(game, phi, {"exact": False}, share, v_full=v_full)
+    return game.result({"exact": False}, phi, v_full=v_full)
 
 
 def _per_dim(v, n: int, name: str) -> tuple[int, ...]:
@@ -100,11 +95,23 @@ def _geometry(full: tuple, window, stride) -> tuple:
     return mshape, tuple(window), tuple(stride), boxes
 
 
-@register("occlusion", family="game", gradients=False, layer="optional", players=False, baseline=True,
-          summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
-          reference="Zeiler & Fergus 2014")
-def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
-              head_only: bool | None = None) -> Result:
+def _keep(block, mshape, n, offset, shape, layout) -> torch.Tensor:
+    """Keep-masks of windows ``block`` for every sample: ``[n * w, *mshape]`` (or ``[n * w, width]`` packed)."""
+    w = len(block)
+    occ = torch.zeros((w,) + mshape, dtype=torch.bool)
+    for j, box in enumerate(block):
+        occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
+    if layout is None:
+        return (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
+    keep = torch.ones(w, layout.width, dtype=torch.bool)
+    keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
+    return keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
+
+
+@game_method("occlusion", options=("masker", "baseline", "all_classes", "head_only", "local"), layer="optional",
+             players=False, baseline=True, summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
+             reference="Zeiler & Fergus 2014")
+def occlusion(problem: Problem, options: GameOptions, window=None, stride=None) -> Result:
     """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
     non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
 
@@ -112,8 +119,12 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
     A window over all channels credits its drop to every channel, so ``heatmap()`` takes the channel mean
     (``info["channels"] == "same"``): the map shows each window's drop once, not ``C`` times.
+    ``local`` (for occlusion): recompute only each window's receptive-field cone on CNNs
+    (:mod:`attrkit.games.incremental`; None decides by cost, False never, True insists); ``info["local_choice"]``
+    says which ran and why.
     """
-    game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
+    local = options.local
+    game = Game(problem, options.with_(local=None), cache=False)        # (local= is occlusion's own plan here)
     base = game.base
     layout = problem.layout if not game.at_layer else None
     if layout is None:
@@ -125,52 +136,43 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
                     for o, shape, w, st in zip(layout.offsets, layout.shapes, wins, strides)]
     n, K = game.n, game.n_values
     rows_all = torch.arange(n)
-    v_full = game.full(rows_all)
+    v_full = game.full()
     dev = base.device
     full = tuple(base.shape[1:])
+    if layout is None:
+        incremental, choice = plan_occlusion(game, segments[0][2], segments[0][5], local)
+    else:
+        incremental, choice = None, {"plan": "whole network", "why": "the model takes several inputs"}
+        if local:
+            raise ValueError("local=True: occlusion cannot be computed incrementally for several inputs; use local=None")
     drops, parts = [], []
     for offset, shape, mshape, window, stride, boxes in segments:
         acc = torch.zeros(n, K, math.prod(mshape), dtype=torch.float64)
         count = torch.zeros(math.prod(mshape), dtype=torch.float64)
+        inc = incremental.values().view(n, len(boxes), K) if incremental is not None else None
         for s0 in range(0, len(boxes), WINDOW_BLOCK):
             block = boxes[s0:s0 + WINDOW_BLOCK]
-            occ = torch.zeros((len(block),) + mshape, dtype=torch.bool)
-            for j, box in enumerate(block):
-                occ[(j,) + tuple(slice(a, b) for a, b in box)] = True
             w = len(block)
-            if layout is None:
-                keep = (~occ).unsqueeze(0).expand((n,) + occ.shape).reshape((n * w,) + mshape)
+            if inc is not None:
+                v = inc[:, s0:s0 + w]
             else:
-                keep = torch.ones(w, layout.width, dtype=torch.bool)
-                keep[:, offset:offset + math.prod(shape)] = ~occ.expand((w,) + shape).reshape(w, -1)
-                keep = keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
-            rows = rows_all.repeat_interleave(w)
-            v = game.evaluate_masks(keep.to(dev), rows).view(n, w, K)
+                v = game.evaluate_masks(_keep(block, mshape, n, offset, shape, layout).to(dev),
+                                        rows_all.repeat_interleave(w)).view(n, w, K)
             drop = v_full.unsqueeze(1) - v                                # [n, w, K]
-            of = occ.reshape(w, -1).to(torch.float64)
-            acc += torch.einsum("nwk,wp->nkp", drop, of)
-            count += of.sum(0)
+            box_acc, box_count = box_sums(drop, block, mshape)
+            acc += box_acc
+            count += box_count
             drops.append(drop)
         attr = (acc / count.clamp_min(1)).view((n, K) + mshape)
         parts.append(attr.expand((n, K) + shape).reshape(n, K, -1))
     attr = torch.cat(parts, 2)
     col = game.target_column()
-    dtype = value_dtype(base, getattr(game.problem.outputs, "dtype", None))     # integer (token) inputs: float
-    values = attr[torch.arange(n), col].to(dev).view((n,) + full).to(dtype)
     drop = torch.cat(drops, 1)
     windows_, strides_ = [sg[3] for sg in segments], [sg[4] for sg in segments]
     window = windows_[0] if layout is None else tuple(windows_)
     stride = strides_[0] if layout is None else tuple(strides_)
     info = {"window_values": drop[torch.arange(n), :, col], "n_windows": sum(len(sg[5]) for sg in segments),
-            "window": tuple(window),
-            "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
-            "masker": game.masker.name}
+            "window": tuple(window), "stride": tuple(stride), "exact": False, "local_choice": choice}
     if layout is None and len(full) >= 3 and segments[0][2][0] == 1 and full[0] > 1:
         info["channels"] = "same"     # the window spans all channels: heatmap() shows its drop once, not C times
-    if game.all_classes:
-        info["values_all"] = attr.view((n, K) + full)
-    if game.at_layer:
-        info["head_only"] = bool(game.head_only)
-    info["n_evals"] = game.n_evals
-    ref = game.references
-    return Result(values=values, info=info, baseline=ref[:, 0].expand((n,) + full) if game.reps == 1 else None)
+    return game.result(info, values=attr.view((n, K) + full), v_full=v_full)

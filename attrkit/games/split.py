@@ -9,16 +9,17 @@ during a full forward pass (``head_only = False``).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import fx, nn
 
-from ..core.budget import CPU_CAP, DEFAULT_MAX_MEMORY, GPU_CAP
+from ..core.budget import HEAD_CAP, device_cap, fit_rows
 from ..core.problem import Problem
 
-HEAD_CAP = 8        # a head may take this many times the model's chunk cap (cheap rows, fewer calls)
+_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {layer, row shape, structure: graphs}
 
 
 @dataclass
@@ -63,7 +64,24 @@ def split_at_layer(problem: Problem, head_only: bool | None = None) -> LayerSpli
 
 
 def _fx_split(problem: Problem) -> LayerSplit:
-    model, layer = problem.model, problem.layer
+    model, layer, x = problem.model, problem.layer, problem.inputs
+    key = (id(layer), tuple(x.shape[1:]), x.dtype, tuple(map(id, model.modules())), tuple(map(id, model.parameters())))
+    graphs = _GRAPHS.get(model) if isinstance(model, nn.Module) else None
+    if graphs is not None and key in graphs:        # traced and rewritten before (the output check below still runs)
+        prefix, head, n_extras = graphs[key]
+        act, ext = _prefix_values(problem, prefix, n_extras)
+        return _checked(problem, head, act, ext)
+    prefix, head, n_extras = _trace(model, layer)
+    act, ext = _prefix_values(problem, prefix, n_extras)
+    head = _prune(head, act, ext)
+    split = _checked(problem, head, act, ext)
+    if isinstance(model, nn.Module):
+        _GRAPHS.setdefault(model, {})[key] = (prefix, head, n_extras)
+    return split
+
+
+def _trace(model, layer):
+    """``(prefix, head, number of earlier values the head reads)`` from one fx trace of ``model`` at ``layer``."""
     graph = _Tracer(layer).trace(model)
     gm = fx.GraphModule(model, graph)
     nodes = list(graph.nodes)
@@ -92,7 +110,10 @@ def _fx_split(problem: Problem) -> LayerSplit:
     prefix = fx.GraphModule(gm, pre_g)
     prefix.graph.eliminate_dead_code()
     prefix.recompile()
+    return prefix, head, len(extras)
 
+
+def _prefix_values(problem: Problem, prefix, n_extras: int):
     x = problem.inputs
     step = problem.chunk(grad=False)
     with torch.inference_mode():
@@ -101,9 +122,16 @@ def _fx_split(problem: Problem) -> LayerSplit:
         # earlier values the head reads: per-sample tensors, or constants (a forward argument left at its default,
         # e.g. timm's attn_mask=None) passed as they are
         ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
-               else _Const(parts[0][k + 1]) for k in range(len(extras))]
-        if not isinstance(act, torch.Tensor):
-            raise TypeError("the layer's output is not a tensor")
+               else _Const(parts[0][k + 1]) for k in range(n_extras)]
+    if not isinstance(act, torch.Tensor):
+        raise TypeError("the layer's output is not a tensor")
+    return act, ext
+
+
+def _checked(problem: Problem, head, act, ext) -> LayerSplit:
+    """The split, once the head reproduces the model's outputs on every sample."""
+    x, step = problem.inputs, problem.chunk(grad=False)
+    with torch.inference_mode():
         out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
                          for s in range(0, x.shape[0], step)])
     ref = problem.outputs
@@ -116,6 +144,15 @@ def _fx_split(problem: Problem) -> LayerSplit:
         return head(masked, *[e[rows].value if isinstance(e, _Const) else e[rows] for e in ext])
 
     return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
+
+
+def _prune(head, act, ext):
+    """A transformer head reading one token row computes only that row where it can (transformers.readout)."""
+    if act.dim() != 3:
+        return head
+    from ..transformers.readout import prune_rows
+    return prune_rows(head, act[:2].clone(), *[e[:2].clone() if isinstance(e, torch.Tensor) else e.value
+                                               for e in ext])
 
 
 class _Const:
@@ -154,9 +191,7 @@ def _head_chunk(problem: Problem, head, act, ext) -> int:
         return problem.chunk(grad=False)
     per_row = 4 * act[:1].numel() * act.element_size() + sum(e[:1].numel() * e.element_size() for e in ext
                                                               if isinstance(e, torch.Tensor))
-    budget = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
-    cap = HEAD_CAP * (GPU_CAP if act.device.type != "cpu" else CPU_CAP)
-    return int(max(1, min(cap, budget // max(1, per_row))))
+    return fit_rows(per_row, problem.max_memory, HEAD_CAP * device_cap(act))
 
 
 def _hook_split(problem: Problem, reason: str) -> LayerSplit:

@@ -30,13 +30,16 @@ def _no_grad_error(detail: str = "") -> ValueError:
                       "such as method='kernel_shap' or 'occlusion' for non-differentiable models")
 
 
-def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple,
+def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple | None,
                  where: str = "input", grad_at: str = "input", desc: str = "gradients",
-                 scores: torch.Tensor | None = None, entries: bool = False) -> tuple[torch.Tensor, int]:
+                 scores: torch.Tensor | None = None, entries: bool = False,
+                 activations: list | None = None) -> tuple[torch.Tensor, int]:
     """Return ``(acc, n_evals)``: ``acc[j] = sum_k w * grad * m`` for entry ``j`` (sample ``samples[j]``).
 
     With ``entries=True`` the plan is called as ``plan(rows, ks, j)`` with the entry indices too. ``scores`` (a float64 tensor of
-    ``len(samples) * n_points``) receives the target's value at every point, free with the gradients."""
+    ``len(samples) * n_points``) receives the target's value at every point, free with the gradients; ``activations``
+    (a list, ``grad_at="layer"``) the layer's activation of each chunk, in order. ``value_shape=None``: the shape of
+    the first chunk's gradient (no forward pass to find it)."""
     if where not in ("input", "layer") or grad_at not in ("input", "layer"):
         raise ValueError("where/grad_at must be 'input' or 'layer'")
     x = problem.inputs
@@ -45,8 +48,9 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                          "at the embedding (methods of the gradient and propagation families do that by default, "
                          "or pass layer=) or use a perturbation method")
     dtype = value_dtype(x, problem.outputs.dtype if problem.outputs is not None else None)   # token ids: float
-    acc = torch.zeros((len(samples),) + tuple(value_shape), device=x.device,
-                      dtype=torch.float64 if dtype == torch.float32 else dtype)
+    zeros = lambda shape: torch.zeros((len(samples),) + tuple(shape), device=x.device,
+                                      dtype=torch.float64 if dtype == torch.float32 else dtype)
+    acc = None if value_shape is None else zeros(value_shape)
     total = len(samples) * n_points
     step = problem.chunk(grad=True)
     use_tap = where == "layer" or grad_at == "layer"
@@ -92,6 +96,10 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                     raise _no_grad_error(f" ({e})") from None
             if grad is None:
                 raise _no_grad_error()
+            if activations is not None and where == "input" and grad_at == "layer":
+                activations.append(wrt.detach())
+            if acc is None:
+                acc = zeros(grad.shape[1:])
             bad = bad + (~torch.isfinite(score.detach()) | ~torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)).sum()
             w = weights.to(device=grad.device, dtype=grad.dtype).view((-1,) + (1,) * (grad.dim() - 1))
             contrib = grad * w

@@ -21,6 +21,23 @@ from ..core.problem import Problem, Result
 from ..registry import register, get
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# what ``explain(..., noise={...})`` may set: the options of :func:`with_noise` other than the wrapped method
+NOISE_OPTIONS = ("n_samples", "noise_level", "kind", "noise_std", "perturbations")
+
+
+def noise_options(noise) -> dict:
+    """``explain``'s ``noise=`` as options of :func:`with_noise`: True (defaults), a noise level, or a dict of
+    :data:`NOISE_OPTIONS`."""
+    if noise is True:
+        return {}
+    if isinstance(noise, (int, float)):
+        return {"noise_level": float(noise)}
+    if isinstance(noise, dict):
+        bad = set(noise) - set(NOISE_OPTIONS)
+        if bad:
+            raise ValueError(f"unknown noise option(s) {sorted(bad)}; allowed: {sorted(NOISE_OPTIONS)}")
+        return dict(noise)
+    raise TypeError("noise= must be True, a noise level (float) or a dict of options")
 
 
 def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, noise_level: float = 0.15,
@@ -71,7 +88,8 @@ def with_noise(problem: Problem, base: str = "saliency", n_samples: int = 20, no
                 and base != "gradient_shap":
             base_options[key] = val.repeat_interleave(s, dim=0)
     sub = problem.with_inputs(noisy, problem.target.repeat_interleave(s), rows=torch.arange(n).repeat_interleave(s))
-    sub.outputs = _outputs(sub)
+    with torch.no_grad():
+        sub.outputs = sub.run(sub.inputs)
     res = spec.fn(sub, **base_options)
     a = res.values.reshape((n, s) + tuple(res.values.shape[1:])).to(torch.float64)
     mean = a.mean(1)
@@ -125,13 +143,6 @@ def _sigma(problem: Problem, noise_std, noise_level) -> torch.Tensor:
                             for p in layout.unpack(x)], 1)
     flat = x.reshape(n, -1)
     return noise_level * (flat.max(1).values - flat.min(1).values)
-
-
-@torch.no_grad()
-def _outputs(problem: Problem) -> torch.Tensor:
-    step = problem.chunk(grad=False)
-    return torch.cat([problem.forward(problem.inputs[i:i + step], torch.arange(i, min(i + step, problem.n)))
-                      for i in range(0, problem.n, step)])
 
 
 def _make(kind: str, summary: str, ref: str):

@@ -22,15 +22,14 @@ True
 False
 """
 from ._common import MetricResult
-from .axioms import (SumModel, completeness, dummy, find_dummies, find_symmetric_pairs, implementation_invariance,
-                     linearity, rescaled_copy, sensitivity, symmetry)
+from .axioms import completeness, dummy, find_dummies, find_symmetric_pairs, sensitivity, symmetry
+from .invariance import SumModel, implementation_invariance, linearity, rescaled_copy
 from .faithfulness import (deletion, faithfulness_correlation, infidelity, insertion, max_sensitivity, morf_lerf,
                            perturbation_curve)
 from .localisation import localisation, mask_auc, pointing_game, relevance_mass, relevance_rank
 from .sanity import (RandomisationResult, cascading_randomisation, independent_randomisation, model_randomisation,
                      parametrised_layers, randomise_layer)
 from .specificity import class_specificity, pair_masks
-from ._cli import add_parser, cli_main
 from ..core.call import several_inputs as _several_inputs
 
 # several inputs (tuple/dict x), constant forward arguments and structured outputs for every (model, x, ...) metric
@@ -51,5 +50,4 @@ __all__ = [
     "randomise_layer",
     "pointing_game", "relevance_mass", "relevance_rank", "mask_auc", "localisation",
     "class_specificity", "pair_masks",
-    "add_parser", "cli_main",
 ]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..attribution import Attribution
 from ..core.budget import rows_per_chunk
+from ..core.problem import in_chunks
 from ..core.modules import call_model, eval_mode, inputs_for
 from ..core.targets import resolve_target
 
@@ -143,7 +144,7 @@ def fixed_target(model, x: torch.Tensor, target, attribution: Attribution | None
 def model_outputs(model, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     step = batch_size or rows_per_chunk(model, x, None, None, grad=False)
     with eval_mode(model, warn=False):
-        return torch.cat([call_model(model, x[s:s + step]) for s in range(0, x.shape[0], step)])
+        return in_chunks(x.shape[0], step, lambda s, e: call_model(model, x[s:e]))
 
 
 OUTPUTS = ("probability", "target")
@@ -174,13 +175,12 @@ class Scorer:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        parts = []
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64)
         with eval_mode(self.model, warn=False):
-            for s in range(0, x.shape[0], self.step):
-                xs = x[s:s + self.step]
-                parts.append(self._score(call_model(self.model, xs), rows[s:s + self.step]))
+            out = in_chunks(x.shape[0], self.step, lambda s, e: self._score(call_model(self.model, x[s:e]), rows[s:e]))
         self.n_evals += x.shape[0]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+        return out
 
     def batches(self, n_rows: int, make: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                 desc: str, progress: bool | None) -> torch.Tensor:

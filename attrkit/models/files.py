@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..core.files import atomic_write
 
 __all__ = ["save_safetensors", "load_safetensors"]
 
@@ -60,17 +61,8 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     text += b" " * (-len(text) % 8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
-        os.chmod(tmp, 0o644)                      # mkstemp makes 0600; weight files are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: fh.write(struct.pack("<Q", len(text)) + text + b"".join(chunks)),
+                        mode=0o644)                # weight files are for everyone
 
 
 def load_safetensors(source: str | os.PathLike | bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

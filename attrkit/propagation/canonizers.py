@@ -7,16 +7,16 @@ On the traced graph (``canonize(binding)``) it folds every BatchNorm call — mo
 follows anything else (a concatenation, a pooling, the input) stays an affine layer of its own (``site.kind ==
 "batch_norm"``), to which LRP gives the dense-layer rule. It never touches parameters: the layer's site returns
 ``s * out + (beta - s mu)`` and the BatchNorm's site returns its input, and rules read the merged weight and bias
-through ``ctx.params(site)``. ``attach(model)`` does the same with hooks for models torch.fx cannot trace (pairs
-in ``nn.Sequential`` containers only). The model's function is unchanged (up to rounding) during the call and
-exactly unchanged after it. The protocol is documented in ``docs/extending.md``.
+through :func:`~attrkit.propagation.rules.layer_params`. ``attach(model, binding)`` does the same with hooks for models torch.fx cannot trace
+(pairs in ``nn.Sequential`` containers only). The model's function is unchanged (up to rounding) during the call
+and exactly unchanged after it. The protocol is :class:`Canonizer`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["MergeBatchNorm", "find_linear_batchnorm_pairs"]
+__all__ = ["Canonizer", "MergeBatchNorm", "find_linear_batchnorm_pairs"]
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = nn.modules.batchnorm._BatchNorm
@@ -120,18 +120,46 @@ def _value_users(node) -> list:
             and not (u.op == "call_method" and u.target in ("size", "dim"))]
 
 
-class MergeBatchNorm:
-    """Canonizer for :class:`~attrkit.propagation.composites.Composite` (see module docstring)."""
+class Canonizer:
+    """The canonizer protocol, exactly as :class:`~attrkit.propagation.composites.Composite` calls it.
+
+    A canonizer rewrites the bound model into an equivalent one the rules handle better, for one call, before the
+    rules are chosen. It never changes parameters; everything it does is undone when the call ends.
+
+    - ``canonize(binding)``: the model was traced (``binding.order``: call sites in execution order;
+      ``binding.producer(site, i)``: the site that computed argument ``i``; ``binding.model``). Set
+      ``site.post = (scale, shift)`` to apply a per-channel affine map to a Linear/Conv site's output (rules then
+      read the merged weight and bias through ``layer_params(site)``) and ``site.skip = True`` to make a call return
+      its first argument.
+    - ``attach(model, binding) -> [handles]``: torch.fx cannot trace the model; rules are module hooks and
+      ``binding.order`` holds one site per leaf module called (``binding.calls``: calls per module). Register
+      forward hooks, mark the sites as above, return the hook handles (all removed on exit). The default refuses.
+    - ``merged`` / ``unmerged``: names filled by either call, reported as ``info["canonized"]`` and
+      ``info["batchnorm_layers"]``.
+    """
+    merged: tuple | list = ()
+    unmerged: tuple | list = ()
+
+    def canonize(self, binding) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module, binding) -> list:
+        raise ValueError(f"canonizer {type(self).__name__} works on the traced graph only (it has no attach("
+                         "model, binding) for module hooks), and torch.fx cannot trace this model; make the model "
+                         "traceable or leave the canonizer out")
+
+
+class MergeBatchNorm(Canonizer):
+    """Folds each BatchNorm into the Linear/Conv layer that alone feeds it (see the module docstring)."""
 
     def __init__(self):
-        self.params: dict = {}
-        self.pairs: list = []
-        self.unmerged: list = []     # names of BatchNorm calls that stay layers of their own (graph binding)
-        self.note: str | None = None
+        self.pairs: list = []        # (layer site, BatchNorm site) folded in the last call
+        self.merged: list = []       # "batchnorm -> layer" names
+        self.unmerged: list = []     # names of BatchNorm calls that stay layers of their own
 
     def canonize(self, binding) -> None:
         """Fold each BatchNorm call into the Linear/Conv call that alone feeds it (graph binding)."""
-        self.pairs, self.unmerged, self.note = [], [], None
+        self.pairs, self.unmerged = [], []
         uses: dict = {}
         for s in binding.order:
             if s.module is not None:
@@ -149,21 +177,32 @@ class MergeBatchNorm:
                 self.pairs.append((src, site))
             else:
                 self.unmerged.append(site.name)
+        self.merged = [f"{bn.name} -> {layer.name}" for layer, bn in self.pairs]
 
-    def attach(self, model: nn.Module) -> list:
-        """Hook fallback (untraceable models): fold the pairs found in ``nn.Sequential`` containers."""
-        self.pairs, self.unmerged = find_linear_batchnorm_pairs(model), []
-        paired = {bn for _, bn in self.pairs}
+    def attach(self, model: nn.Module, binding) -> list:
+        """Module hooks (untraceable models): fold the pairs found in ``nn.Sequential`` containers (or the fx graph
+        of a submodule); refuse a pair whose layer is also called without its BatchNorm."""
+        pairs = find_linear_batchnorm_pairs(model)
         names = {m: n for n, m in model.named_modules()}
+        paired = {bn for _, bn in pairs}
         self.unmerged = [names[m] for m in model.modules() if isinstance(m, _BN) and m not in paired]
-        handles = []
-        for layer, bn in self.pairs:
+        sites = {s.module: s for s in binding.order}
+        if any(binding.calls[layer] != binding.calls[bn] for layer, bn in pairs):
+            raise ValueError("cannot fold a BatchNorm into the layer before it: the layer is also used without it; "
+                             "pass canonize=False")
+        self.pairs, handles = [], []
+        for layer, bn in pairs:
             scale, shift = self._affine(bn)
-            w = layer.weight.detach()
-            b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(scale)
-            self.params[layer] = (w * scale.view((-1,) + (1,) * (w.dim() - 1)), b * scale + shift)
+            src, dst = sites.get(layer), sites.get(bn)
+            if src is not None:
+                src.post = (scale, shift)
+            if dst is not None:
+                dst.skip = True
+            self.pairs.append((layer, bn))
             handles.append(layer.register_forward_hook(self._layer_hook(scale, shift)))
             handles.append(bn.register_forward_hook(lambda m, args, out: args[0]))
+        show = lambda m: sites[m].name if m in sites else names[m]
+        self.merged = [f"{show(bn)} -> {show(layer)}" for layer, bn in self.pairs]
         return handles
 
     @staticmethod
@@ -180,14 +219,3 @@ class MergeBatchNorm:
             view = (1, -1) + (1,) * (out.dim() - 2)
             return out * scale.view(view) + shift.view(view)
         return hook
-
-    def verify(self, trace) -> None:
-        """Hook fallback: refuse a merge when the layer and its BatchNorm are not called equally often."""
-        for layer, bn in self.pairs:
-            if trace.calls[layer] != trace.calls[bn]:
-                raise ValueError("cannot fold a BatchNorm into the layer before it: the layer is also used "
-                                 "without it; pass canonize=False")
-
-    def merged(self, names: dict) -> list[str]:
-        show = lambda m: m.name if hasattr(m, "kind") else names.get(m, "?")
-        return [f"{show(bn)} -> {show(layer)}" for layer, bn in self.pairs]

@@ -4,7 +4,8 @@ The shape follows Zennit (a composite maps what it finds to rules; everything is
 block raised), but rules are bound to *call sites* of the traced graph (:mod:`attrkit.propagation.graph`): each
 call of a reused module and each functional activation (``F.relu``, ``x.relu()``, ``torch.sigmoid``, ``F.gelu``,
 ``F.silu``, ``F.hardswish`` ...) gets its own rule, and :func:`modified_gradient` runs the gradient engine on a
-:class:`~attrkit.propagation.graph.GraphRunner` of the model. Where torch.fx cannot trace the model, rules fall
+:class:`~attrkit.propagation.graph.GraphRunner` of the model (:func:`run_rules`: inside the block, with a summary of
+what was bound). Where torch.fx cannot trace the model, rules fall
 back to forward hooks on modules; then a functional call or a second call of a rule-carrying module is refused
 with the untraceable operation named. ``nn.DataParallel`` / ``DistributedDataParallel`` are unwrapped (warning).
 """
@@ -24,7 +25,7 @@ from ..core.problem import Problem
 from ..gradients.engine import gradient_sum
 from .graph import GraphRunner, Site, Untraceable, bind, module_kind
 
-__all__ = ["Composite", "Trace", "modified_gradient", "MODULE_KINDS"]
+__all__ = ["Composite", "Trace", "modified_gradient", "run_rules", "MODULE_KINDS"]
 
 # module type -> the torch function its forward calls (what a TorchFunctionMode sees; hook fallback only)
 MODULE_KINDS: dict[type, str] = {
@@ -127,7 +128,7 @@ class _Hooked:
     """What an untraceable model offers rules: its leaf modules in call order, as sites."""
 
     def __init__(self, trace: Trace):
-        self.trace = trace
+        self.trace, self.calls = trace, trace.calls
         self.order = [Site(n, module_kind(m) or "", module=m) for n, m in trace.order]
 
     def first(self, kinds):
@@ -141,8 +142,9 @@ class Composite:
     """Rules attached for one block: ``with Composite(model, assign, ...) as ctx: ...``.
 
     assign(binding) -> {site: Rule}: chooses a rule per call site (``binding.order``: sites in execution order,
-    each with ``kind``, ``module``, ``name``; ``binding.first(kinds)``). canonizers: see ``docs/extending.md``
-    (``canonize(binding)`` on the graph; ``attach(model)``/``params``/``verify(trace)`` for the hook fallback).
+    each with ``kind``, ``module``, ``name``; ``binding.first(kinds)``). canonizers: objects of the
+    :class:`~attrkit.propagation.canonizers.Canonizer` protocol (``canonize(binding)`` on the graph,
+    ``attach(model, binding)`` on the hook fallback, ``merged`` / ``unmerged`` names read by :meth:`canonized`).
     needs: kinds (e.g. "relu") the rules need to see; on the hook fallback their functional calls are refused.
     unique: module types that may be called only once per forward pass on the hook fallback. layer: a module to
     keep whole in the graph (the explained layer). ``ctx.rows`` / ``ctx.n`` tell rules which samples the current
@@ -161,36 +163,41 @@ class Composite:
         self.trace = None            # the Binding (graph) or _Hooked (fallback) the rules were chosen from
         self.binding = None
         self.runner = None
+        self._graph_runner = None
         self.rows: torch.Tensor | None = None
         self.n = int(example.shape[0])
+        self.probe_rows = 0          # rows of the observed forward pass the hook fallback runs (graph: none)
         self._handles: list = []
         self._inplace: list = []
         self._model_input = None
-        self._merged: dict = {}
 
     # ------------------------------------------------------------------ what rules ask
-    def params(self, site) -> tuple:
-        """The layer's weight and bias, detached (BatchNorm folded in when a canonizer merged it)."""
-        module = getattr(site, "module", site)
-        if getattr(site, "post", None) is not None:
-            scale, shift = site.post
-            w = module.weight.detach()
-            b = module.bias.detach() if module.bias is not None else torch.zeros_like(scale)
-            return w * scale.view((-1,) + (1,) * (w.dim() - 1)), b * scale + shift
-        if module in self._merged:
-            return self._merged[module]
-        bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-        return module.weight.detach(), bias
-
     def check_input_layer(self, site, x: torch.Tensor, rule: str) -> None:
-        if x is not self._model_input:
+        given = self._graph_runner.last_input if self._graph_runner is not None else self._model_input
+        if x is not given:
             raise ValueError(f"the {rule!r} rule is an input-layer rule, but layer {getattr(site, 'name', '?')!r} "
                              "does not receive the model's input unchanged (something runs before it, or it is "
                              "called twice); apply it only to the first layer of a model that starts with that "
                              "layer, or choose another first-layer rule")
 
     def names(self) -> dict:
-        return {s.name: repr(r) for s, r in self.rules.items()}
+        """``{site name: repr(rule)}`` of the rules bound in this block (each rule object described once)."""
+        shown: dict = {}
+        for r in self.rules.values():
+            if id(r) not in shown:
+                shown[id(r)] = repr(r)
+        return {s.name: shown[id(r)] for s, r in self.rules.items()}
+
+    def canonized(self) -> tuple[list, list]:
+        """``(merged, unmerged)``: what the canonizers folded ("batchnorm -> layer") and the BatchNorms they left."""
+        return ([m for c in self.canonizers for m in getattr(c, "merged", ())],
+                [u for c in self.canonizers for u in getattr(c, "unmerged", ())])
+
+    @property
+    def returns_relevance(self) -> bool:
+        """True when a bound rule returns relevance itself as the gradient (input-layer rules: flat, w^2, z-box),
+        so the attribution at the input is the gradient, not input x gradient."""
+        return any(getattr(r, "returns_relevance", False) for r in self.rules.values())
 
     def view(self, problem: Problem) -> Problem:
         """``problem`` with the model replaced by the graph runner (unchanged on the hook fallback)."""
@@ -241,28 +248,25 @@ class Composite:
             if getattr(site.module, "inplace", False):
                 self._inplace.append(site.module)
                 site.module.inplace = False
-        runner = GraphRunner(binding, self)
-        self._handles.append(runner.register_forward_pre_hook(self._remember_input))
+        runner = self._graph_runner = GraphRunner(binding, self)
         self.runner = runner if not isinstance(outer, ModelAdapter) else \
             ModelAdapter(runner, outer.layout, outer.n, outer.forward_args, outer.forward_kwargs, outer.select)
         self._sites = list(binding.order)
 
     def _attach_hooks(self, inner) -> None:
+        from ..core.adapter import rows_of
+        with rows_of(self.model, torch.arange(self.example.shape[0])):
+            trace = trace_forward(self.model, self.example)
+        self.probe_rows = int(self.example.shape[0])
+        self._check(trace)
+        hooked = _Hooked(trace)
         for can in self.canonizers:
             if not hasattr(can, "attach"):
                 raise ValueError(f"canonizer {type(can).__name__} works on the traced graph, and torch.fx cannot "
                                  f"trace this model ({self._untraceable}); make the model traceable or leave the "
                                  "canonizer out")
-            self._handles += can.attach(inner)
-            self._merged.update(can.params)
+            self._handles += can.attach(inner, hooked)
         self._handles.append(inner.register_forward_pre_hook(self._remember_input))
-        from ..core.adapter import rows_of
-        with rows_of(self.model, torch.arange(self.example.shape[0])):
-            trace = trace_forward(self.model, self.example)
-        self._check(trace)
-        for can in self.canonizers:
-            can.verify(trace)
-        hooked = _Hooked(trace)
         self.trace = hooked
         self.rules = {s: r for s, r in dict(self.assign(hooked)).items() if r is not None}
         for site, rule in self.rules.items():
@@ -278,11 +282,9 @@ class Composite:
             self._handles.pop().remove()
         while self._inplace:
             self._inplace.pop().inplace = True
-        for can in self.canonizers:
-            getattr(can, "params", {}).clear()
         for s in getattr(self, "_sites", []):
             s.rule = None
-        self._merged, self._model_input, self.rows, self.runner = {}, None, None, None
+        self._model_input, self.rows, self.runner, self._graph_runner = None, None, None, None
 
     def _remember_input(self, module, args):
         self._model_input = args[0] if args else None
@@ -316,24 +318,38 @@ class Composite:
 
 
 def modified_gradient(problem: Problem, composite: Composite, before: Callable | None = None,
-                      desc: str = "modified gradient") -> tuple[torch.Tensor, int]:
-    """The gradient of the target at the input (or at ``problem.layer``) with the composite's rules active.
+                      desc: str = "modified gradient", activations: list | None = None) -> tuple[torch.Tensor, int]:
+    """The gradient of the target at the input (or at ``problem.layer``) with the composite's rules active, from
+    one forward and one backward pass per chunk.
 
-    ``before(rows)`` runs before each chunk's forward pass (e.g. DeepLIFT's reference pass). Must be called
-    inside ``with composite``. Returns ``(gradient, n_evals)``.
+    ``before(rows, problem)`` runs before each chunk's forward pass, with the problem whose model carries the rules
+    (e.g. DeepLIFT's reference pass). ``activations``: a
+    list that receives the layer's activation of each chunk, taken from the same pass (``problem.layer`` only).
+    Must be called inside ``with composite``. Returns ``(gradient, n_evals)``.
     """
     problem = composite.view(problem)
     x = problem.inputs
-    at_layer = problem.layer is not None
-    shape = tuple(problem.activation(x[:1]).shape[1:]) if at_layer else tuple(x.shape[1:])
     ones = torch.ones(1, dtype=torch.float64)
 
     def plan(rows, ks):
         composite.rows = rows
         if before is not None:
-            before(rows)
+            before(rows, problem)
         return x[rows], ones.expand(len(rows)), None
 
-    grad, n = gradient_sum(problem, torch.arange(problem.n), 1, plan, shape,
-                           grad_at="layer" if at_layer else "input", desc=desc)
-    return grad, n + (1 if at_layer else 0)
+    return gradient_sum(problem, torch.arange(problem.n), 1, plan, None,
+                        grad_at="layer" if problem.layer is not None else "input", desc=desc, activations=activations)
+
+
+def run_rules(problem: Problem, composite: Composite, before: Callable | None = None, desc: str = "modified gradient",
+              activations: list | None = None) -> tuple[torch.Tensor, int, dict]:
+    """:func:`modified_gradient` inside ``with composite``, and what was bound: ``(gradient, n_evals, bound)`` with
+    ``bound = {"rules": {site: rule}, "binding": "graph" | "module hooks (...)", "canonized": [...],
+    "batchnorm_layers": [...], "returns_relevance": bool}``; ``n_evals`` counts the hook fallback's observed row."""
+    problem.chunk(grad=True)     # the memory probe (one row) on the plain model, before the rules are bound
+    with composite:
+        grad, n = modified_gradient(problem, composite, before, desc, activations)
+        merged, unmerged = composite.canonized()
+        bound = {"rules": composite.names(), "binding": composite.binding, "canonized": merged,
+                 "batchnorm_layers": unmerged, "returns_relevance": composite.returns_relevance}
+    return grad, n + composite.probe_rows, bound

@@ -13,6 +13,7 @@ multipliers (below). Summation to delta, ``sum attr = f(x) - f(r)``, then holds 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Callable
 
@@ -21,13 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.adapter import ModelAdapter
+from ..core.modules import LayerTap
 from ..core.problem import Problem, Result
 from ..core.references import make_reference
 from ..registry import register
-from .composites import Composite, modified_gradient
+from .composites import Composite, run_rules
 from .graph import _MODULE_KINDS, ACTIVATIONS
 from .precision import finish, float32_problem
-from .rules import Rule, surrogate
+from .rules import Rule, layer_norm_affine, layer_norm_parts, surrogate
 
 _EPS = 1e-10
 _LINEAR_PIECES = ("relu", "relu6", "leaky_relu", "prelu", "hardtanh")   # their float32 secants are exact enough
@@ -150,7 +152,6 @@ class NormRescale(_ReferenceRule):
     name = "layer_norm_rescale"
 
     def rescale(self, site, inputs, output, ins_ref, y_ref):
-        from .rules import layer_norm_parts
         x, dims, w, b, eps = layer_norm_parts(site, inputs)
         x_r = ins_ref[0]
         c = x - x.mean(dims, keepdim=True)
@@ -161,11 +162,7 @@ class NormRescale(_ReferenceRule):
         u = _min_norm(k - k_r, dc, dims)
         mine = k <= k_r
         y = c * torch.where(mine, k, k_r) + torch.where(mine, c_r, c.detach()) * (u * c).sum(dims, keepdim=True)
-        if w is not None:
-            y = y * w.detach()
-        if b is not None:
-            y = y + b.detach()
-        return surrogate(output, y)
+        return surrogate(output, layer_norm_affine(y, w, b))
 
 
 class SoftmaxRescale(_ReferenceRule):
@@ -256,32 +253,28 @@ def deeplift_values(problem: Problem, ref: torch.Tensor) -> tuple[torch.Tensor, 
     per_row_args = isinstance(problem.model, ModelAdapter) and problem.model.per_sample_args
     refs.shared = ref.shape[0] > 1 and not per_row_args and bool((ref == ref[:1]).all())
     n_ref = [0]
+    at_layer = problem.layer is not None
+    acts, ref_acts = ([], []) if at_layer else (None, None)   # the layer's activations, from the same passes
 
-    def record(rows):
+    def record(rows, run):                   # run: the problem whose model carries the rules
         refs.values.clear()
         refs.recording = True
         some = rows[:1] if refs.shared else rows
         try:
-            with torch.no_grad():      # the reference pass also gives f(r): the rules leave forward values alone
-                out = run.forward(ref[some], some)
+            with torch.no_grad(), LayerTap(problem.layer, problem.layer_name or "layer") if at_layer else nullcontext() as tap:
+                out = run.forward(ref[some], some)   # also gives f(r): the rules leave forward values alone
                 out = out.expand((len(rows),) + tuple(out.shape[1:])) if refs.shared else out
                 f_ref[rows] = problem.target(out, rows).detach().double().cpu()
+                if at_layer:
+                    ref_acts.append(tap.output.expand((len(rows),) + tuple(tap.output.shape[1:])))
             n_ref[0] += len(some)
         finally:
             refs.recording = False
 
-    at_layer = problem.layer is not None
-    with comp:
-        run = comp.view(problem)
-        grad, n = modified_gradient(problem, comp, before=record, desc="deeplift")
-        info = {"rules": comp.names(), "binding": comp.binding}
+    grad, n, bound = run_rules(problem, comp, before=record, desc="deeplift", activations=acts)
+    info = {"rules": bound["rules"], "binding": bound["binding"]}
     refs.values.clear()
-    if at_layer:
-        r = ref[:1] if refs.shared else ref
-        delta_in = problem.activation(x) - problem.activation(r)
-        n += problem.n + len(r)
-    else:
-        delta_in = x - ref
+    delta_in = torch.cat(acts) - torch.cat(ref_acts) if at_layer else x - ref
     return grad * delta_in, info, n + n_ref[0], f_ref
 
 

@@ -342,8 +342,10 @@ class GraphRunner(nn.Module):
         object.__setattr__(self, "_interp", _Interpreter(binding.model, binding.graph, sites, ctx))
         self._names = [n.target for n in binding.graph.nodes if n.op == "placeholder"]
         self._defaults = {n.target: n.args[0] for n in binding.graph.nodes if n.op == "placeholder" and n.args}
+        self.last_input = None       # the positional input of the current call (input-layer rules check it)
 
     def forward(self, *args, **kwargs):
+        self.last_input = args[0] if args else None
         args = list(args)
         for name in self._names[len(args):]:
             if name in kwargs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..core.problem import Problem, Result
 from ..registry import register
-from .composites import Composite, modified_gradient
+from .composites import Composite, run_rules
 from .graph import _MODULE_KINDS, RECTIFIERS
 from .rules import DeconvReLU, GuidedReLU
 
@@ -38,11 +38,8 @@ def relu_composite(problem: Problem, rule, method: str) -> Composite:
 
 
 def relu_rule_gradient(problem: Problem, rule, method: str):
-    comp = relu_composite(problem, rule, method)
-    with comp:
-        grad, n = modified_gradient(problem, comp, desc=method)
-        rules = comp.names()
-    return grad, {"n_evals": n + 1, "rules": rules, "binding": comp.binding}
+    grad, n, bound = run_rules(problem, relu_composite(problem, rule, method), desc=method)
+    return grad, {"n_evals": n, "rules": bound["rules"], "binding": bound["binding"]}
 
 
 @register("guided_backprop", family="propagation",

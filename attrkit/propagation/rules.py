@@ -16,12 +16,14 @@ Springenberg et al. 2015 (Guided Backpropagation).
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Rule", "surrogate", "stabilize", "GuidedReLU", "DeconvReLU", "Epsilon", "ZPlus", "AlphaBeta",
-           "Gamma", "Flat", "WSquare", "ZBox", "Pass", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
+           "Gamma", "Flat", "WSquare", "ZBox", "Zero", "Pass", "layer_params", "NormIdentity", "Gate", "make_rule", "LRP_RULES",
            "INPUT_RULES"]
 
 
@@ -42,6 +44,19 @@ def layer_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
     if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
         return module._conv_forward(x, weight, bias)
     raise TypeError(f"relevance rules apply to Linear and Conv layers, not {type(module).__name__}")
+
+
+def layer_params(site) -> tuple:
+    """The weight and bias of a Linear/Conv site, detached, with a BatchNorm a canonizer folded into it merged in
+    (``site.post = (scale, shift)``: ``W' = scale W``, ``b' = scale b + shift``)."""
+    module = site.module
+    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    if site.post is None:
+        return module.weight.detach(), bias
+    scale, shift = site.post
+    w = module.weight.detach()
+    return w * scale.view((-1,) + (1,) * (w.dim() - 1)), (bias if bias is not None else torch.zeros_like(scale)) \
+        * scale + shift
 
 
 class Rule:
@@ -83,10 +98,10 @@ class DeconvReLU(Rule):
 
 # --------------------------------------------------------------------------------- LRP rules
 class _LinearRule(Rule):
-    """Rules on Linear/Conv layers; ``ctx.params(module)`` gives the (canonized) weight and bias."""
+    """Rules on Linear/Conv layers, computed from the (canonized) weight and bias: :func:`layer_params`."""
 
     def forward(self, site, inputs, output, ctx):
-        weight, bias = ctx.params(site)
+        weight, bias = layer_params(site)
         return surrogate(output, self.signal(site.module, inputs[0], output, weight, bias, ctx))
 
     def signal(self, module, a, z, weight, bias, ctx):  # pragma: no cover - interface
@@ -197,6 +212,15 @@ def layer_norm_parts(site, inputs):
         float(site.arg(inputs, 4, "eps", 1e-5))
 
 
+def layer_norm_affine(y: torch.Tensor, weight, bias) -> torch.Tensor:
+    """``y * weight + bias`` with LayerNorm's affine parameters held constant (either may be None)."""
+    if weight is not None:
+        y = y * weight.detach()
+    if bias is not None:
+        y = y + bias.detach()
+    return y
+
+
 class NormIdentity(Rule):
     """LayerNorm with its standard deviation held constant (the LN rule of Ali et al. 2022): the centring and
     the affine map are linear, so relevance passes conservatively (less the bias share)."""
@@ -206,12 +230,7 @@ class NormIdentity(Rule):
         x, dims, w, b, eps = layer_norm_parts(site, inputs)
         c = x - x.mean(dims, keepdim=True)
         std = torch.sqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)
-        y = c / std
-        if w is not None:
-            y = y * w.detach()
-        if b is not None:
-            y = y + b.detach()
-        return surrogate(output, y)
+        return surrogate(output, layer_norm_affine(c / std, w, b))
 
 
 class Gate(Rule):
@@ -306,17 +325,23 @@ class ZBox(_InputRule):
         return g * (z / stabilize(zb, self.stabilizer)).detach()
 
 
-LRP_RULES = {"epsilon": Epsilon, "zero": lambda **k: Epsilon(0.0), "zplus": ZPlus, "alpha_beta": AlphaBeta,
-             "gamma": Gamma, "flat": Flat, "wsquare": WSquare, "zbox": ZBox}
+class Zero(Epsilon):
+    """LRP-0: ``R_i = a_i sum_j w_ij R_j / z_j`` (the epsilon rule with eps = 0)."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+
+LRP_RULES = {"epsilon": Epsilon, "zero": Zero, "zplus": ZPlus, "alpha_beta": AlphaBeta, "gamma": Gamma, "flat": Flat,
+             "wsquare": WSquare, "zbox": ZBox}
 INPUT_RULES = ("flat", "wsquare", "zbox")
-_PARAMS = {"epsilon": ("epsilon",), "zero": (), "zplus": ("stabilizer",), "alpha_beta": ("alpha", "beta", "stabilizer"),
-           "gamma": ("gamma", "stabilizer"), "flat": ("stabilizer",), "wsquare": ("stabilizer",),
-           "zbox": ("low", "high", "stabilizer")}
 
 
 def make_rule(name: str, **params) -> Rule:
-    """Build an LRP rule by name from the parameters it uses (others are ignored)."""
+    """Build an LRP rule by name from the parameters its constructor takes (others, and None values, are ignored):
+    ``make_rule("gamma", gamma=0.5, epsilon=0.1)`` is ``Gamma(gamma=0.5)``."""
     if not isinstance(name, str) or name not in LRP_RULES:
         raise ValueError(f"unknown LRP rule {name!r}; choose from {', '.join(LRP_RULES)}")
-    kw = {k: params[k] for k in _PARAMS[name] if params.get(k) is not None}
-    return LRP_RULES[name](**kw)
+    cls = LRP_RULES[name]
+    takes = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in params.items() if k in takes and v is not None})

@@ -9,14 +9,12 @@
 (10, 3, True)
 """
 from .api import BACKENDS, BadRecordsError, BadRecordsWarning, load_run, run
-from .cli import add_parser, cli_main
 from .ray_backend import release_workers
 from .sources import ImageFolderSource, Source, TableSource, TensorSource, as_source
 from .store import Run, Shard
 
 __all__ = ["run", "load_run", "Run", "Shard", "BACKENDS", "BadRecordsError", "BadRecordsWarning", "Source",
-           "TensorSource", "ImageFolderSource", "TableSource", "as_source", "add_parser", "cli_main",
-           "bench_throughput", "release_workers"]
+           "TensorSource", "ImageFolderSource", "TableSource", "as_source", "bench_throughput", "release_workers"]
 
 
 def __getattr__(name):

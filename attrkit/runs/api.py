@@ -57,8 +57,7 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
 
     Returns the :class:`Run` (``ak.load_run(out)``) with ``run.stats`` describing this call.
     """
-    from ..api import _check_options
-    from ..registry import get
+    from ..registry import validate
     if out is None:
         raise ValueError("out= must name the folder where the run's shards and manifest are written")
     if backend not in BACKENDS:
@@ -72,14 +71,11 @@ def run(model_factory, dataset, method: str = "integrated_gradients", out=None, 
     if backend == "local" and workers not in (None, 1):
         raise ValueError(f"the local backend runs in this process with one model; use backend='ray' for "
                          f"workers={workers}")
-    spec = get(method)
     from ..core.inputs import check_forward_args
     forward = {k: method_args[k] for k in ("forward_args", "forward_kwargs") if k in method_args}
     if forward:                         # passed to explain, per-sample rows cut to each shard (worker.shard_options)
         check_forward_args(forward.get("forward_args"), forward.get("forward_kwargs"))
-    _check_options(spec, {k: v for k, v in method_args.items() if k not in forward}, noise)
-    if spec.layer == "never" and layer is not None:
-        raise ValueError(f"method {spec.name!r} does not work at a layer; drop layer=")
+    spec = validate(method, layer=layer, noise=noise, **{k: v for k, v in method_args.items() if k not in forward})
     source = as_source(dataset)
     if isinstance(target, str) and target == "label" and not _has_labels(source):
         raise ValueError("target='label' needs labels in the data set (y tensor, class sub-folders, or a table's "

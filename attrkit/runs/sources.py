@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from ..readers import IMAGE_SUFFIXES, as_numpy, image_files, npz_arrays, per_channel, read_image, require_pillow
 
 
 @dataclass
@@ -57,20 +57,33 @@ def _hash_array(h, a: np.ndarray) -> None:
     h.update(memoryview(a).cast("B"))
 
 
+def _digest(arrays, y, ids, head: bytes = b"") -> str:
+    """The content hash of in-memory samples: ``head``, every array, the labels, the ids."""
+    h = hashlib.blake2b(digest_size=16)
+    if head:
+        h.update(head)
+    for a in arrays:
+        _hash_array(h, a)
+    if y is not None:
+        _hash_array(h, y)
+    h.update("\0".join(ids).encode())
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------- tensors
 class TensorSource(Source):
     """Samples held in memory: ``x`` [N, ...] and optional labels ``y`` [N]; ids are the row numbers."""
     kind = "tensor"
 
     def __init__(self, x, y=None, ids: Sequence[str] | None = None, classes: Sequence[str] | None = None):
-        x = _as_numpy(x, "x")
+        x = as_numpy(x, "x")
         if x.ndim < 2:
             raise ValueError(f"the data set's inputs must be a batch [N, ...] with N >= 1 samples, got shape "
                              f"{tuple(x.shape)}")
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float32)
         self.x = np.ascontiguousarray(x)
-        self.y = None if y is None else _as_numpy(y, "y")
+        self.y = None if y is None else as_numpy(y, "y")
         if self.y is not None and self.y.shape[0] != self.x.shape[0]:
             raise ValueError(f"the data set has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
         self.ids = [str(i) for i in range(self.x.shape[0])] if ids is None else [str(i) for i in ids]
@@ -88,12 +101,7 @@ class TensorSource(Source):
 
     def fingerprint(self) -> str:
         if self._fp is None:
-            h = hashlib.blake2b(digest_size=16)
-            _hash_array(h, self.x)
-            if self.y is not None:
-                _hash_array(h, self.y)
-            h.update("\0".join(self.ids).encode())
-            self._fp = h.hexdigest()
+            self._fp = _digest([self.x], self.y, self.ids)
         return self._fp
 
     def describe(self) -> dict:
@@ -117,7 +125,7 @@ class InputsSource(Source):
             raise ValueError("the data set has no inputs")
         self.arrays = []
         for i, a in enumerate(arrays):
-            a = _as_numpy(a, f"input {i}")
+            a = as_numpy(a, f"input {i}")
             if a.ndim < 1 or a.shape[0] == 0:
                 raise ValueError(f"input {i} must be a batch [N, ...] with N >= 1 samples, got {tuple(a.shape)}")
             self.arrays.append(np.ascontiguousarray(a))
@@ -125,7 +133,7 @@ class InputsSource(Source):
         if len(n) != 1:
             raise ValueError(f"the inputs have different numbers of samples {sorted(n)}; each needs the same N")
         n = n.pop()
-        self.y = None if y is None else _as_numpy(y, "y")
+        self.y = None if y is None else as_numpy(y, "y")
         if self.y is not None and self.y.shape[0] != n:
             raise ValueError(f"the data set has {n} inputs but {self.y.shape[0]} labels")
         self.ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
@@ -146,14 +154,7 @@ class InputsSource(Source):
 
     def fingerprint(self) -> str:
         if self._fp is None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(repr(self.names).encode())
-            for a in self.arrays:
-                _hash_array(h, a)
-            if self.y is not None:
-                _hash_array(h, self.y)
-            h.update("\0".join(self.ids).encode())
-            self._fp = h.hexdigest()
+            self._fp = _digest(self.arrays, self.y, self.ids, head=repr(self.names).encode())
         return self._fp
 
     def describe(self) -> dict:
@@ -183,14 +184,6 @@ def _finite_rows(arrays, start: int, ids, names=None) -> tuple[np.ndarray, list]
     return ok, errors
 
 
-def _as_numpy(t, what: str) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().numpy()
-    if isinstance(t, np.ndarray):
-        return t
-    raise TypeError(f"{what} must be a torch.Tensor or a NumPy array, got {type(t).__name__}")
-
-
 # ------------------------------------------------------------------------------------------ image folder
 class ImageFolderSource(Source):
     """PNG/JPEG files under ``root`` (searched recursively, sorted by relative path; the id is that path).
@@ -217,12 +210,11 @@ class ImageFolderSource(Source):
             if len(size) != 2 or min(size) < 1:
                 raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
         self.size = size
-        self.mean = _per_channel(mean, channels, "mean", 0.0)
-        self.std = _per_channel(std, channels, "std", 1.0)
+        self.mean = per_channel(mean, channels, "mean", 0.0)
+        self.std = per_channel(std, channels, "std", 1.0)
         if (self.std <= 0).any():
             raise ValueError("std must be positive")
-        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(self.root)
         if not files:
             raise ValueError(f"no PNG or JPEG images found under {root}")
         self.ids = files
@@ -249,11 +241,10 @@ class ImageFolderSource(Source):
         return self.shape
 
     def _read(self, rel: str) -> np.ndarray:
-        from ..cli_io import read_image               # the one image reader (attrkit explain uses it too)
         return read_image(self.root / rel, self.mode, self.size, self.mean, self.std)
 
     def load(self, start: int, stop: int) -> Batch:
-        _pillow()
+        require_pillow()
         shape = self._expected_shape()
         xs, idx, ids, errors = [], [], [], []
         for i in range(start, stop):
@@ -291,24 +282,6 @@ class ImageFolderSource(Source):
     def describe(self) -> dict:
         return {"kind": self.kind, "n": len(self), "root": str(self.root), "size": self.size, "mode": self.mode,
                 "mean": self.mean.tolist(), "std": self.std.tolist(), "classes": self.classes}
-
-
-def _per_channel(v, channels: int, what: str, default: float) -> np.ndarray:
-    if v is None:
-        return np.full(channels, default, dtype=np.float32)
-    a = np.atleast_1d(np.asarray(v, dtype=np.float32))
-    if a.size == 1:
-        a = np.repeat(a, channels)
-    if a.shape != (channels,):
-        raise ValueError(f"{what} needs one value or one per channel ({channels}), got {list(a)}")
-    return a
-
-
-def _pillow():
-    try:
-        import PIL  # noqa: F401
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("reading images needs Pillow; install it with `pip install attrkit[image]`") from err
 
 
 # ---------------------------------------------------------------------------------------------- dispatch
@@ -352,10 +325,10 @@ def as_source(dataset, *, size=None, mean=None, std=None, mode: str = "RGB", col
             if suffix == ".npy":
                 return TensorSource(np.load(path, allow_pickle=False))
             if suffix == ".npz":
-                with np.load(path, allow_pickle=False) as z:
-                    if "x" not in z.files:
-                        raise ValueError(f"{path}: a .npz data set needs an array named 'x' (and optionally 'y')")
-                    return TensorSource(z["x"], z["y"] if "y" in z.files else None)
+                z = npz_arrays(path)
+                if "x" not in z:
+                    raise ValueError(f"{path}: a .npz data set needs an array named 'x' (and optionally 'y')")
+                return TensorSource(z["x"], z.get("y"))
             raise ValueError(f"{path}: unsupported data file {suffix!r}; use a folder of images, .csv, .parquet, "
                              ".npz or .npy")
         if isinstance(dataset, str) and ":" in dataset and not os.path.exists(dataset):

@@ -20,37 +20,22 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from ..core.files import atomic_write  # noqa: F401  (kept importable from here)
+from ..core.json_values import jsonable  # noqa: F401  (run records; kept importable from here)
+
 FORMAT = "attrkit.run/1"
 _SHARD_RE = re.compile(r"^(\d+)\.json$")
 
 
 # ------------------------------------------------------------------------------------------ atomic files
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: Path, obj) -> None:
     data = json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
     atomic_write(path, lambda f: f.write(data))
@@ -71,25 +56,6 @@ def write_shard(out, k: int, values: np.ndarray, record: dict, errors: list[dict
     elif err_path.exists():
         err_path.unlink()
     write_json(d / f"{name}.json", record)
-
-
-def jsonable(v):
-    """Tensors/arrays to (nested) lists, NumPy scalars to Python numbers; other objects to strings."""
-    if isinstance(v, torch.Tensor):
-        v = v.detach().cpu().numpy()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 # ----------------------------------------------------------------------------------------- configuration

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .store import jsonable, write_shard
+from ..core.json_values import jsonable
+from .store import write_shard
 
 
 @dataclass

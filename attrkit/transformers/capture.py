@@ -29,24 +29,34 @@ _HF_NAME = "attrkit"
 _ACTIVE: list["Capture"] = []
 
 
-class _HalfGrad(torch.autograd.Function):
+class _ScaleGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, t):
+    def forward(ctx, t, factor):
+        ctx.factor = factor
         return t.view_as(t)
 
     @staticmethod
     def backward(ctx, g):
-        return 0.5 * g
+        return ctx.factor * g, None
+
+
+def scale_grad(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """``t`` in the forward pass, ``factor`` times its gradient in the backward pass (no work forward)."""
+    return _ScaleGrad.apply(t, factor) if t.requires_grad else t
 
 
 def half_grad(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in the forward pass, half its gradient in the backward pass (no elementwise work forward)."""
-    return _HalfGrad.apply(t) if t.requires_grad else t
+    """``t`` in the forward pass, half its gradient in the backward pass."""
+    return scale_grad(t, 0.5)
 
 
 def _bilinear(a, b, uniform: bool):
+    """``a @ b``; ``uniform``: half the gradient to each factor, by halving it once at the output when that is
+    smaller than the two factors (the same gradients either way; 0.5 is exact)."""
     if not uniform:
         return a @ b
+    if a.shape[-2] * b.shape[-1] <= a.shape[-2] * a.shape[-1] + b.shape[-2] * b.shape[-1]:
+        return half_grad(a @ b)
     return half_grad(a) @ half_grad(b)
 
 
@@ -86,6 +96,8 @@ class Capture:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.model, self.mode = model, mode
         self.records: list[tuple[str, torch.Tensor]] = []
+        self.logits: list[torch.Tensor] | None = None     # a list: the softmax inputs are kept too (budget.py)
+        self.keep_weights = True                          # False: nothing reads the weights (AttnLRP's rules)
         self._names = {id(m): n for n, m in model.named_modules()}
         self._undo: list = []
 
@@ -99,13 +111,25 @@ class Capture:
         self.records.append((self._names.get(id(module), "?"), a))
         return a.detach() if self.mode == "constant" else a
 
-    def attend(self, module, q, k, v, scale, bias=None) -> torch.Tensor:
-        """``softmax(q k^T * scale + bias) v`` for ``[N, H, T, d]`` tensors, through :meth:`weights`."""
+    def attend(self, module, q, k, v, scale, bias=None, need_weights: bool = False) -> torch.Tensor:
+        """``softmax(q k^T * scale + bias) v`` for ``[N, H, T, d]`` tensors, through :meth:`weights`. When no one
+        reads the weights (``keep_weights`` off, as under AttnLRP's rules, and the caller needs none) the fused
+        kernel runs, with the same gradients: uniform rule = q and k gradients / 4, v / 2 (A's share of
+        ``A v`` times q's share of ``q k^T``); constant weights = q and k cut off."""
         uniform = self.mode == "attnlrp"
-        scores = _bilinear(q * scale, k.transpose(-2, -1), uniform and self.mode != "constant")
+        if not (self.keep_weights or need_weights or self.logits is not None):
+            if self.mode == "constant":
+                q, k = q.detach(), k.detach()
+            elif uniform:
+                q, k, v = scale_grad(q, 0.25), scale_grad(k, 0.25), half_grad(v)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        scores = _bilinear(q * scale, k.transpose(-2, -1), uniform)
         if bias is not None:
             scores = scores + bias
-        a = self.weights(module, torch.softmax(scores.float(), dim=-1).to(q.dtype))
+        z = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+        if self.logits is not None:
+            self.logits.append(z)
+        a = self.weights(module, torch.softmax(z, dim=-1).to(q.dtype))
         return _bilinear(a, v, uniform)
 
     # ----------------------------------------------------------------- install / remove
@@ -173,13 +197,13 @@ class Capture:
         kpm = _mask(call.get("key_padding_mask"), q.dtype, (n, 1, 1, s))
         bias = kpm if bias is None else bias if kpm is None else bias + kpm
         before = len(self.records)
-        out = self.attend(m, qh, kh, vh, d ** -0.5, bias).transpose(1, 2).reshape(n, t, e)
+        need = call.get("need_weights", True)
+        out = self.attend(m, qh, kh, vh, d ** -0.5, bias, need).transpose(1, 2).reshape(n, t, e)
         out = m.out_proj(out)
         if not m.batch_first:
             out = out.transpose(0, 1)
-        a = self.records[before][1]
-        need = call.get("need_weights", True)
-        weights = (a.mean(1) if call.get("average_attn_weights", True) else a) if need else None
+        a = self.records[before][1] if len(self.records) > before else None
+        weights = (a.mean(1) if call.get("average_attn_weights", True) else a) if need and a is not None else None
         return out, weights
 
 
@@ -240,5 +264,6 @@ def _hf_attention(module, query, key, value, attention_mask, scaling=None, dropo
     if not _ACTIVE:
         raise RuntimeError("attrkit's attention function ran outside its context")
     cap = _ACTIVE[-1]
+    before = len(cap.records)
     out = cap.attend(module, query, key, value, scale, bias)
-    return out.transpose(1, 2).contiguous(), cap.records[-1][1]
+    return out.transpose(1, 2).contiguous(), cap.records[-1][1] if len(cap.records) > before else None

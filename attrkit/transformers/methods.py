@@ -180,7 +180,8 @@ def default_attention_layer(model, x, forward=None, input_layout=None) -> LayerC
 
 
 @register("attention_probe", family="attention", summary="the attention weights of one attention module, per head",
-          layer="required", gradients=False, reference="attention visualisation (Vaswani et al. 2017)")
+          layer="required", gradients=False, reference="attention visualisation (Vaswani et al. 2017)",
+          default_layer=default_attention_layer)
 def attention_probe(problem: Problem, query=None) -> Result:
     """Weights of the attention module ``layer=`` (or the one attention module inside it): values are the
     query row per head (``[N, heads, h, w]`` images, ``[N, heads, T]`` token ids); ``info["attention"]`` holds
@@ -213,6 +214,3 @@ def attention_probe(problem: Problem, query=None) -> Result:
         vals = per_head
     return Result(vals, {"n_evals": problem.n, "attention": a, "attention_layer": site, "class_agnostic": True,
                          **rd.info()})
-
-
-attention_probe.default_layer = default_attention_layer

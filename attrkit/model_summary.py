@@ -162,7 +162,3 @@ def summary(model: nn.Module, input_size: Sequence[int] | torch.Tensor,
     base.trainable_params = int(stats.trainable_params)
     return base
 
-
-from .core.callable_module import make_callable  # noqa: E402
-
-make_callable(__name__, summary)

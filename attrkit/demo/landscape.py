@@ -12,8 +12,8 @@ def landscape_figures(out: Path, fast: bool, seed: int, notes: list, tables: dic
                       models: list[str] | None = None) -> dict:
     """One ``landscape_<model>.png`` per zoo model (a 2-D grid in the full run, a 1-D curve in the fast run);
     a table row per model (loss at the weights, the grid's range, seconds). Failures become notes."""
-    from . import zoo
-    from .landscape import loss_landscape
+    from .. import zoo
+    from ..landscape import loss_landscape
     names = models if models is not None else (["shapes_cnn", "breast_cancer_mlp"] if fast else zoo.names())
     steps, directions = (7, 1) if fast else (7, 2)
     figs: dict[str, Path] = {}

@@ -1,4 +1,4 @@
-"""``attrkit run``: the command-line face of :func:`attrkit.runs.run`.
+"""``attrkit run``: the command-line face of :func:`attrkit.runs.run` (the CLI layer: the library never imports it).
 
 The flags are ``attrkit explain``'s (:mod:`attrkit.cli_args`) and models and images are read by the same
 pipeline (:mod:`attrkit.cli_io`): ``attrkit run --model model.pt --data images/ --out run/``. The older form
@@ -12,7 +12,7 @@ import textwrap
 import functools
 import warnings
 
-from ..cli_args import epilog, image_args, method_args, model_args, table_args
+from .cli_args import epilog, image_args, method_args, model_args, table_args
 
 EPILOG = epilog(
     "examples:",
@@ -60,10 +60,10 @@ def run_command(args, quiet: bool = False, progress=None) -> dict:
     """Run the parsed ``args``; returns the JSON summary (errors are raised)."""
     from pathlib import Path
 
-    from .. import cli_inputs as io
-    from ..cli_io import UsageError, image_settings, load_model
-    from .api import BadRecordsWarning, run
-    from .sources import ImageFolderSource, TableSource
+    from . import cli_inputs as io
+    from .cli_io import UsageError, image_settings, load_model
+    from .runs.api import BadRecordsWarning, run
+    from .runs.sources import ImageFolderSource, TableSource
 
     spec_model = _one(args.model, args.model_pos, "model")
     spec_data = _one(args.data, args.data_pos, "data")
@@ -111,7 +111,7 @@ def run_command(args, quiet: bool = False, progress=None) -> dict:
 
 
 def _one(flag, positional, what: str) -> str:
-    from ..cli_io import UsageError
+    from .cli_io import UsageError
     if flag is not None and positional is not None and flag != positional:
         raise UsageError(f"give the {what} once: --{what} {flag} or the positional {positional}, not both")
     value = flag if flag is not None else positional
@@ -123,5 +123,5 @@ def _one(flag, positional, what: str) -> str:
 def cli_main(argv=None) -> int:
     """``attrkit run ...`` as a function: ``cli_main(ARGS)`` == ``attrkit run ARGS``; returns the exit status."""
     import sys
-    from ..cli import main
+    from .cli import main
     return main(["run", *(sys.argv[1:] if argv is None else argv)])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..core.problem import Problem, Result
 from ..registry import register
 from .cam import default_cam_layer, finish, grid_info, layer_maps, weighted
-from .split import tail_after
+from ..propagation.split import tail_after
 
 
 def _bar(problem: Problem, total: int, desc: str):
@@ -53,7 +53,7 @@ def _masked(problem: Problem, xr: torch.Tensor, maps: torch.Tensor) -> torch.Ten
 
 
 @register("score_cam", family="cam", summary="channel weights from the scores of inputs masked by each channel",
-          layer="required", gradients=False, reference="Wang et al. 2020")
+          layer="required", gradients=False, reference="Wang et al. 2020", default_layer=default_cam_layer)
 def score_cam(problem: Problem, softmax: bool = True, relu: bool = True, reshape=None) -> Result:
     """Score-CAM at the layer; batched masked forward passes (see module docstring)."""
     x = problem.inputs
@@ -95,11 +95,9 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True, reshape
     return finish(weighted(w.to(acts.dtype), acts), relu, info)
 
 
-score_cam.default_layer = default_cam_layer
-
 
 @register("ablation_cam", family="cam", summary="channel weights = relative score drop when the channel is zeroed",
-          layer="required", gradients=False, reference="Desai & Ramaswamy 2020")
+          layer="required", gradients=False, reference="Desai & Ramaswamy 2020", default_layer=default_cam_layer)
 def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     """Ablation-CAM at the layer; batched ablations, evaluating only the rest of the model when possible.
     At a token layer a channel is zeroed on the patch tokens (class/register tokens keep their values)."""
@@ -145,6 +143,3 @@ def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
             "split": "tail" if tail is not None else "full forward (layer output replaced)", **grid_info(view)}
     return finish(weighted(w.to(acts.dtype), acts), relu, info)
-
-
-ablation_cam.default_layer = default_cam_layer

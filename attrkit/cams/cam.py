@@ -33,8 +33,8 @@ from ..core.problem import Problem, Result
 from ..core.token_grid import GridView, read_grid
 from ..gradients.engine import gradient_sum
 from ..registry import register
-from .guided import relu_rule_gradient
-from .rules import GuidedReLU
+from ..propagation.guided import relu_rule_gradient
+from ..propagation.rules import GuidedReLU
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -167,8 +167,8 @@ def _cam(name: str, combine, summary: str, reference: str):
     method.__name__ = name
     method.__doc__ = f"{summary} ({reference}). ``relu=False`` keeps the signed map; ``reshape=`` reads the " \
                      "layer's layout (see attrkit.core.token_grid). Output ``[N, 1, *grid]``."
-    method.default_layer = default_cam_layer
-    register(name, family="cam", summary=summary, layer="required", reference=reference)(method)
+    register(name, family="cam", summary=summary, layer="required", reference=reference,
+             default_layer=default_cam_layer)(method)
     return method
 
 
@@ -185,18 +185,16 @@ xgrad_cam = _cam("xgrad_cam", xgrad_cam_map, "XGrad-CAM: activation-normalised g
 
 
 @register("eigen_cam", family="cam", summary="first principal component of the layer activations (class-agnostic)",
-          layer="required", gradients=False, reference="Muhammad & Yeasin 2020")
+          layer="required", gradients=False, reference="Muhammad & Yeasin 2020", default_layer=default_cam_layer)
 def eigen_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     """Eigen-CAM: the activations projected on their first principal component. Ignores the target."""
     _, view, acts = layer_maps(problem, reshape)
     return finish(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True, **grid_info(view)})
 
 
-eigen_cam.default_layer = default_cam_layer
-
 
 @register("guided_grad_cam", family="cam", summary="Grad-CAM upsampled to the input times Guided Backpropagation",
-          layer="required", reference="Selvaraju et al. 2017")
+          layer="required", reference="Selvaraju et al. 2017", default_layer=default_cam_layer)
 def guided_grad_cam(problem: Problem, interpolate: str = "bilinear", reshape=None) -> Result:
     """``guided_backprop(x) * upsample(relu(grad_cam))`` at input resolution; ``interpolate``: "bilinear"
     (linear/trilinear for 1-D/3-D maps, as in the paper) or "nearest" (Captum's default)."""
@@ -229,6 +227,3 @@ def guided_grad_cam(problem: Problem, interpolate: str = "bilinear", reshape=Non
         warnings.warn(f"guided_grad_cam: inputs {info['inputs_without_map']} do not have the layer's spatial "
                       "dimensions, so no Grad-CAM map can be laid over them; their values are zeros", stacklevel=3)
     return Result(layout.pack(parts), info)
-
-
-guided_grad_cam.default_layer = default_cam_layer

@@ -14,7 +14,7 @@ SCRIPT = r"""
   var KEYS = ["sample", "method", "target", "layer"];
   var state = { sample: 0, method: null, target: null, layer: null, map: -1 };
 
-  // arrays arrive packed (attrkit.report.encode.packed): base64 of zlib of float32 byte planes (or uint8)
+  // arrays arrive packed (attrkit.html_report.encode.packed): base64 of zlib of float32 byte planes (or uint8)
   function inflate(p) {
     var bin = atob(p.z), z = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) z[i] = bin.charCodeAt(i);

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from attrkit.models import SimpleMLP
-from attrkit.reference import ReferenceMLP, gradcheck, relative_error
+from attrkit.lecture_numpy import LectureMLP, gradcheck, relative_error
 
 COMBOS = [
     ("relu", "sigmoid", "mse"),          # the lecture's network
@@ -36,7 +36,7 @@ def _torch_loss(net, out, y):
 @pytest.mark.parametrize("hidden,output,loss", COMBOS)
 def test_backprop_equals_finite_differences(hidden, output, loss):
     X, y, k = _problem(output)
-    net = ReferenceMLP([3, 5, 4, k], hidden, output, loss, seed=1)
+    net = LectureMLP([3, 5, 4, k], hidden, output, loss, seed=1)
     analytic = net.backward(X, y)
     numeric = gradcheck(lambda: net.loss_value(X, y), net.betas, eps=1e-6)
     assert [g.shape for g in analytic] == [b.shape for b in net.betas]
@@ -46,7 +46,7 @@ def test_backprop_equals_finite_differences(hidden, output, loss):
 @pytest.mark.parametrize("hidden,output,loss", COMBOS)
 def test_backprop_equals_autograd(hidden, output, loss):
     X, y, k = _problem(output)
-    net = ReferenceMLP([3, 5, 4, k], hidden, output, loss, seed=2)
+    net = LectureMLP([3, 5, 4, k], hidden, output, loss, seed=2)
     analytic = net.backward(X, y)
     twin = net.to_torch()
     out = twin(torch.from_numpy(X))
@@ -60,7 +60,7 @@ def test_backprop_equals_autograd(hidden, output, loss):
 
 
 def test_bias_column_shapes_follow_the_lecture_table():
-    net = ReferenceMLP([2, 4, 4, 1])
+    net = LectureMLP([2, 4, 4, 1])
     assert [b.shape for b in net.betas] == [(3, 4), (5, 4), (5, 1)]     # (k_prev + 1) x k
     assert sum(b.size for b in net.betas) == 37 == sum(p.numel() for p in SimpleMLP(2).parameters())
     X = np.random.default_rng(0).normal(size=(7, 2))
@@ -70,8 +70,8 @@ def test_bias_column_shapes_follow_the_lecture_table():
     np.testing.assert_allclose(np.maximum(net._cache["z"][0], 0), first)
 
 
-def test_reference_matches_the_lectures_simple_mlp():
-    net = ReferenceMLP([2, 4, 4, 1], "relu", "sigmoid", "mse", seed=5)
+def test_lecture_mlp_matches_the_lectures_simple_mlp():
+    net = LectureMLP([2, 4, 4, 1], "relu", "sigmoid", "mse", seed=5)
     model = SimpleMLP(nvars=2).double()
     with torch.no_grad():
         for lin, beta in zip([model.hidden_layer1, model.hidden_layer2, model.output_layer], net.betas):
@@ -83,7 +83,7 @@ def test_reference_matches_the_lectures_simple_mlp():
 
 def test_gradcheck_catches_a_wrong_gradient():
     X, y, k = _problem("sigmoid")
-    net = ReferenceMLP([3, 4, k], "relu", "sigmoid", "mse", seed=0)
+    net = LectureMLP([3, 4, k], "relu", "sigmoid", "mse", seed=0)
     good = net.backward(X, y)
     numeric = gradcheck(lambda: net.loss_value(X, y), net.betas)
     bad = [g.copy() for g in good]
@@ -96,21 +96,21 @@ def test_gradient_descent_trains_a_small_problem():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 2))
     y = (X[:, 0] * X[:, 1] > 0).astype(float)        # XOR-like: needs the hidden layers
-    net = ReferenceMLP([2, 8, 8, 1], "relu", "sigmoid", "cross_entropy", seed=0)
+    net = LectureMLP([2, 8, 8, 1], "relu", "sigmoid", "cross_entropy", seed=0)
     before = net.loss_value(X, y) / len(X)
     hist = net.train(X, y, lr=0.5, epochs=500)
     assert len(hist) == 500 and hist[-1] < 0.1 * before
     assert ((net(X)[:, 0] > 0.5) == y).mean() > 0.95
 
 
-def test_reference_rejects_bad_input():
+def test_lecture_mlp_rejects_bad_input():
     with pytest.raises(ValueError, match="hidden"):
-        ReferenceMLP([2, 3, 1], hidden="tanhh")
+        LectureMLP([2, 3, 1], hidden="tanhh")
     with pytest.raises(ValueError, match="softmax"):
-        ReferenceMLP([2, 3, 2], output="softmax", loss="mse")
+        LectureMLP([2, 3, 2], output="softmax", loss="mse")
     with pytest.raises(ValueError, match="betas"):
-        ReferenceMLP([2, 3, 1], betas=[np.zeros((2, 3)), np.zeros((4, 1))])
+        LectureMLP([2, 3, 1], betas=[np.zeros((2, 3)), np.zeros((4, 1))])
     with pytest.raises(ValueError, match="n x 2"):
-        ReferenceMLP([2, 3, 1]).forward(np.zeros((4, 3)))
+        LectureMLP([2, 3, 1]).forward(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="eps"):
         gradcheck(lambda: 0.0, [np.zeros(2)], eps=0)

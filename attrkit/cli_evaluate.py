@@ -1,5 +1,8 @@
 """``attrkit evaluate``: score methods on a model and data (zoo or your own), or run the thesis' experiments.
 
+The command line layer above :mod:`attrkit.metrics` and :mod:`attrkit.experiments` (the library never imports
+it).
+
 Models and data go through the command line's one pipeline (:mod:`attrkit.cli_io`): ``--model`` is a zoo
 name, a model file or ``module:Factory``; ``--data`` is a built-in data set name, a folder of images, image
 files, a CSV table or a ``.npz``.
@@ -12,10 +15,9 @@ import sys
 import time
 from types import SimpleNamespace
 
-from ..cli_args import epilog, image_args, model_args, table_args
+from .cli_args import epilog, image_args, model_args, table_args
+from .experiments.evaluate import METRICS          # the metric registry (name -> how a map is scored)
 
-METRICS = ("deletion", "insertion", "morf_lerf", "faithfulness_correlation", "infidelity", "max_sensitivity",
-           "completeness", "pointing_game", "relevance_mass", "relevance_rank", "mask_auc", "sanity")
 DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "relevance_mass")
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "grad_cam")
 DESCRIPTION = ("Score attribution methods on a model and data (faithfulness, localisation, sanity), or run the "
@@ -71,7 +73,7 @@ def add_parser(subparsers, parents=()) -> argparse.ArgumentParser:
 
 def cli_main(argv=None) -> int:
     """Entry point: ``attrkit evaluate ARGS`` == ``cli_main(ARGS)``; returns the exit status."""
-    from ..cli import main
+    from .cli import main
     return main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
 
 
@@ -80,10 +82,10 @@ def _split(text: str) -> list[str]:
 
 
 def run(args, quiet: bool = False, progress=None) -> dict:
-    from ..cli_io import UsageError
+    from .cli_io import UsageError
     say = (lambda *a: None) if quiet else print
     if args.experiment:
-        from .. import experiments
+        from . import experiments
         names = experiments.EXPERIMENTS if args.experiment == "all" else _split(args.experiment)
         bad = [n for n in names if n not in experiments.EXPERIMENTS]
         if bad:
@@ -101,10 +103,10 @@ def run(args, quiet: bool = False, progress=None) -> dict:
     if args.n < 1:
         raise UsageError("--n must be >= 1")
     methods = _split(args.methods)
-    from .. import cli_inputs as io
+    from . import cli_inputs as io
     for m in methods:
         io.method_spec(m)
-    from ..experiments import Table, evaluate_methods
+    from .experiments import Table, evaluate_methods
     model, data, label = _model_and_data(args, progress)
     start = time.perf_counter()
     rows = evaluate_methods(model, data, methods, metrics, layer=args.layer, steps=args.steps,
@@ -121,8 +123,8 @@ def _model_and_data(args, progress):
     """(model, data with ``.x`` and ``.masks``, a label): zoo model on its data, or through the CLI pipeline."""
     from pathlib import Path
 
-    from .. import cli_inputs as io
-    from ..experiments import ZOO_DATA, _held_out, load_model_and_data
+    from . import cli_inputs as io
+    from .experiments import ZOO_DATA, held_out, load_model_and_data
     data = args.data
     paths = [Path(d) for d in data] if data else []
     own_data = bool(paths) and (len(paths) > 1 or paths[0].exists())
@@ -135,10 +137,10 @@ def _model_and_data(args, progress):
         if not data:
             raise io.UsageError(f"--model {args.model} needs --data: a built-in data set name, a folder of images, "
                                 "image files, a CSV file or a .npz")
-        return model, _held_out(data[0], args.n, args.seed, model), args.model
+        return model, held_out(data[0], args.n, args.seed, model), args.model
     if len(paths) == 1 and paths[0].is_dir():
-        from ..runs.sources import IMAGE_SUFFIXES
-        paths = sorted(p for p in paths[0].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        from .readers import image_files
+        paths = [paths[0] / rel for rel in image_files(paths[0])]
         if not paths:
             raise io.InputError(f"no PNG or JPEG images under {data[0]}")
         paths = paths[:args.n]

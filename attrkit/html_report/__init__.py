@@ -4,7 +4,3 @@ each method's error figures, and tables/figures from the evaluation."""
 from .build import report
 
 __all__ = ["report"]
-
-from ..core.callable_module import make_callable
-
-make_callable(__name__, report)

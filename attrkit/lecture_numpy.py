@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ReferenceMLP", "gradcheck", "relative_error", "ACTIVATIONS", "LOSSES"]
+__all__ = ["LectureMLP", "gradcheck", "relative_error", "ACTIVATIONS", "LOSSES"]
 
 
 # ------------------------------------------------------------- activations and losses
@@ -56,7 +56,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ReferenceMLP:
+class LectureMLP:
     """A fully connected network in NumPy with hand-written forward and backward passes.
 
     sizes:      ``[k0, k1, ..., kL]`` (inputs, hidden widths, outputs); the lecture's network is
