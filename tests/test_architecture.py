@@ -1,8 +1,10 @@
 """Issue 18's architecture figures, counted by ``tests/trace_calls.py``: how often one ``ak.explain`` call goes
 back into a library module it has already been in (cross-module returns), and how many full forward passes
-``lrp`` at a layer makes. Before the refactor (SmallCNN, 16x16, 2 samples, layer ``features.5``): kernel_shap
-368 calls in 21 modules with 175 cross-module returns; lrp 351 calls in 20 modules with 139 cross-module
-returns and 6 forward passes (counted at the first layer). The refactor's bound: at most half the returns."""
+``lrp`` at a layer makes. Before the refactor (commit b3f39b2; SmallCNN, 16x16 inputs, 2 samples, layer
+``features.5``, kernel_shap with n_samples=256): kernel_shap 567 calls in 21 modules with 371 cross-module
+returns; lrp 351 calls in 20 modules with 139 cross-module returns and 6 forward passes (counted at the first
+layer: f(x), two memory probes, the activation, the rules pass...). The refactor's bound: at most half the
+returns; lrp: f(x), one memory probe (one row, without batch_size) and the pass with the rules."""
 import os
 import sys
 import warnings
@@ -10,7 +12,7 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 from trace_calls import forward_passes, kernel_shap_call, lrp_call, small_cnn, trace  # noqa: E402
 
-BEFORE = {"kernel_shap": 175, "lrp": 139}
+BEFORE = {"kernel_shap": 371, "lrp": 139}
 
 
 def _traced(make):
@@ -21,18 +23,18 @@ def _traced(make):
         return trace(make(model, x)), model, x
 
 
-def test_kernel_shap_at_a_layer_goes_back_and_forth_at_most_as_before():
+def test_kernel_shap_at_a_layer_goes_back_and_forth_at_most_half_as_before():
     t, _, _ = _traced(kernel_shap_call)
     assert t["result"].values.shape == (2, 16, 8, 8)
-    assert t["cross_returns"] <= BEFORE["kernel_shap"], t["return_pairs"]
+    assert t["cross_returns"] <= BEFORE["kernel_shap"] // 2, t["return_pairs"]
 
 
-def test_lrp_at_a_layer_goes_back_and_forth_at_most_as_before():
+def test_lrp_at_a_layer_goes_back_and_forth_at_most_half_as_before():
     t, model, x = _traced(lrp_call)
-    assert t["cross_returns"] <= BEFORE["lrp"], t["return_pairs"]
+    assert t["cross_returns"] <= BEFORE["lrp"] // 2, t["return_pairs"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert forward_passes(model, lrp_call(model, x)) <= 6
+        assert forward_passes(model, lrp_call(model, x)) == 3       # f(x), the one-row memory probe, the rules pass
 
 
 def test_the_tracer_counts_calls_back_into_modules_already_visited():

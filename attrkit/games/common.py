@@ -1,24 +1,14 @@
-"""What every estimator shares: building the game from ``explain``'s options and turning player values into a
-``Result`` (values spread back onto the input or layer shape, ``info["player_values"]`` and error figures)."""
+"""Small helpers the estimators share: seeded generators, option checks, coalition tables, padding, and the cost
+and refusal of exact Shapley values. (The game is built from a ``Problem`` and a ``GameOptions``; its
+``result`` turns player values into the ``Result``.)"""
 from __future__ import annotations
 
 import functools
-
 import math
 
 import torch
 
-from ..core.problem import Problem, Result
-from ..core.tokens import value_dtype
-from .game import Game
-
-SPREADS = ("value", "share", "paint")   # "paint" is the older name of "value"
-
-
-def make_game(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
-              cache: bool = True, head_only: bool | None = None, local: bool | None = None) -> Game:
-    return Game(problem, players=players, masker=masker, baseline=baseline, all_classes=all_classes, cache=cache,
-                head_only=head_only, local=local)
+from ..core.problem import Problem
 
 
 def generator(problem: Problem) -> torch.Generator:
@@ -39,20 +29,6 @@ def check_tolerance(tolerance) -> float | None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
         raise ValueError(f"tolerance must be a positive number (largest std error / spread of values), got {tolerance!r}")
     return float(tolerance)
-
-
-def check_spread(spread: str) -> bool:
-    """``spread=`` of the game estimators: how a player's value is put on its elements.
-
-    "value" (default, as every peer paints): each element shows its player's value, so a map reads in the
-    player's own units (a player worth 0.24 is drawn as 0.24); "share": each element gets value / the player's
-    element count, so ``values.sum()`` equals the sum of the player values (efficiency on the map).
-    "paint" is accepted as the older name of "value". Returns True for "share"."""
-    if spread not in SPREADS:
-        raise ValueError(f"spread must be 'value' (each element shows its player's value, the default) or 'share' "
-                         f"(each element gets its player's value / player size, so values sum to the player values), "
-                         f"got {spread!r}")
-    return spread == "share"
 
 
 def subsets_of_size(l: int, s: int) -> torch.Tensor:
@@ -77,46 +53,6 @@ def pad(z: torch.Tensor, width: int) -> torch.Tensor:
     if z.shape[1] == width:
         return z
     return torch.cat([z, torch.ones(z.shape[0], width - z.shape[1], dtype=torch.bool)], 1)
-
-
-def finish(game: Game, phi: torch.Tensor, info: dict, share: bool = True, v_full: torch.Tensor | None = None,
-           v_empty: torch.Tensor | None = None) -> Result:
-    """``phi`` ``[N, L, K]`` player values (zero past a sample's player count) -> ``Result``."""
-    n = game.n
-    col = game.target_column()
-    phi_t = phi[torch.arange(n), :, col]                                     # [N, L]
-    base = game.base
-    dtype = value_dtype(base, getattr(game.problem.outputs, 'dtype', None))      # integer (token) inputs: float
-    values = game.players.spread(phi_t.to(base.device), tuple(base.shape[1:]), share=share).to(dtype)
-    out = {"player_values": phi_t, "n_players": game.n_players.clone(), "masker": game.masker.name,
-           "spread": "share" if share else "value"}
-    if not share and _same_over_channels(game.players.labels, base):
-        out["channels"] = "same"      # each channel holds the player's value: heatmap() shows it once (mean)
-    if v_full is not None:
-        out["full_value"] = v_full[torch.arange(n), col]
-    if v_empty is not None:
-        out["base_value"] = v_empty[torch.arange(n), col]
-    if game.all_classes:
-        out["player_values_all"] = phi.permute(0, 2, 1).contiguous()        # [N, K, L]
-    if game.at_layer:
-        out["head_only"] = bool(game.head_only)
-        if getattr(game, "token_grid", None):
-            out["token_grid"] = game.token_grid
-        if not game.head_only and game.split_reason:
-            out["split_note"] = game.split_reason
-    if game.players.relabelled:
-        out["player_ids"] = game.players.ids
-    out.update(game.local_info())
-    out.update(info)
-    out["n_evals"] = game.n_evals
-    ref = game.references
-    baseline = ref[:, 0].expand((n,) + tuple(base.shape[1:])) if game.reps == 1 else None
-    return Result(values=values, info=out, baseline=baseline, players=game.players.display())
-
-
-def _same_over_channels(labels: torch.Tensor, base: torch.Tensor) -> bool:
-    """True when players span every channel of an image-like input (labels of size 1 along dim 1)."""
-    return base.dim() >= 3 and labels.dim() == base.dim() and labels.shape[1] == 1 and base.shape[1] > 1
 
 
 def _bytes(b: float) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 from ..core.problem import Problem, Result
-from ..registry import register
-from .common import all_coalitions, check_int, check_spread, finish, generator, make_game, pad
+from .common import all_coalitions, check_int, generator, pad
+from .game import Game
+from .options import GameOptions, game_method
 
 DISTANCES = ("cosine", "euclidean")
 
@@ -53,30 +54,20 @@ def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float
     return beta[1:], beta[0], r2
 
 
-@register("lime", family="game", gradients=False, layer="optional", players=True, baseline=True, sampled=True,
-          summary="LIME: kernel-weighted linear fit on random coalitions (equation 2.5), with its R^2",
-          reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
-def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 1000,
-         kernel_width: float | None = None, distance: str = "cosine", ridge: float = 0.0,
-         all_classes: bool = False, spread: str = "value", head_only: bool | None = None,
-         local: bool | None = None) -> Result:
-    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``).
-
-    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
-    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
-    insists; :mod:`attrkit.games.local`).
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
-    """
+@game_method("lime", layer="optional", players=True, baseline=True, sampled=True,
+             summary="LIME: kernel-weighted linear fit on random coalitions (equation 2.5), with its R^2",
+             reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
+def lime(problem: Problem, options: GameOptions, n_samples: int = 1000, kernel_width: float | None = None,
+         distance: str = "cosine", ridge: float = 0.0) -> Result:
+    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``)."""
     check_int("n_samples", n_samples)
-    share = check_spread(spread)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
     if kernel_width is not None and not (isinstance(kernel_width, (int, float)) and kernel_width > 0):
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
         raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
+    game = Game(problem, options)
     n, L, K = game.n, game.max_players, game.n_values
     if n_samples < L + 1:
         raise ValueError(f"n_samples={n_samples} is too small for a linear fit of {L} players plus an intercept; "
@@ -110,4 +101,4 @@ def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: 
         r2[i], intercept[i] = r[col[i]], b[col[i]]
     info = {"r2": r2, "intercept": intercept, "kernel_width": widths[0] if len(set(widths)) == 1 else widths,
             "distance": distance, "ridge": float(ridge), "exact": False}
-    return finish(game, phi, info, share)
+    return game.result(info, phi)

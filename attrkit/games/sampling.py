@@ -17,8 +17,9 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
-from ..registry import register
-from .common import check_int, check_spread, check_tolerance, finish, generator, make_game, pad, subsets_of_size
+from .common import check_int, check_tolerance, generator, pad, subsets_of_size
+from .game import Game
+from .options import GameOptions, game_method
 
 
 def strata(l: int) -> tuple[list[list[int]], torch.Tensor]:
@@ -62,14 +63,12 @@ def position_means(l: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
     return mu / math.comb(l - 1, k)
 
 
-@register("shapley_sampling", family="game", gradients=False, layer="optional", players=True, baseline=True,
-          sampled=True, summary="Shapley values by antithetic permutation sampling (stratified), with std errors; "
-                                "n_samples = model evaluations, not permutations",
-          reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022", error="std_err")
-def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
-                     tolerance: float | None = None, batch_permutations: int = 16, all_classes: bool = False,
-                     spread: str = "value", head_only: bool | None = None,
-                     local: bool | None = None) -> Result:
+@game_method("shapley_sampling", layer="optional", players=True, baseline=True, sampled=True,
+             summary="Shapley values by antithetic permutation sampling (stratified), with std errors; "
+                     "n_samples = model evaluations, not permutations",
+             reference="Castro, Gomez & Tejada 2009; Maleki et al. 2013; Mitchell et al. 2022", error="std_err")
+def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 2000, tolerance: float | None = None,
+                     batch_permutations: int = 16) -> Result:
     """Shapley values from ``n_samples`` model evaluations per sample (see the module docstring).
 
     ``n_samples`` counts model evaluations, not permutations (Captum's ``n_samples`` counts permutations): an
@@ -79,17 +78,11 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     With ``tolerance`` the ordering pairs come in rounds of ``batch_permutations`` and a sample stops once
     ``max std_err / (max phi - min phi) < tolerance``. ``info["exact_strata"]``: strata enumerated exactly;
     ``info["n_permutations"]``: orderings sampled per sample.
-    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
-    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
-    insists; :mod:`attrkit.games.local`).
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("n_samples", n_samples)
     check_int("batch_permutations", batch_permutations)
     tol = check_tolerance(tolerance)
-    share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
+    game = Game(problem, options)
     n, L, K = game.n, game.max_players, game.n_values
     need = 2 * (L - 1)
     if n_samples < need:
@@ -99,8 +92,7 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
             f"coalitions ({L - 1} new evaluations besides v(all) and v(none)); an antithetic pair costs {need}, so "
             f"fewer evaluations give no sample at all. Use n_samples >= {need}; {n_samples} permutations are about "
             f"n_samples={n_samples * (L - 1)}")
-    rows_all = torch.arange(n)
-    v_full, v_empty = game.full(rows_all), game.empty(rows_all)
+    v_full, v_empty = game.ends()
     col = game.target_column()
     planned = n_samples if tol is None else n_samples // 4      # adaptive runs enumerate less up front
     states = [_State(int(game.n_players[i]), planned, generator(problem)) for i in range(n)]
@@ -173,7 +165,7 @@ def shapley_sampling(problem: Problem, players=None, masker=None, baseline=None,
     info = {"std_err": se, "n_permutations": torch.tensor([2 * st.pairs for st in states]),
             "exact_strata": torch.tensor([st.n_exact for st in states]),
             "exact": all(not st.sampling for st in states)}
-    return finish(game, phi, info, share, v_full, v_empty)
+    return game.result(info, phi, v_full=v_full, v_empty=v_empty)
 
 
 class _State:

@@ -12,8 +12,9 @@ import torch
 
 from ..core.budget import DEFAULT_MAX_MEMORY
 from ..core.problem import Problem, Result
-from ..registry import register
-from .common import check_int, check_spread, finish, make_game, refuse_exact
+from .common import check_int, refuse_exact
+from .game import Game
+from .options import GameOptions, game_method
 
 MAX_PLAYERS = 20
 BLOCK = 1 << 16          # coalitions built and evaluated per game call
@@ -68,26 +69,18 @@ def _segments(ls: list[int], block: int):
         yield group
 
 
-@register("shapley", family="game", gradients=False, layer="optional", players=True, baseline=True, exact=True,
-          summary="exact Shapley values from all 2^l coalitions (Theorem 2.32, O(l 2^l))",
-          reference="Shapley 1953; thesis Theorem 2.32")
-def shapley(problem: Problem, players=None, masker=None, baseline=None, max_players: int = MAX_PLAYERS,
-            all_classes: bool = False, spread: str = "value", head_only: bool | None = None,
-            local: bool | None = None) -> Result:
+@game_method("shapley", layer="optional", players=True, baseline=True, exact=True,
+             summary="exact Shapley values from all 2^l coalitions (Theorem 2.32, O(l 2^l))",
+             reference="Shapley 1953; thesis Theorem 2.32")
+def shapley(problem: Problem, options: GameOptions, max_players: int = MAX_PLAYERS) -> Result:
     """Exact Shapley values of the players (refused above ``max_players``: 2^l evaluations per sample).
 
     Coalitions are built and evaluated in blocks; one sample's table of ``2^l x K`` values is held at a time,
     and a run whose tables would not fit ``max_memory`` (default 1 GiB) is refused before anything is
     allocated, with the evaluations and memory it would take.
-    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
-    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
-    insists; :mod:`attrkit.games.local`).
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("max_players", max_players)
-    share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only, local=local)
+    game = Game(problem, options, cache=False)
     n, L, K = game.n, game.max_players, game.n_values
     ls = [int(l) for l in game.n_players]
     limit = DEFAULT_MAX_MEMORY if problem.max_memory is None else int(problem.max_memory)
@@ -107,5 +100,5 @@ def shapley(problem: Problem, players=None, masker=None, baseline=None, max_play
                 vi = torch.cat(parts.pop(i))
                 phi[i, :ls[i]] = exact_from_values(vi, ls[i])
                 v_full[i], v_empty[i] = vi[-1], vi[0]
-    return finish(game, phi, {"exact": True, "std_err": torch.zeros(n, L, dtype=torch.float64)}, share,
-                  v_full, v_empty)
+    return game.result({"exact": True, "std_err": torch.zeros(n, L, dtype=torch.float64)}, phi, v_full=v_full,
+                       v_empty=v_empty)
