@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..core.trace import traced
+
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                       nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
                       nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
@@ -50,7 +52,7 @@ def local_chain(model) -> Chain | None:
     if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
         return None
     try:
-        gm = fx.symbolic_trace(model)
+        gm = traced(model)                       # the call's one trace (core.trace)
     except Exception:    # not traceable: the game runs the whole network
         return None
     nodes = list(gm.graph.nodes)

@@ -25,7 +25,7 @@ from torch import fx
 
 from .chain import _attr, local_chain, run_prefix
 from .cones import window_boxes, followed_steps
-from .split import head_after
+from ..core.split import head_after
 
 ASSEMBLE_COST = 12       # multiply-add equivalents per element gathered into a step's input box (measured, 2 CPU cores)
 PASTE_COST = 4           # ... per element of the switch layer's full activation (clone + scatter)
