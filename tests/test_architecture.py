@@ -99,3 +99,9 @@ def test_one_explain_call_traces_the_model_once(monkeypatch):
         warnings.simplefilter("ignore")
         ak.explain(model, x, "kernel_shap", target=1, layer="conv2", n_samples=128, seed=0)
     assert traces == [model]
+    traces.clear()
+    torch.manual_seed(0)           # lrp: the BatchNorm canonizer and the rule binder read one trace
+    bn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                       nn.Linear(4 * 36, 3)).eval()
+    ak.explain(bn, x, "lrp", target=1)
+    assert traces == [bn]

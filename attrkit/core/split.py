@@ -58,7 +58,7 @@ def split_at_layer(problem: Problem, head_only: bool | None = None,
 
 def _fx_split(problem: Problem, activation: torch.Tensor | None) -> LayerSplit:
     model, layer = problem.model, problem.layer
-    gm = traced(model, layer)
+    gm = traced(model, (layer,))
     nodes = list(gm.graph.nodes)
     pos = {n: k for k, n in enumerate(nodes)}
     hits = [n for n in nodes if n.op == "call_module" and gm.get_submodule(n.target) is layer]

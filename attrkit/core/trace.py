@@ -1,13 +1,14 @@
-"""One torch.fx trace per model and call: ``traced(model, leaf)`` traces ``model`` (``leaf``, a submodule kept as
-one node even when it has children, e.g. the layer a game is split at) and keeps the result for the rest of the
-``ak.explain`` call (:func:`trace_cache`), so the layer splitter (:mod:`attrkit.core.split`), the receptive-field
-plans (:mod:`attrkit.games.chain`) and the canonizers read the same graph. A module torch.fx already keeps whole
-(``nn.Conv2d``, ``nn.ReLU``) needs no leaf of its own: those traces are one. Failures are cached too.
+"""One torch.fx trace per model and call: ``traced(model, leaves)`` traces ``model`` (``leaves``: submodules kept as
+one node each even when they have children, e.g. the layer a game is split at) and keeps the result for the rest
+of the ``ak.explain`` call (:func:`trace_cache`), so the layer splitter (:mod:`attrkit.core.split`), the
+receptive-field plans (:mod:`attrkit.games.chain`), the canonizers and the rule binder
+(:mod:`attrkit.propagation.graph`) read the same graph. A module torch.fx already keeps whole (``nn.Conv2d``,
+``nn.ReLU``) needs no leaf of its own: those traces are one. Failures are cached too.
 
 >>> import torch
 >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
 >>> with trace_cache():
-...     traced(m) is traced(m, m[1])
+...     traced(m) is traced(m, (m[1],))
 True
 """
 from __future__ import annotations
@@ -21,12 +22,12 @@ _CACHE: contextvars.ContextVar = contextvars.ContextVar("attrkit_traces", defaul
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf: nn.Module | None):
+    def __init__(self, leaves: tuple = ()):
         super().__init__()
-        self.leaf = leaf
+        self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return m is self.leaf or super().is_leaf_module(m, qualname)
+        return any(m is leaf for leaf in self.leaves) or super().is_leaf_module(m, qualname)
 
 
 @contextlib.contextmanager
@@ -42,23 +43,23 @@ def trace_cache():
         _CACHE.reset(token)
 
 
-def traced(model: nn.Module, leaf: nn.Module | None = None) -> fx.GraphModule:
-    """``model`` traced by torch.fx with ``leaf`` kept as one node (raises what tracing raised)."""
-    if leaf is not None and not list(leaf.children()) and _Tracer(None).is_leaf_module(leaf, ""):
-        leaf = None                       # fx keeps it whole anyway: the plain trace
+def traced(model: nn.Module, leaves=()) -> fx.GraphModule:
+    """``model`` traced by torch.fx with each module of ``leaves`` kept as one node (raises what tracing raised)."""
+    plain = _Tracer()
+    leaves = tuple(m for m in leaves if list(m.children()) or not plain.is_leaf_module(m, ""))   # not kept anyway
     cache = _CACHE.get()
-    key = (id(model), id(leaf))
+    key = (id(model),) + tuple(sorted(id(m) for m in leaves))
     if cache is not None and key in cache:
         gm, err, _ = cache[key]
         if err is not None:
             raise err
         return gm
     try:
-        gm, err = fx.GraphModule(model, _Tracer(leaf).trace(model)), None
+        gm, err = fx.GraphModule(model, _Tracer(leaves).trace(model)), None
     except Exception as e:      # (cached: the next reader fails the same way without tracing again)
         gm, err = None, e
     if cache is not None:
-        cache[key] = (gm, err, (model, leaf))          # holds the objects: their ids stay theirs for the call
+        cache[key] = (gm, err, (model, leaves))        # holds the objects: their ids stay theirs for the call
     if err is not None:
         raise err
     return gm
