@@ -2,7 +2,8 @@
 import torch
 from torch import fx, nn
 
-from attrkit.games.split import _Tracer, head_after
+from attrkit.core.split import head_after
+from attrkit.core.trace import _Tracer
 from attrkit.models.vit import SmallViT
 from attrkit.transformers.readout import prune_rows
 

@@ -23,7 +23,7 @@ from .local import LocalPlanner
 from .maskers import as_masker
 from .options import GameOptions
 from .players import as_players
-from .split import split_at_layer
+from ..core.split import split_at_layer
 
 PROGRESS_MIN_ROWS = 512
 FLUSH_BYTES = 64 << 20           # game values held on the device before one copy to the CPU

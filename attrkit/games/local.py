@@ -30,7 +30,7 @@ from torch import fx, nn
 from ..core.budget import DEFAULT_MAX_MEMORY
 from .chain import Chain, local_chain, run_prefix  # noqa: F401 (local_chain: public here)
 from .covering import covering_family
-from .split import head_after
+from ..core.split import head_after
 
 MAX_LOCAL_PLAYERS = 14     # a position touching more players than this stops the search (2^14 patterns)
 GATHER_COST = 64           # multiply-add equivalents per gathered activation element (memory traffic; measured
