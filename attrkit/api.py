@@ -54,8 +54,8 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
     spec.validate(options, layer=layer, noise=noise)
     start = time.perf_counter()
     with eval_mode(model):
-        # a method whose own forward pass can be explain's (spec.fn.shared_pass): prepare runs under it, once
-        shared_fn = getattr(spec.fn, "shared_pass", None) if noise is None else None
+        # a method whose own forward pass can be explain's (spec.shared_pass): prepare runs under it, once
+        shared_fn = spec.shared_pass if noise is None else None
         shared = None if shared_fn is None else (
             lambda m, lay: shared_fn(m, x, lay, forward_args, forward_kwargs, batch_size, max_memory, options))
         problem = build_problem(model, x, target, layer=layer, forward_args=forward_args,

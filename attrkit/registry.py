@@ -39,6 +39,9 @@ class MethodSpec:
     refuse it with a TypeError; ``layer=`` always needs hooks). Default: gradient and game methods accept it.
     ``default_layer``: ``finder(model, inputs, forward, layout) -> core.auto_layer.LayerChoice``, the layer used
     when ``layer=`` is not given (None: a method with ``layer="required"`` then needs ``layer=``).
+    ``shared_pass``: ``(model, x, layer, forward_args, forward_kwargs, batch_size, max_memory, options) -> context
+    manager | None``: the method's own pass, under which ``explain``'s first forward runs so the method reuses it
+    (AttnLRP: one forward + backward instead of two forwards + backward); None: an ordinary no-grad forward.
     ``options``: option name -> default (``REQUIRED`` when it has none), read once from ``fn``'s signature;
     ``extra_options``: the name of ``fn``'s ``**options`` parameter ("" if none: only ``options`` are accepted).
     ``fn(problem, **options) -> Result`` computes it.
@@ -57,6 +60,7 @@ class MethodSpec:
     error: str = ""
     torchscript: bool | None = None
     default_layer: Callable | None = None
+    shared_pass: Callable | None = None
     options: Mapping = field(default_factory=dict)
     extra_options: str = ""
     option_types: Mapping = field(default_factory=dict)

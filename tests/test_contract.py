@@ -256,7 +256,7 @@ def test_error_inside_the_method_leaves_no_hook_and_restores_the_model(name):
         expect_hooks = spec.family in ("cam", "attention") or bool(extra) or vit or (spec.family == "propagation" and not traceable) \
             or (layer is not None and spec.family == "gradient")
 
-        shared = getattr(spec.fn, "shared_pass", None) is not None
+        shared = spec.shared_pass is not None
 
         def run():
             with warnings.catch_warnings():

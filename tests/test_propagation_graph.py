@@ -491,6 +491,35 @@ def test_deeplift_prelu_and_overlapping_max_pool_sum_to_delta_at_every_batch_siz
     assert max(rel(r.values, runs[0].values) for r in runs[1:]) < 1e-5, [rel(r.values, runs[0].values) for r in runs]
 
 
+def test_batchnorm_is_folded_the_same_under_module_hooks():
+    """MergeBatchNorm.attach(model, binding) (hook fallback) marks the same sites as canonize(binding) (graph):
+    the layer's rule reads the merged weights, the BatchNorm gets no rule; the numbers agree."""
+    class Seq(nn.Module):
+        def __init__(self, traceable):
+            super().__init__()
+            torch.manual_seed(0)
+            self.traceable = traceable
+            self.f = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                                   nn.BatchNorm2d(4), nn.ReLU())
+            self.fc = nn.Linear(4 * 12 * 12, 3)
+
+        def forward(self, x):
+            if self.traceable or x.mean() > -1e9:          # data-dependent: torch.fx cannot trace this
+                x = self.f(x)
+            return self.fc(x.flatten(1))
+
+    hooked, traced, x = randomise_bn(Seq(False)), randomise_bn(Seq(True)), data()
+    for opts in ({}, {"composite": "epsilon_alpha2_beta1_flat"}):
+        a, b = ak.explain(hooked, x, "lrp", target=1, **opts), ak.explain(traced, x, "lrp", target=1, **opts)
+        assert a.info["binding"].startswith("module hooks") and b.info["binding"] == "graph"
+        assert a.info["canonized"] == b.info["canonized"] == ["f.1 -> f.0", "f.4 -> f.3"]
+        assert a.info["rules"] == b.info["rules"] and "f.1" not in a.info["rules"]
+        assert rel(a.values, b.values) < 1e-6
+    unfolded = ak.explain(hooked, x, "lrp", target=1, canonize=False).values
+    assert rel(unfolded, a.values) > 1e-3
+    assert count_hooks(hooked) == 0
+
+
 def test_untraceable_model_of_modules_falls_back_to_hooks_with_the_same_numbers():
     class Branchy(nn.Module):
         def __init__(self):

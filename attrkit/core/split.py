@@ -10,6 +10,7 @@ replaces the layer's output during a full forward pass (``head_only = False``).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,6 +20,8 @@ from torch import fx, nn
 from .budget import HEAD_CAP, device_cap, fit_rows
 from .problem import Problem
 from .trace import traced
+
+_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {layer, row shape, structure: graphs}
 
 
 @dataclass
@@ -56,8 +59,25 @@ def split_at_layer(problem: Problem, head_only: bool | None = None,
     return _hook_split(problem, reason, activation)
 
 
-def _fx_split(problem: Problem, activation: torch.Tensor | None) -> LayerSplit:
-    model, layer = problem.model, problem.layer
+def _fx_split(problem: Problem, activation: torch.Tensor | None = None) -> LayerSplit:
+    model, layer, x = problem.model, problem.layer, problem.inputs
+    key = (id(layer), tuple(x.shape[1:]), x.dtype, tuple(map(id, model.modules())), tuple(map(id, model.parameters())))
+    graphs = _GRAPHS.get(model) if isinstance(model, nn.Module) else None
+    if graphs is not None and key in graphs:        # traced and rewritten before (the output check below still runs)
+        prefix, head, n_extras = graphs[key]
+        act, ext = _prefix_values(problem, prefix, n_extras, activation)
+        return _checked(problem, head, act, ext)
+    prefix, head, n_extras = _trace(model, layer)
+    act, ext = _prefix_values(problem, prefix, n_extras, activation)
+    head = _prune(head, act, ext)
+    split = _checked(problem, head, act, ext)
+    if isinstance(model, nn.Module):
+        _GRAPHS.setdefault(model, {})[key] = (prefix, head, n_extras)
+    return split
+
+
+def _trace(model, layer):
+    """``(prefix, head, number of earlier values the head reads)`` from one fx trace of ``model`` at ``layer``."""
     gm = traced(model, (layer,))
     nodes = list(gm.graph.nodes)
     pos = {n: k for k, n in enumerate(nodes)}
@@ -77,15 +97,38 @@ def _fx_split(problem: Problem, activation: torch.Tensor | None) -> LayerSplit:
 
     head = head_after(gm, hit, extras, consts)
 
+    pre_g = fx.Graph()
+    env2 = {}
+    for n in nodes[:li + 1]:
+        env2[n] = pre_g.node_copy(n, lambda a: env2[a])
+    pre_g.output((env2[hit],) + tuple(env2[e] for e in extras))
+    prefix = fx.GraphModule(gm, pre_g)
+    prefix.graph.eliminate_dead_code()
+    prefix.recompile()
+    return prefix, head, len(extras)
+
+
+def _prefix_values(problem: Problem, prefix, n_extras: int, activation: torch.Tensor | None = None):
+    if activation is not None and not n_extras:        # the head reads the layer's output alone: known already
+        return activation.detach(), []
     x = problem.inputs
     step = problem.chunk(grad=False)
     with torch.inference_mode():
-        if activation is not None and not extras:      # the head reads the layer's output alone
-            act, ext = activation.detach(), []
-        else:
-            act, ext = _prefix_values(gm, nodes[:li + 1], hit, extras, x, step)
-        if not isinstance(act, torch.Tensor):
-            raise TypeError("the layer's output is not a tensor")
+        parts = [prefix(x[s:s + step]) for s in range(0, x.shape[0], step)]
+        act = torch.cat([p[0] for p in parts])
+        # earlier values the head reads: per-sample tensors, or constants (a forward argument left at its default,
+        # e.g. timm's attn_mask=None) passed as they are
+        ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
+               else _Const(parts[0][k + 1]) for k in range(n_extras)]
+    if not isinstance(act, torch.Tensor):
+        raise TypeError("the layer's output is not a tensor")
+    return act, ext
+
+
+def _checked(problem: Problem, head, act, ext) -> LayerSplit:
+    """The split, once the head reproduces the model's outputs on every sample."""
+    x, step = problem.inputs, problem.chunk(grad=False)
+    with torch.inference_mode():
         out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
                          for s in range(0, x.shape[0], step)])
     ref = problem.outputs
@@ -100,23 +143,13 @@ def _fx_split(problem: Problem, activation: torch.Tensor | None) -> LayerSplit:
     return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
 
 
-def _prefix_values(gm, nodes, hit, extras, x, step):
-    """The layer's output and the earlier values the head reads, for every sample (the graph up to the layer, in
-    chunks): per-sample tensors, or constants (a forward argument left at its default, e.g. timm's
-    ``attn_mask=None``) passed as they are."""
-    pre_g = fx.Graph()
-    env = {}
-    for n in nodes:
-        env[n] = pre_g.node_copy(n, lambda a: env[a])
-    pre_g.output((env[hit],) + tuple(env[e] for e in extras))
-    prefix = fx.GraphModule(gm, pre_g)
-    prefix.graph.eliminate_dead_code()
-    prefix.recompile()
-    parts = [prefix(x[s:s + step]) for s in range(0, x.shape[0], step)]
-    act = torch.cat([p[0] for p in parts])
-    ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
-           else _Const(parts[0][k + 1]) for k in range(len(extras))]
-    return act, ext
+def _prune(head, act, ext):
+    """A transformer head reading one token row computes only that row where it can (transformers.readout)."""
+    if act.dim() != 3:
+        return head
+    from ..transformers.readout import prune_rows
+    return prune_rows(head, act[:2].clone(), *[e[:2].clone() if isinstance(e, torch.Tensor) else e.value
+                                               for e in ext])
 
 
 class _Const:

@@ -33,6 +33,7 @@ MIN_SAVING = 0.2         # use the incremental plan only when it saves this frac
 STEP_COST = 3e4          # ... per step and window: calls, index arithmetic (small boxes are not free)
 CHECK_WINDOWS = 3        # windows checked against the whole network before the values are used
 PLAN_ROWS = 8            # whole-network rows' worth of planning: the count, the cached run, the check (both ways)
+MIN_ROWS = 48            # fewer windows (all samples) than this run the whole network without planning
 TARGET_BYTES = 96 << 20  # working memory of one call (boxes of every step for its windows)
 
 
@@ -227,7 +228,9 @@ def plan_occlusion(game, mshape: tuple, boxes: list, local: bool | None):
     ``local``: None decides by cost, False never, True insists (ValueError when it cannot be incremental)."""
     if local is False:
         return None, {"plan": "whole network", "why": "local=False was asked for"}
-    found = _why_not(game) or _search(game, mshape, boxes, local is True)
+    found = _why_not(game) or (local is None and game.n * len(boxes) < MIN_ROWS and
+                               f"{game.n * len(boxes)} windows (fewer than {MIN_ROWS}) do not pay for a plan") \
+        or _search(game, mshape, boxes, local is True)
     plan, rec = (None, {"plan": "whole network", "why": found}) if isinstance(found, str) else found
     if plan is None and local:
         raise ValueError(f"local=True: occlusion cannot be computed incrementally here: {rec['why']}; "

@@ -220,7 +220,7 @@ def _from_shared(problem: Problem) -> Result:
 
 @register("attn_lrp", family="propagation", summary="AttnLRP: LRP for transformers (LayerNorm and activations "
           "identity, uniform rule on q k^T and A v, softmax rule)", reference="Achtibat et al. 2024",
-          error="completeness_gap")
+          error="completeness_gap", shared_pass=shared_pass)
 def attn_lrp(problem: Problem, softmax: str = "attnlrp", budget: bool = False) -> Result:
     """AttnLRP relevance (see the module docstring); ``softmax="constant"``: attention weights as constants;
     ``budget=True``: ``info["budget"]`` / ``info["conservation_gap"]`` from :func:`~.budget.relevance_budget`."""
@@ -251,4 +251,3 @@ def attn_lrp(problem: Problem, softmax: str = "attnlrp", budget: bool = False) -
     return res
 
 
-attn_lrp.shared_pass = shared_pass
