@@ -59,40 +59,25 @@ def split_at_layer(problem: Problem, head_only: bool | None = None,
     return _hook_split(problem, reason, activation)
 
 
-def _fx_split(problem: Problem, activation: torch.Tensor | None) -> LayerSplit:
+def _fx_split(problem: Problem, activation: torch.Tensor | None = None) -> LayerSplit:
     model, layer, x = problem.model, problem.layer, problem.inputs
     key = (id(layer), tuple(x.shape[1:]), x.dtype, tuple(map(id, model.modules())), tuple(map(id, model.parameters())))
     graphs = _GRAPHS.get(model) if isinstance(model, nn.Module) else None
-    fresh = graphs is None or key not in graphs      # traced and rewritten before: the output check still runs
-    prefix, head, n_extras = _split_graphs(model, layer) if fresh else graphs[key]
-    step = problem.chunk(grad=False)
-    with torch.inference_mode():
-        if activation is not None and not n_extras:    # the head reads the layer's output alone
-            act, ext = activation.detach(), []
-        else:
-            act, ext = _prefix_values(prefix, n_extras, x, step)
-        if not isinstance(act, torch.Tensor):
-            raise TypeError("the layer's output is not a tensor")
-        if fresh:
-            head = _prune(head, act, ext)
-        out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
-                         for s in range(0, x.shape[0], step)])
-    ref = problem.outputs
-    if ref is not None:
-        scale = float(ref.abs().max()) if ref.numel() else 1.0
-        if out.shape != ref.shape or not torch.allclose(out.to(ref.dtype), ref, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
-            raise ValueError("the split model does not reproduce the model's outputs")
-    if fresh and isinstance(model, nn.Module):
+    if graphs is not None and key in graphs:        # traced and rewritten before (the output check below still runs)
+        prefix, head, n_extras = graphs[key]
+        act, ext = _prefix_values(problem, prefix, n_extras, activation)
+        return _checked(problem, head, act, ext)
+    prefix, head, n_extras = _trace(model, layer)
+    act, ext = _prefix_values(problem, prefix, n_extras, activation)
+    head = _prune(head, act, ext)
+    split = _checked(problem, head, act, ext)
+    if isinstance(model, nn.Module):
         _GRAPHS.setdefault(model, {})[key] = (prefix, head, n_extras)
-
-    def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return head(masked, *[e[rows].value if isinstance(e, _Const) else e[rows] for e in ext])
-
-    return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
+    return split
 
 
-def _split_graphs(model, layer):
-    """``(prefix, head, number of earlier values the head reads)`` from the call's fx trace of ``model``."""
+def _trace(model, layer):
+    """``(prefix, head, number of earlier values the head reads)`` from one fx trace of ``model`` at ``layer``."""
     gm = traced(model, (layer,))
     nodes = list(gm.graph.nodes)
     pos = {n: k for k, n in enumerate(nodes)}
@@ -101,34 +86,61 @@ def _split_graphs(model, layer):
         raise ValueError(f"the layer appears {len(hits)} times in the traced graph")
     hit = hits[0]
     li = pos[hit]
+    after = nodes[li + 1:]
     needed = []
-    for n in nodes[li + 1:]:
+    for n in after:
         for a in n.all_input_nodes:
             if pos[a] <= li and a not in needed:
                 needed.append(a)
     consts = [a for a in needed if a.op == "get_attr"]
     extras = [a for a in needed if a is not hit and a.op != "get_attr"]
+
     head = head_after(gm, hit, extras, consts)
+
     pre_g = fx.Graph()
-    env = {}
+    env2 = {}
     for n in nodes[:li + 1]:
-        env[n] = pre_g.node_copy(n, lambda a: env[a])
-    pre_g.output((env[hit],) + tuple(env[e] for e in extras))
+        env2[n] = pre_g.node_copy(n, lambda a: env2[a])
+    pre_g.output((env2[hit],) + tuple(env2[e] for e in extras))
     prefix = fx.GraphModule(gm, pre_g)
     prefix.graph.eliminate_dead_code()
     prefix.recompile()
     return prefix, head, len(extras)
 
 
-def _prefix_values(prefix, n_extras: int, x, step):
-    """The layer's output and the earlier values the head reads, for every sample (the graph up to the layer, in
-    chunks): per-sample tensors, or constants (a forward argument left at its default, e.g. timm's
-    ``attn_mask=None``) passed as they are."""
-    parts = [prefix(x[s:s + step]) for s in range(0, x.shape[0], step)]
-    act = torch.cat([p[0] for p in parts])
-    ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
-           else _Const(parts[0][k + 1]) for k in range(n_extras)]
+def _prefix_values(problem: Problem, prefix, n_extras: int, activation: torch.Tensor | None = None):
+    if activation is not None and not n_extras:        # the head reads the layer's output alone: known already
+        return activation.detach(), []
+    x = problem.inputs
+    step = problem.chunk(grad=False)
+    with torch.inference_mode():
+        parts = [prefix(x[s:s + step]) for s in range(0, x.shape[0], step)]
+        act = torch.cat([p[0] for p in parts])
+        # earlier values the head reads: per-sample tensors, or constants (a forward argument left at its default,
+        # e.g. timm's attn_mask=None) passed as they are
+        ext = [torch.cat([p[k + 1] for p in parts]) if isinstance(parts[0][k + 1], torch.Tensor)
+               else _Const(parts[0][k + 1]) for k in range(n_extras)]
+    if not isinstance(act, torch.Tensor):
+        raise TypeError("the layer's output is not a tensor")
     return act, ext
+
+
+def _checked(problem: Problem, head, act, ext) -> LayerSplit:
+    """The split, once the head reproduces the model's outputs on every sample."""
+    x, step = problem.inputs, problem.chunk(grad=False)
+    with torch.inference_mode():
+        out = torch.cat([head(act[s:s + step].clone(), *[e[s:s + step].clone() for e in ext])   # (in-place heads)
+                         for s in range(0, x.shape[0], step)])
+    ref = problem.outputs
+    if ref is not None:
+        scale = float(ref.abs().max()) if ref.numel() else 1.0
+        if out.shape != ref.shape or not torch.allclose(out.to(ref.dtype), ref, rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
+            raise ValueError("the split model does not reproduce the model's outputs")
+
+    def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return head(masked, *[e[rows].value if isinstance(e, _Const) else e[rows] for e in ext])
+
+    return LayerSplit(act, run, True, _head_chunk(problem, head, act, ext), extras=ext, head=head)
 
 
 def _prune(head, act, ext):

@@ -22,9 +22,9 @@ _CACHE: contextvars.ContextVar = contextvars.ContextVar("attrkit_traces", defaul
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaves: tuple = ()):
+    def __init__(self, leaves=()):
         super().__init__()
-        self.leaves = leaves
+        self.leaves = tuple(leaves) if isinstance(leaves, (tuple, list)) else (leaves,)     # modules, or one
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return any(m is leaf for leaf in self.leaves) or super().is_leaf_module(m, qualname)

@@ -108,7 +108,7 @@ def grid(x: torch.Tensor, cells=4) -> torch.Tensor:
 
 
 def superpixels(x: torch.Tensor, n: int = 50, algorithm: str = "slic", **kwargs) -> torch.Tensor:
-    """Superpixels of each image ``[N, C, H, W]`` with scikit-image, returned as ``[N, H, W]`` labels ``0..l-1``.
+    """Superpixels of each image ``[N, C, H, W]`` with scikit-image, returned as ``[N, H, W]`` labels ``0..n_players-1``.
 
     None of the algorithms hits a segment count exactly (SLIC's ``n_segments`` is a hint that small images
     miss by far), so each image's size parameter — ``n_segments`` (slic), ``scale`` (felzenszwalb),

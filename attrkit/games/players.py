@@ -23,7 +23,7 @@ class Players:
 
     ``labels`` ``[N, *lshape]`` has ``x.dim()`` dims, each equal to x's or 1 (broadcast, e.g. one label per
     pixel shared by the channels); values ``0..n[i]-1`` per sample. ``ids[i, j]`` is the user's label of
-    player ``j`` of sample ``i`` (``-1`` padding), ``relabelled`` says whether they differ from ``0..l-1``.
+    player ``j`` of sample ``i`` (``-1`` padding), ``relabelled`` says whether they differ from ``0..n_players-1``.
     Positions the user labelled ``-1`` (e.g. padding tokens) are no player: they carry label ``n[i]``, a
     coalition column past the sample's players that games always treat as present, so they keep their input
     values and get attribution 0. ``width`` counts the coalition columns (``max_players``, plus one if some
@@ -82,7 +82,7 @@ class Players:
 
 def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
     """Validate ``players`` (None = defaults, a label tensor/array, or "cells"/"channels" at a layer) for the
-    batch ``x`` ``[N, ...]`` and relabel every sample to ``0..l-1``."""
+    batch ``x`` ``[N, ...]`` and relabel every sample to ``0..n_players-1``."""
     n = x.shape[0]
     if players is None:
         players = default_players(x, at_layer)
@@ -132,7 +132,7 @@ def as_players(players, x: torch.Tensor, at_layer: bool = False) -> Players:
 
 
 def _with_fixed(flat, fixed, shape, given, device) -> Players:
-    """Relabel each sample's players to ``0..l-1``; its ``-1`` positions get label ``l`` (always present)."""
+    """Relabel each sample's players to ``0..n_players-1``; its ``-1`` positions get label ``n_players`` (always present)."""
     parts, idl = [], []
     for row, f in zip(flat, fixed):
         u, inv = torch.unique(row[~f], return_inverse=True)
