@@ -12,13 +12,13 @@ import argparse
 import importlib
 import inspect
 import json
-import math
 import os
 import sys
 import warnings
 from pathlib import Path
 
 from . import __version__
+from .core.json_values import jsonable
 from .cli_args import (EXIT_CODES, FAILED, INTERRUPTED, OK, USAGE, epilog, image_args, method_args, model_args,
                        output_parent, table_args)
 
@@ -178,7 +178,7 @@ def _main(argv: list[str], as_json: bool) -> int:
             raise
         return _fail(args.command, _one_line(err), _status(err), as_json)
     if as_json:
-        print(json.dumps(_finite(result), default=_json_default))
+        print(json.dumps(jsonable(result, nonfinite_null=True)))   # NaN -> null: standard JSON
     return int(result.get("exit", OK)) if isinstance(result, dict) else OK
 
 
@@ -234,17 +234,6 @@ def _delegate(name: str, rest: list[str], flags: list[str], as_json: bool) -> in
     return int(code or 0)
 
 
-def _finite(o):
-    """NaN/inf -> None so the JSON is standard (Python's json writes NaN, which JSON readers refuse)."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
-
-
 def _one_line(err) -> str:
     text = str(err) if not isinstance(err, BaseException) or str(err) else type(err).__name__
     text = " ".join(text.split())
@@ -257,23 +246,6 @@ def _one_line_warnings() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"attrkit: warning: {_one_line(message)}", file=sys.stderr)
     warnings.showwarning = show
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-        import torch
-        if isinstance(o, torch.Tensor):
-            return o.detach().cpu().tolist()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def _say(quiet: bool, *lines) -> None:

@@ -129,20 +129,22 @@ def test_refuses_with_a_reason_where_it_cannot_follow():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
                           nn.Flatten(), nn.Linear(4 * 16 * 16, 2)).eval()
     x = torch.rand(1, 3, 16, 16)
-    a = ak.explain(model, x, "occlusion", window=4, stride=4)
+    a = ak.explain(model, x, "occlusion", window=4, stride=2)                     # 49 windows
     assert a.info["local_choice"]["plan"] == "whole network"
     assert "reflect" in a.info["local_choice"]["why"]
     with pytest.raises(ValueError, match="local=True.*reflect"):
-        ak.explain(model, x, "occlusion", window=4, stride=4, local=True)
+        ak.explain(model, x, "occlusion", window=4, stride=2, local=True)
     with pytest.raises(ValueError, match="layer game"):
         ak.explain(small_cnn(), torch.rand(1, 3, 24, 24), "occlusion", layer="1", local=True)
 
 
 def test_cost_model_picks_the_whole_network_when_cones_cover_the_map():
-    x = torch.rand(1, 3, 24, 24)
-    a = ak.explain(small_cnn(), x, "occlusion", window=20, stride=4, target=0)     # huge windows, tiny net
+    x = torch.rand(2, 3, 24, 24)
+    a = ak.explain(small_cnn(), x, "occlusion", window=18, stride=1, target=0)     # huge windows, tiny net
     choice = a.info["local_choice"]
     assert choice["plan"] == "whole network" and "at least 20%" in choice["why"], choice
+    few = ak.explain(small_cnn(), x, "occlusion", window=12, stride=12, target=0).info["local_choice"]
+    assert few["plan"] == "whole network" and "do not pay for a plan" in few["why"], few
     big = ak.explain(vgg_style(), torch.randn(1, 3, 64, 64), "occlusion", window=4, stride=4, target=0)
     assert big.info["local_choice"]["plan"].startswith("incremental"), big.info["local_choice"]
 

@@ -75,7 +75,7 @@ SELECT = {"tuple": (1,), "list": (0,), "dict": ("scores",), "logits_dict": (), "
 def test_structured_output_equals_the_plain_model(kind, method):
     model = Structured(kind).eval()
     x, t = _x(), [0, 2, 1]
-    opts = {"steps": 8} if method == "integrated_gradients" else {"n_samples": 24, "seed": 0} \
+    opts = {"steps": 8} if method == "integrated_gradients" else {"n_samples": 40, "seed": 0} \
         if method == "kernel_shap" else {}
     layer = {"layer": "features.2"} if method == "grad_cam" else {}
     plain = ak.explain(model.net, x, method, target=t, **opts, **layer)
@@ -147,7 +147,7 @@ def test_detection_lists_of_dicts_work_through_a_callable_target():
     # the same as the equivalent tensor model
     plain = ak.explain(lambda z: torch.sigmoid(model.net(z)).max(1).values, x, "integrated_gradients", steps=8)
     assert torch.allclose(a.values, plain.values, rtol=1e-5, atol=1e-7)
-    k = ak.explain(model, x, "kernel_shap", target=best_score, n_samples=16, seed=0)
+    k = ak.explain(model, x, "kernel_shap", target=best_score, n_samples=40, seed=0)
     assert torch.isfinite(k.values).all()
     with pytest.raises(ValueError, match=r"say which output|target="):
         ak.explain(model, x, "saliency")

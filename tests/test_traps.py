@@ -408,7 +408,7 @@ def _compiled(model):
 ATTENTION = sorted(m for m, spec in ak.methods().items() if spec.family == "attention")   # need attention layers
 COMPILED_CASES = [(m, {}) for m in sorted(ak.methods())
                   if m not in ("kernel_shap", "shapley_sampling", "lime", *ATTENTION)] + \
-    [("kernel_shap", {"n_samples": 20}), ("shapley_sampling", {"n_samples": 40}), ("lime", {"n_samples": 20}),
+    [("kernel_shap", {"n_samples": 40}), ("shapley_sampling", {"n_samples": 40}), ("lime", {"n_samples": 20}),
      ("saliency", {"layer": "_orig_mod.conv1"}), ("integrated_gradients", {"layer": "conv2", "steps": 4}),
      ("shapley_sampling", {"layer": "conv1", "n_samples": 20, "players": "channels"})]
 

@@ -100,7 +100,7 @@ def small_cnn():
 
 def kernel_shap_call(model, x):
     import attrkit as ak
-    return lambda: ak.explain(model, x, method="kernel_shap", target=1, layer="features.5", n_samples=64, seed=0)
+    return lambda: ak.explain(model, x, method="kernel_shap", target=1, layer="features.5", n_samples=256, seed=0)
 
 
 def lrp_call(model, x):

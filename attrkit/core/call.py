@@ -86,6 +86,21 @@ def prepare(model, x, target=None, forward_args=None, forward_kwargs=None, batch
     return Prepared(engine, flat, outputs, tgt, layout, structured, rest)
 
 
+def first_prepare(model, x, target=None, forward_args=None, forward_kwargs=None,
+                  batch_size: int | None = None, context=None) -> Prepared:
+    """:func:`prepare` as the call's first model call (without gradients, or under ``context``, a method's own
+    pass): when the model fails, the error names the input shapes given, the failing layer and what it expects
+    (:class:`first_call`), or says that integer inputs are passed as they are
+    (:func:`attrkit.core.tokens.forward_error`)."""
+    from .tokens import forward_error
+    with first_call(model, x):
+        try:
+            with context if context is not None else torch.no_grad():
+                return prepare(model, x, target, forward_args, forward_kwargs, batch_size)
+        except RuntimeError as e:
+            raise forward_error(e, x) from e
+
+
 def _warn_unchunked(fargs: tuple, fkwargs: dict, n: int) -> None:
     """Only tensors travel with their samples; a list/tuple/array of N items is passed whole to every call."""
     import warnings
@@ -105,6 +120,81 @@ def _checked(out, n: int) -> torch.Tensor:
         raise ValueError(f"the model returned shape {tuple(out.shape)} for a batch of {n}; it must map "
                          "a batch [N, ...] to [N, outputs] or [N]")
     return out
+
+
+# ------------------------------------------------------------------------------------ the first call's errors
+_SHAPED = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Bilinear,
+           torch.nn.Embedding, torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)
+
+
+def _expects(module) -> str:
+    """What input a layer takes, in words (``""`` when it is not a layer with a fixed input size)."""
+    if isinstance(module, torch.nn.Linear):
+        return f"inputs [..., {module.in_features}] (in_features={module.in_features})"
+    for k, cls in ((1, torch.nn.Conv1d), (2, torch.nn.Conv2d), (3, torch.nn.Conv3d)):
+        if isinstance(module, cls):
+            dims = ", ".join(("L",) if k == 1 else ("H", "W") if k == 2 else ("D", "H", "W"))
+            return f"inputs [N, {module.in_channels}, {dims}] (in_channels={module.in_channels})"
+    if isinstance(module, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
+        return f"inputs [..., {module.input_size}] (input_size={module.input_size})"
+    return ""
+
+
+class first_call:
+    """Give the model's first call on the user's batch attrkit context when it fails: a torch shape error
+    (``mat1 and mat2 shapes cannot be multiplied``) becomes a ``ValueError`` naming the input shape given, the
+    layer that failed and what that layer expects (the model's first layer when that cannot be told)."""
+
+    def __init__(self, model, x: torch.Tensor):
+        self.model, self.x = model, x
+        self.entered: list = []          # (name, module, finished) of the leaf layers run, in order
+        self._handles: list = []
+
+    def __enter__(self):
+        m = self.model
+        if isinstance(m, torch.nn.Module) and not isinstance(m, torch.jit.ScriptModule):
+            for name, mod in m.named_modules():
+                if len(list(mod.children())) == 0:
+                    self._handles.append(mod.register_forward_pre_hook(
+                        lambda mod, args, name=name: self.entered.append([name, mod, False])))
+                    self._handles.append(mod.register_forward_hook(self._finished))
+        return self
+
+    def _finished(self, mod, args, out):
+        if self.entered and self.entered[-1][1] is mod:
+            self.entered[-1][2] = True
+
+    def __exit__(self, kind, err, tb):
+        for h in self._handles:
+            h.remove()
+        if err is None or not isinstance(err, (RuntimeError, IndexError)):
+            return False
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = ""
+        if self.entered:
+            name, mod, finished = self.entered[-1]
+            what = _expects(mod)
+            where = f" at layer {name!r} ({type(mod).__name__}{', which takes ' + what if what else ''})" \
+                if not finished else f" after layer {name!r} ({type(mod).__name__}) had run, in the model's own code"
+        elif isinstance(self.model, torch.nn.Module):
+            first = next(((n, m) for n, m in self.model.named_modules() if isinstance(m, _SHAPED)), None)
+            if first is not None and _expects(first[1]):
+                where = f"; its first layer {first[0]!r} ({type(first[1]).__name__}) takes {_expects(first[1])}"
+        model_name = type(self.model).__name__
+        raise ValueError(f"the model ({model_name}) failed on the input batch {_describe(self.x)}{where}: {detail}. "
+                         "Check that x has the shape the model expects, with the batch dimension first (e.g. "
+                         "[N, C, H, W] for images, [N, F] for tables)") from err
+
+
+def _describe(x) -> str:
+    """``of shape (2, 5) (dtype float32)``; for several inputs each one's shape."""
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(_describe(v) for v in x) + ")"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"of shape {tuple(x.shape)} (dtype {str(x.dtype).replace('torch.', '')})"
+    return type(x).__name__
 
 
 # ------------------------------------------------------------------------------------------------ metrics

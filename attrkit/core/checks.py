@@ -9,13 +9,7 @@ import torch
 
 def as_batch(x, name: str = "x") -> torch.Tensor:
     """Check that ``x`` is a batch ``[N, ...]`` with finite values (floating point, or integer ids/codes)."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            import numpy as np
-            if isinstance(x, np.ndarray):
-                x = torch.from_numpy(x)
-        except ImportError:  # pragma: no cover
-            pass
+    x = from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (or numpy array) batch [N, ...], got {type(x).__name__}")
     if x.dim() < 2:
@@ -27,6 +21,28 @@ def as_batch(x, name: str = "x") -> torch.Tensor:
         x = x.float()      # integer inputs (token ids, codes) stay integer: see core.tokens
     check_finite(x, name)
     return x
+
+
+def from_numpy(x):
+    """A NumPy array as a tensor (sharing its memory); anything else as it is."""
+    if not isinstance(x, torch.Tensor) and type(x).__module__ == "numpy" and type(x).__name__ == "ndarray":
+        return torch.from_numpy(x)
+    return x
+
+
+def per_dim(v, nd: int, name: str, exact: bool = True) -> tuple[int, ...]:
+    """An int or a sequence of ints as one int per dimension (``v`` repeated ``nd`` times for an int); ``exact``:
+    also check that there are ``nd`` of them and that they are positive (otherwise the caller checks them)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v,) * nd
+    try:
+        v = tuple(int(c) for c in v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of {nd if exact else ''} ints, got {v!r}".replace("  ", " ")) \
+            from None
+    if exact and (len(v) != nd or any(c < 1 for c in v)):
+        raise ValueError(f"{name} must be a positive int or a tuple of {nd} positive ints, got {v!r}")
+    return v
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:
@@ -58,77 +74,3 @@ def resolve_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int (or None for fresh randomness), got {seed!r}")
     return int(seed)
-
-
-_SHAPED = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Bilinear,
-           torch.nn.Embedding, torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)
-
-
-def _expects(module) -> str:
-    """What input a layer takes, in words (``""`` when it is not a layer with a fixed input size)."""
-    if isinstance(module, torch.nn.Linear):
-        return f"inputs [..., {module.in_features}] (in_features={module.in_features})"
-    for k, cls in ((1, torch.nn.Conv1d), (2, torch.nn.Conv2d), (3, torch.nn.Conv3d)):
-        if isinstance(module, cls):
-            dims = ", ".join(("L",) if k == 1 else ("H", "W") if k == 2 else ("D", "H", "W"))
-            return f"inputs [N, {module.in_channels}, {dims}] (in_channels={module.in_channels})"
-    if isinstance(module, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
-        return f"inputs [..., {module.input_size}] (input_size={module.input_size})"
-    return ""
-
-
-class first_call:
-    """Give the model's first call on the user's batch attrkit context when it fails: a torch shape error
-    (``mat1 and mat2 shapes cannot be multiplied``) becomes a ``ValueError`` naming the input shape given, the
-    layer that failed and what that layer expects (the model's first layer when that cannot be told)."""
-
-    def __init__(self, model, x: torch.Tensor):
-        self.model, self.x = model, x
-        self.entered: list = []          # (name, module, finished) of the leaf layers run, in order
-        self._handles: list = []
-
-    def __enter__(self):
-        m = self.model
-        if isinstance(m, torch.nn.Module) and not isinstance(m, torch.jit.ScriptModule):
-            for name, mod in m.named_modules():
-                if len(list(mod.children())) == 0:
-                    self._handles.append(mod.register_forward_pre_hook(
-                        lambda mod, args, name=name: self.entered.append([name, mod, False])))
-                    self._handles.append(mod.register_forward_hook(self._finished))
-        return self
-
-    def _finished(self, mod, args, out):
-        if self.entered and self.entered[-1][1] is mod:
-            self.entered[-1][2] = True
-
-    def __exit__(self, kind, err, tb):
-        for h in self._handles:
-            h.remove()
-        if err is None or not isinstance(err, (RuntimeError, IndexError)):
-            return False
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        where = ""
-        if self.entered:
-            name, mod, finished = self.entered[-1]
-            what = _expects(mod)
-            where = f" at layer {name!r} ({type(mod).__name__}{', which takes ' + what if what else ''})" \
-                if not finished else f" after layer {name!r} ({type(mod).__name__}) had run, in the model's own code"
-        elif isinstance(self.model, torch.nn.Module):
-            first = next(((n, m) for n, m in self.model.named_modules() if isinstance(m, _SHAPED)), None)
-            if first is not None and _expects(first[1]):
-                where = f"; its first layer {first[0]!r} ({type(first[1]).__name__}) takes {_expects(first[1])}"
-        model_name = type(self.model).__name__
-        raise ValueError(f"the model ({model_name}) failed on the input batch {_describe(self.x)}{where}: {detail}. "
-                         "Check that x has the shape the model expects, with the batch dimension first (e.g. "
-                         "[N, C, H, W] for images, [N, F] for tables)") from err
-
-
-def _describe(x) -> str:
-    """``of shape (2, 5) (dtype float32)``; for several inputs each one's shape."""
-    if isinstance(x, dict):
-        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in x.items()) + "}"
-    if isinstance(x, (tuple, list)):
-        return "(" + ", ".join(_describe(v) for v in x) + ")"
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        return f"of shape {tuple(x.shape)} (dtype {str(x.dtype).replace('torch.', '')})"
-    return type(x).__name__

@@ -144,23 +144,17 @@ def build_problem(model, x, target=None, *, layer=None, forward_args=None, forwa
                   batch_size: int | None = None, max_memory: int | None = None, seed: int | None = None,
                   progress: bool | None = None, shared_pass=None) -> Problem:
     """Validate one call and run the model once on ``x`` (in eval mode, without gradients): the batching knobs,
-    a ``torch.compile``'d model (unwrapped), the inputs and forward arguments (:func:`core.call.prepare`), the
+    a ``torch.compile``'d model (unwrapped), the inputs and forward arguments (:func:`core.call.first_prepare`), the
     output and target, and the layer. Errors of the model's first call name the shapes and the failing layer.
     ``shared_pass(model, layer)``: a method's own pass (a context manager, or None) that this forward runs under, so
     the method reuses it instead of running the model again."""
-    from .call import prepare
-    from .checks import first_call
-    from .tokens import forward_error
+    from .call import first_prepare
     batch_size, max_memory = check_budget(batch_size, max_memory)
     model, compiled = unwrap_compiled(model)
     layer = strip_compiled_prefix(layer) if compiled else layer
     shared = shared_pass(model, layer) if shared_pass is not None else None
-    with eval_mode(model, warn=False), first_call(model, x):
-        try:
-            with shared if shared is not None else torch.no_grad():
-                prep = prepare(model, x, target, forward_args, forward_kwargs, batch_size)
-        except RuntimeError as e:
-            raise forward_error(e, x) from e
+    with eval_mode(model, warn=False):
+        prep = first_prepare(model, x, target, forward_args, forward_kwargs, batch_size, context=shared)
     name, mod = resolve_layer(model, layer) if layer is not None else (None, None)
     return Problem(model=prep.model, inputs=prep.inputs, outputs=prep.outputs, target=prep.target, layer_name=name,
                    layer=mod, batch_size=batch_size, max_memory=max_memory, seed=seed, progress=progress,

@@ -9,51 +9,36 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
-from ..core.tokens import value_dtype
-from ..registry import register
-from .common import check_spread, finish, make_game, pad
+from ..core.checks import per_dim
+from .common import pad
+from .game import Game
+from .options import GameOptions, game_method
 from .incremental import box_sums, plan_occlusion
 
 WINDOW_BLOCK = 4096
 
 
-@register("feature_ablation", family="game", gradients=False, layer="optional", players=True, baseline=True,
-          summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
-def feature_ablation(problem: Problem, players=None, masker=None, baseline=None, all_classes: bool = False,
-                     spread: str = "value", head_only: bool | None = None) -> Result:
-    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample).
-
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
-    """
-    share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, cache=False, head_only=head_only)
+@game_method("feature_ablation", options=("players", "masker", "baseline", "all_classes", "spread", "head_only"),
+             layer="optional", players=True, baseline=True,
+             summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
+def feature_ablation(problem: Problem, options: GameOptions) -> Result:
+    """``phi_i = v(all players) - v(all players but i)`` for every player (``m`` evaluations per sample)."""
+    game = Game(problem, options, cache=False)
     n, L, K = game.n, game.max_players, game.n_values
-    rows_all = torch.arange(n)
-    v_full = game.full(rows_all)
+    v_full = game.full()
     zs, rs = [], []
     for i in range(n):
-        l = int(game.n_players[i])
-        zs.append(pad(~torch.eye(l, dtype=torch.bool), L))
-        rs.append(torch.full((l,), i, dtype=torch.long))
+        m = int(game.n_players[i])
+        zs.append(pad(~torch.eye(m, dtype=torch.bool), L))
+        rs.append(torch.full((m,), i, dtype=torch.long))
     v = game(torch.cat(zs), torch.cat(rs))
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     start = 0
     for i in range(n):
-        l = int(game.n_players[i])
-        phi[i, :l] = v_full[i] - v[start:start + l]
-        start += l
-    return finish(game, phi, {"exact": False}, share, v_full=v_full)
-
-
-def _per_dim(v, n: int, name: str) -> tuple[int, ...]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v,) * n
-    try:
-        out = tuple(int(a) for a in v)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r}") from None
-    return out
+        m = int(game.n_players[i])
+        phi[i, :m] = v_full[i] - v[start:start + m]
+        start += m
+    return game.result({"exact": False}, phi, v_full=v_full)
 
 
 def windows(shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> list[list[tuple[int, int]]]:
@@ -71,7 +56,7 @@ def _geometry(full: tuple, window, stride) -> tuple:
     image = len(full) >= 2
     if window is None:
         window = tuple(max(1, s // 4) for s in spatial) if image else (1,) * len(spatial)
-    window = _per_dim(window, len(spatial), "window")
+    window = per_dim(window, len(spatial), "window", exact=False)
     if len(window) == len(full) and image:
         mshape = full
     elif len(window) == len(spatial):
@@ -82,7 +67,7 @@ def _geometry(full: tuple, window, stride) -> tuple:
     if stride is None:
         stride = tuple(max(1, k // 2) if m > 1 and image else max(1, k) for k, m in zip(window, mshape))
     else:
-        stride = _per_dim(stride, len(window), "stride")
+        stride = per_dim(stride, len(window), "stride", exact=False)
         if len(stride) == len(window) - 1 and mshape[0] == 1:
             stride = (1,) + stride
     if len(stride) != len(window):
@@ -114,11 +99,10 @@ def _keep(block, mshape, n, offset, shape, layout) -> torch.Tensor:
     return keep.unsqueeze(0).expand(n, w, layout.width).reshape(n * w, layout.width)
 
 
-@register("occlusion", family="game", gradients=False, layer="optional", players=False, baseline=True,
-          summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
-          reference="Zeiler & Fergus 2014")
-def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=None, all_classes: bool = False,
-              head_only: bool | None = None, local: bool | None = None) -> Result:
+@game_method("occlusion", options=("masker", "baseline", "all_classes", "head_only", "local"), layer="optional",
+             players=False, baseline=True, summary="sliding-window occlusion, overlaps averaged (Zeiler & Fergus 2014)",
+             reference="Zeiler & Fergus 2014")
+def occlusion(problem: Problem, options: GameOptions, window=None, stride=None) -> Result:
     """Occlude a ``window`` (int or tuple over the spatial dims — all channels at once — or over every
     non-batch dim as in Captum's ``sliding_window_shapes``) every ``stride`` elements.
 
@@ -126,10 +110,12 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
     one feature at a time for tables. ``info["window_values"]``: each window's drop ``[N, windows]``.
     A window over all channels credits its drop to every channel, so ``heatmap()`` takes the channel mean
     (``info["channels"] == "same"``): the map shows each window's drop once, not ``C`` times.
-    ``local``: recompute only each window's receptive-field cone on CNNs (:mod:`attrkit.games.incremental`;
-    None decides by cost, False never, True insists); ``info["local_choice"]`` says which ran and why.
+    ``local`` (for occlusion): recompute only each window's receptive-field cone on CNNs
+    (:mod:`attrkit.games.incremental`; None decides by cost, False never, True insists); ``info["local_choice"]``
+    says which ran and why.
     """
-    game = make_game(problem, None, masker, baseline, all_classes, cache=False, head_only=head_only)
+    local = options.local
+    game = Game(problem, options.with_(local=None), cache=False)        # (local= is occlusion's own plan here)
     base = game.base
     layout = problem.layout if not game.at_layer else None
     if layout is None:
@@ -141,7 +127,7 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
                     for o, shape, w, st in zip(layout.offsets, layout.shapes, wins, strides)]
     n, K = game.n, game.n_values
     rows_all = torch.arange(n)
-    v_full = game.full(rows_all)
+    v_full = game.full()
     dev = base.device
     full = tuple(base.shape[1:])
     if layout is None:
@@ -172,22 +158,12 @@ def occlusion(problem: Problem, window=None, stride=None, masker=None, baseline=
         parts.append(attr.expand((n, K) + shape).reshape(n, K, -1))
     attr = torch.cat(parts, 2)
     col = game.target_column()
-    dtype = value_dtype(base, getattr(game.problem.outputs, "dtype", None))     # integer (token) inputs: float
-    values = attr[torch.arange(n), col].to(dev).view((n,) + full).to(dtype)
     drop = torch.cat(drops, 1)
     windows_, strides_ = [sg[3] for sg in segments], [sg[4] for sg in segments]
     window = windows_[0] if layout is None else tuple(windows_)
     stride = strides_[0] if layout is None else tuple(strides_)
     info = {"window_values": drop[torch.arange(n), :, col], "n_windows": sum(len(sg[5]) for sg in segments),
-            "window": tuple(window),
-            "stride": tuple(stride), "full_value": v_full[torch.arange(n), col], "exact": False,
-            "masker": game.masker.name, "local_choice": choice}
+            "window": tuple(window), "stride": tuple(stride), "exact": False, "local_choice": choice}
     if layout is None and len(full) >= 3 and segments[0][2][0] == 1 and full[0] > 1:
         info["channels"] = "same"     # the window spans all channels: heatmap() shows its drop once, not C times
-    if game.all_classes:
-        info["values_all"] = attr.view((n, K) + full)
-    if game.at_layer:
-        info["head_only"] = bool(game.head_only)
-    info["n_evals"] = game.n_evals
-    ref = game.references
-    return Result(values=values, info=info, baseline=ref[:, 0].expand((n,) + full) if game.reps == 1 else None)
+    return game.result(info, values=attr.view((n, K) + full), v_full=v_full)

@@ -1,12 +1,13 @@
 """``Game``: the coalition game ``v(S) = f_target(m_{x,h,r}(S))`` of the thesis (section 2.4), evaluated for a
-``[B, l]`` boolean coalition matrix at a time.
+``[B, width]`` boolean coalition matrix at a time.
 
 The game owns everything estimators should not care about: the players, the masker, the layer split (a game
 at a layer masks the activation and runs only the head), chunking under the memory budget
-(``problem.chunk(grad=False, coalitions=True)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
-count of model rows run (``n_evals``), values for all output classes from the same forward passes
-(``all_classes=True``), a progress bar on long runs, and receptive-field evaluation of image games
-(``local``, :mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition).
+(``problem.chunk(grad=False, coalitions=True)``, under ``torch.inference_mode``), a cache of coalitions already
+evaluated, the count of model rows run (``n_evals``), values for all output classes from the same forward passes
+(``all_classes=True``), a progress bar on long runs, receptive-field evaluation of image games (``local``,
+:mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition), and the
+estimator's ``Result`` (``result``).
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import torch
 
 from ..progress import bar as progress_bar
 from ..core.modules import eval_mode
-from ..core.problem import Problem, build_problem
+from ..core.problem import Problem, Result, build_problem
+from ..core.tokens import value_dtype
+from .cache import CoalitionCache
 from .local import LocalPlanner
 from .maskers import as_masker
+from .options import GameOptions
 from .players import as_players
-from .split import split_at_layer
+from ..core.split import split_at_layer
 
 PROGRESS_MIN_ROWS = 512
 FLUSH_BYTES = 64 << 20           # game values held on the device before one copy to the CPU
@@ -28,11 +32,13 @@ LOCAL_MIN_ROWS = 256              # fewer coalitions per call never pay for a re
 
 
 class Game:
-    """The coalition game of ``problem`` (or of ``model`` and inputs ``x``) over ``players``.
+    """The coalition game of ``problem`` over the players of ``options`` (a :class:`GameOptions`).
 
     ``game(z, rows)`` -> ``[B, K]`` float64 values for coalitions ``z`` (``[B, L]`` bool, ``L`` = most players
     of any sample; columns past a sample's own count are ignored) of samples ``rows`` (``[B]``). ``K`` is 1 (the
-    target) or, with ``all_classes=True``, every output of the model.
+    target) or, with ``all_classes=True``, every output of the model. ``game.result(...)`` turns player values into
+    the method's ``Result``. ``Game(model, x, players, masker, target=, layer=, ...)`` builds the ``Problem``
+    first (:func:`attrkit.core.problem.build_problem`, as ``ak.explain`` does).
 
     >>> import torch
     >>> g = Game(torch.nn.Linear(4, 1), torch.ones(1, 4))          # players: one per feature, masker zeros
@@ -41,22 +47,19 @@ class Game:
     ((2, 1), 2)
     """
 
-    def __init__(self, model, x: torch.Tensor | None = None, players=None, masker=None, *, target=None,
-                 layer=None, baseline=None, all_classes: bool = False, cache: bool = True,
-                 head_only: bool | None = None, batch_size: int | None = None, max_memory: int | None = None,
-                 seed: int | None = None, progress: bool | None = None, local: bool | None = None):
-        if isinstance(model, Problem):
-            problem, self._own_model = model, False
-        else:
-            if x is None:
-                raise TypeError("Game(model, x, ...) needs the inputs x")
-            problem, self._own_model = build_problem(model, x, target, layer=layer, batch_size=batch_size,
-                                                     max_memory=max_memory, seed=seed, progress=progress), True
-        self.problem = problem
+    def __init__(self, problem: Problem, options: GameOptions | None = None, *args, cache: bool = True, **kw):
+        self._own_model = not isinstance(problem, Problem)
+        if self._own_model:                      # Game(model, x, players, masker, ...)
+            problem, options = _problem_and_options(problem, options, *args, **kw)
+        elif args or kw:
+            raise TypeError("Game(problem, options): pass the game options as one GameOptions")
+        options = GameOptions() if options is None else options
+        self.problem, self.options = problem, options
+        players, masker, baseline = options.players, options.masker, options.baseline
         self.at_layer = problem.layer is not None
         if self.at_layer:
             with eval_mode(problem.model, warn=False) if self._own_model else _null():
-                split = split_at_layer(problem, head_only)
+                split = split_at_layer(problem, options.head_only)
             self.base, self._run, self.head_only, self.chunk = split.activation, split.run, split.head_only, split.chunk
             self.split_reason = split.reason
             self._cl = split.head_only and _has_conv2d(split.head) and self.base.dim() == 4
@@ -75,24 +78,18 @@ class Game:
             players, masker, baseline = _per_input(problem, players, masker, baseline)
         self.players = as_players(players, self.base, at_layer=self.at_layer)
         self.n_players = self.players.n              # players per sample [N]
-        self.max_players = self.players.columns      # coalition columns (the most players of any sample, plus one
-                                                     # for positions that are no player)
-        self.masker = as_masker(masker, baseline, self.base)
+        self.max_players = self.players.columns      # coalition columns: the most players of any sample (plus one
+        self.masker = as_masker(masker, baseline, self.base)               # for positions that are no player)
         self.references = self.masker.references(self.base, self.players, problem.seed)   # [N|1, R, ...]
         self.reps = int(self.references.shape[1])
-        if all_classes and (problem.target.is_callable or problem.outputs is None or problem.outputs.dim() != 2):
+        if options.all_classes and (problem.target.is_callable or problem.outputs is None
+                                    or problem.outputs.dim() != 2):
             raise ValueError("all_classes=True needs a model with outputs [N, classes] and an index target "
                              "(not a callable target)")
-        self.all_classes = bool(all_classes)
-        self.use_cache = bool(cache)
-        if local not in (None, True, False):
-            raise ValueError(f"local must be None (automatic), True or False, got {local!r}")
-        self.local = local
+        self.all_classes, self.local = bool(options.all_classes), options.local
+        self._cache = CoalitionCache() if cache else None
         self._planner = None
         self.n_evals = 0
-        self._cache: dict = {}
-        self._store: list[torch.Tensor] = []
-        self._stored = 0
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -120,27 +117,9 @@ class Game:
         z, rows = self._check(z, rows)
         if z.shape[0] == 0:
             return torch.zeros(0, self.n_values, dtype=torch.float64)
-        if not self.use_cache:
+        if self._cache is None:
             return self._evaluate(z, rows)
-        keys = self._keys(z, rows)
-        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
-        klist = [tuple(k) for k in uniq.tolist()]
-        slot = torch.tensor([self._cache.get(k, -1) for k in klist], dtype=torch.long)
-        todo = (slot < 0).nonzero().flatten()
-        if todo.numel():
-            first = torch.full((uniq.shape[0],), -1, dtype=torch.long)
-            first.scatter_reduce_(0, inv, torch.arange(len(inv)), reduce="amin", include_self=False)
-            src = first[todo]
-            vals = self._evaluate(z[src], rows[src])
-            base = self._stored
-            self._store.append(vals)
-            self._stored += vals.shape[0]
-            for j, t in enumerate(todo.tolist()):
-                self._cache[klist[t]] = base + j
-            slot[todo] = torch.arange(base, base + len(todo))
-        store = torch.cat(self._store) if len(self._store) > 1 else self._store[0]
-        self._store = [store]
-        return store[slot[inv]]
+        return self._cache.values(z, rows, self._evaluate)
 
     def evaluate_masks(self, keep: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Values ``[B, K]`` for arbitrary keep-masks ``[B, ...]`` (broadcast to one sample of the input or the
@@ -157,6 +136,10 @@ class Game:
         rows = torch.arange(self.n) if rows is None else rows
         return self(torch.zeros(len(rows), self.max_players, dtype=torch.bool), rows)
 
+    def ends(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v(all players), v(no player))`` of every sample, ``[N, K]`` each."""
+        return self.full(), self.empty()
+
     def within_budget(self, groups: list[torch.Tensor], row: int, budget: int, seen: set) -> tuple[int, int]:
         """Accept coalition groups (``[m, L]`` each, e.g. a permutation pair's prefixes) in order while the
         distinct coalitions not yet evaluated (nor in ``seen``) stay within ``budget``; returns
@@ -165,18 +148,52 @@ class Game:
         if not groups:
             return 0, 0
         sizes = [g.shape[0] for g in groups]
-        z, _ = self._check(torch.cat(groups), torch.full((sum(sizes),), row, dtype=torch.long))
-        keys = [tuple(k) for k in self._keys(z, torch.full((z.shape[0],), row, dtype=torch.long)).tolist()]
-        used = accepted = start = 0
-        for m in sizes:
-            new = {k for k in keys[start:start + m] if k not in self._cache and k not in seen}
-            if used + len(new) > budget:
-                break
-            seen |= new
-            used += len(new)
-            accepted += 1
-            start += m
-        return accepted, used
+        z, rows = self._check(torch.cat(groups), torch.full((sum(sizes),), row, dtype=torch.long))
+        cache = self._cache if self._cache is not None else CoalitionCache()
+        return cache.within_budget(z, rows, sizes, budget, seen)
+
+    def result(self, info: dict, phi: torch.Tensor | None = None, *, values: torch.Tensor | None = None,
+               v_full: torch.Tensor | None = None, v_empty: torch.Tensor | None = None) -> Result:
+        """The estimator's ``Result`` from player values ``phi`` ``[N, L, K]`` (zero past a sample's player
+        count; spread on the input or layer by ``options.spread``) or from per-element ``values``
+        ``[N, K, ...]`` (occlusion): the target's column, ``info`` plus what the game knows (masker, player
+        values, ``v(all)`` / ``v(none)``, the layer split, the receptive-field plans, ``n_evals``)."""
+        n, idx, col, base = self.n, torch.arange(self.n), self.target_column(), self.base
+        shape = tuple(base.shape[1:])
+        out, players = {}, None
+        if phi is not None:
+            phi_t = phi[idx, :, col]                                                     # [N, L]
+            share = self.options.share
+            values = self.players.spread(phi_t.to(base.device), shape, share=share)
+            out = {"player_values": phi_t, "n_players": self.n_players.clone(), "masker": self.masker.name,
+                   "spread": "share" if share else "value"}
+            if not share and _same_over_channels(self.players.labels, base):
+                out["channels"] = "same"   # each channel holds the player's value: heatmap() shows it once (mean)
+            players = self.players.display()
+        else:
+            out["masker"] = self.masker.name
+            values, all_values = values[idx, col].to(base.device).reshape((n,) + shape), values
+        if v_full is not None:
+            out["full_value"] = v_full[idx, col]
+        if v_empty is not None:
+            out["base_value"] = v_empty[idx, col]
+        if self.all_classes:
+            out["player_values_all" if phi is not None else "values_all"] = \
+                phi.permute(0, 2, 1).contiguous() if phi is not None else all_values     # [N, K, L] / [N, K, ...]
+        if self.at_layer:
+            out["head_only"] = bool(self.head_only)
+            if self.token_grid:
+                out["token_grid"] = self.token_grid
+            if not self.head_only and self.split_reason:
+                out["split_note"] = self.split_reason
+        if phi is not None and self.players.relabelled:
+            out["player_ids"] = self.players.ids
+        out.update(self.local_info())
+        out.update(info)
+        out["n_evals"] = self.n_evals
+        dtype = value_dtype(base, getattr(self.problem.outputs, "dtype", None))   # integer (token) inputs: float
+        baseline = self.references[:, 0].expand((n,) + shape) if self.reps == 1 else None
+        return Result(values=values.to(dtype), info=out, baseline=baseline, players=players)
 
     # ------------------------------------------------------------------ internals
     def _check(self, z, rows):
@@ -195,17 +212,6 @@ class Game:
         if bool((self.players.n < L).any()):   # canonical form: columns past a sample's players count as present
             z = z | (torch.arange(L).unsqueeze(0) >= self.players.n.cpu()[rows].unsqueeze(1))
         return z, rows
-
-    @staticmethod
-    def _keys(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``[B, 1 + W]`` int64: the sample index and the coalition packed 62 players per word."""
-        b, L = z.shape
-        words = (L + 61) // 62
-        pad = torch.zeros(b, words * 62, dtype=torch.int64)
-        pad[:, :L] = z.to(torch.int64)
-        weights = (torch.ones(62, dtype=torch.int64) << torch.arange(62))
-        packed = (pad.view(b, words, 62) * weights).sum(2)
-        return torch.cat([rows.view(-1, 1), packed], 1)
 
     def _evaluate(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         dev = self.base.device
@@ -330,6 +336,24 @@ class Game:
         if p is not None:
             return bool(p)
         return rows >= PROGRESS_MIN_ROWS and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def _problem_and_options(model, x=None, players=None, masker=None, *, target=None, layer=None, baseline=None,
+                         all_classes: bool = False, head_only: bool | None = None, local: bool | None = None,
+                         batch_size: int | None = None, max_memory: int | None = None, seed: int | None = None,
+                         progress: bool | None = None) -> tuple[Problem, GameOptions]:
+    """``Game(model, x, ...)``: the problem (validated as ``ak.explain`` does) and the game options."""
+    if x is None:
+        raise TypeError("Game(model, x, ...) needs the inputs x")
+    options = GameOptions(players=players, masker=masker, baseline=baseline, all_classes=all_classes,
+                          head_only=head_only, local=local)
+    return build_problem(model, x, target, layer=layer, batch_size=batch_size, max_memory=max_memory, seed=seed,
+                         progress=progress), options
+
+
+def _same_over_channels(labels: torch.Tensor, base: torch.Tensor) -> bool:
+    """True when players span every channel of an image-like input (labels of size 1 along dim 1)."""
+    return base.dim() >= 3 and labels.dim() == base.dim() and labels.shape[1] == 1 and base.shape[1] > 1
 
 
 def _per_input(problem: Problem, players, masker, baseline):

@@ -21,11 +21,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import fx
 
-from .chain import _attr, local_chain, run_prefix
+from .chain import local_chain, run_node, run_prefix
 from .cones import window_boxes, followed_steps
-from .split import head_after
+from ..core.split import head_after
 
 ASSEMBLE_COST = 12       # multiply-add equivalents per element gathered into a step's input box (measured, 2 CPU cores)
 PASTE_COST = 4           # ... per element of the switch layer's full activation (clone + scatter)
@@ -34,6 +33,7 @@ MIN_SAVING = 0.2         # use the incremental plan only when it saves this frac
 STEP_COST = 3e4          # ... per step and window: calls, index arithmetic (small boxes are not free)
 CHECK_WINDOWS = 3        # windows checked against the whole network before the values are used
 PLAN_ROWS = 8            # whole-network rows' worth of planning: the count, the cached run, the check (both ways)
+MIN_ROWS = 48            # fewer windows (all samples) than this run the whole network without planning
 TARGET_BYTES = 96 << 20  # working memory of one call (boxes of every step for its windows)
 
 
@@ -149,15 +149,7 @@ class IncrementalOcclusion:
                     vals = {op.sources[0]: _chw(env[op.sources[0]])}
                 else:
                     vals = {s: _chw(self._assemble(base, env, s, idx, st, size)) for s in op.sources}
-                args, kwargs = fx.node.map_arg((op.node.args, op.node.kwargs),
-                                               lambda v: _attr(gm, v.target) if v.op == "get_attr" else vals[v])
-                n = op.node
-                if n.op == "call_module":
-                    out = gm.get_submodule(n.target)(*args, **kwargs)
-                elif n.op == "call_function":
-                    out = n.target(*args, **kwargs)
-                else:
-                    out = getattr(args[0], n.target)(*args[1:], **kwargs)
+                out = run_node(gm, op.node, vals)
             env[op.node] = _hwc(out)
         last = self.ops[-1].node
         st, size = self.geo[last]
@@ -236,7 +228,9 @@ def plan_occlusion(game, mshape: tuple, boxes: list, local: bool | None):
     ``local``: None decides by cost, False never, True insists (ValueError when it cannot be incremental)."""
     if local is False:
         return None, {"plan": "whole network", "why": "local=False was asked for"}
-    found = _why_not(game) or _search(game, mshape, boxes, local is True)
+    found = _why_not(game) or (local is None and game.n * len(boxes) < MIN_ROWS and
+                               f"{game.n * len(boxes)} windows (fewer than {MIN_ROWS}) do not pay for a plan") \
+        or _search(game, mshape, boxes, local is True)
     plan, rec = (None, {"plan": "whole network", "why": found}) if isinstance(found, str) else found
     if plan is None and local:
         raise ValueError(f"local=True: occlusion cannot be computed incrementally here: {rec['why']}; "

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.problem import Problem, Result
-from ..registry import register
-from .common import (check_int, check_spread, check_tolerance, finish, generator, log_binom, make_game, pad,
-                     subsets_of_size)
+from .common import check_int, check_tolerance, generator, log_binom, pad, subsets_of_size
+from .game import Game
+from .options import GameOptions, game_method
 from .kernel_strata import Strata
 
 ALPHA = 0.5          # pairs per size class ~ K_c^ALPHA (sizes in c)^(1 - ALPHA): 1 = shap's kernel mass, 0 = leverage
@@ -152,14 +152,12 @@ class SampleFit:
         return phi, self.strata.std_err(m, phi[:, col], zp, cls, yp[:, col], yq[:, col])
 
 
-@register("kernel_shap", family="game", gradients=False, layer="optional", players=True, baseline=True,
-          sampled=True, summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
-          reference="Lundberg & Lee 2017; Covert & Lee 2021; Musco & Witter 2025; thesis Proposition 2.34",
-          error="std_err")
-def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 2000,
-                tolerance: float | None = None, batch_pairs: int = 64, all_classes: bool = False,
-                spread: str = "value", head_only: bool | None = None,
-                local: bool | None = None) -> Result:
+@game_method("kernel_shap", layer="optional", players=True, baseline=True, sampled=True,
+             summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
+             reference="Lundberg & Lee 2017; Covert & Lee 2021; Musco & Witter 2025; thesis Proposition 2.34",
+             error="std_err")
+def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, tolerance: float | None = None,
+                batch_pairs: int = 64) -> Result:
     """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (with
     ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
 
@@ -167,23 +165,16 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
     ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the budget goes to
     enumerated sizes up front; pairs then come in rounds of ``batch_pairs`` until
     ``max std_err / (max phi - min phi) < tolerance`` or the budget is spent.
-    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
-    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
-    insists; :mod:`attrkit.games.local`).
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
     """
     check_int("n_samples", n_samples)
     check_int("batch_pairs", batch_pairs)
     tol = check_tolerance(tolerance)
-    share = check_spread(spread)
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
+    game = Game(problem, options)
     n, L, K = game.n, game.max_players, game.n_values
     if n_samples < L:
         raise ValueError(f"n_samples={n_samples} is smaller than the number of players ({L}): the regression "
                          f"needs at least as many coalitions as players; use n_samples >= {L} (e.g. {max(2000, 4 * L)})")
-    rows_all = torch.arange(n)
-    v_full, v_empty = game.full(rows_all), game.empty(rows_all)
+    v_full, v_empty = game.ends()
     delta = v_full - v_empty
     col = game.target_column()
     phi = torch.zeros(n, L, K, dtype=torch.float64)
@@ -243,7 +234,7 @@ def kernel_shap(problem: Problem, players=None, masker=None, baseline=None, n_sa
                          f"solution is not finite); use more samples, e.g. n_samples >= {4 * L} (default 2000)")
     used = torch.tensor([f.z_e.shape[0] + 2 * f.pairs if f.l > 1 else 0 for f in fits])
     info = {"std_err": se, "n_samples": used, "exact": all(f.l == 1 or f.exact for f in fits)}
-    return finish(game, phi, info, share, v_full, v_empty)
+    return game.result(info, phi, v_full=v_full, v_empty=v_empty)
 
 
 def _start(l: int, n_samples: int, adaptive: bool, problem: Problem) -> SampleFit:

@@ -1,36 +1,37 @@
 """LIME (Ribeiro et al. 2016; thesis equations 2.2-2.5): a linear model ``g(z) = b + sum_i w_i z_i`` fitted on
-coalitions ``z`` drawn uniformly from ``{0,1}^l`` (plus the full coalition), weighted by an exponential kernel on
+coalitions ``z`` drawn uniformly from ``{0,1}^m`` (plus the full coalition), weighted by an exponential kernel on
 the distance to the full coalition, solved in closed form ``w = (X^T H X)^-1 X^T H f(m(X))`` (equation 2.5), with
 optional ridge. The kernel follows lime's implementation: ``pi = sqrt(exp(-d^2 / width^2))`` with ``d`` the
-cosine distance (lime_image; width 0.25) or the Euclidean distance (lime_tabular; width 0.75 sqrt(l)).
-With ``n_samples >= 2^l`` every coalition is used once (deterministic).
+cosine distance (lime_image; width 0.25) or the Euclidean distance (lime_tabular; width 0.75 sqrt(m)).
+With ``n_samples >= 2^m`` every coalition is used once (deterministic).
 """
 from __future__ import annotations
 
 import torch
 
 from ..core.problem import Problem, Result
-from ..registry import register
-from .common import all_coalitions, check_int, check_spread, finish, generator, make_game, pad
+from .common import all_coalitions, check_int, generator, pad
+from .game import Game
+from .options import GameOptions, game_method
 
 DISTANCES = ("cosine", "euclidean")
 
 
 def kernel_weights(z: torch.Tensor, width: float, distance: str) -> torch.Tensor:
     """LIME's kernel ``sqrt(exp(-d^2 / width^2))`` of each coalition's distance to the full coalition."""
-    l = z.shape[1]
+    m = z.shape[1]
     k = z.to(torch.float64).sum(1)
     if distance == "cosine":
-        d = 1.0 - torch.sqrt(k / l)
+        d = 1.0 - torch.sqrt(k / m)
     else:
-        d = torch.sqrt(l - k)
+        d = torch.sqrt(m - k)
     return torch.exp(-(d ** 2) / width ** 2).sqrt()
 
 
 def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float = 0.0):
     """Weighted least squares with intercept (equation 2.5, ridge on the coefficients only).
 
-    Returns ``coef`` ``[l, K]``, ``intercept`` ``[K]`` and the weighted ``R^2`` ``[K]``."""
+    Returns ``coef`` ``[m, K]``, ``intercept`` ``[K]`` and the weighted ``R^2`` ``[K]``."""
     x = torch.cat([torch.ones(z.shape[0], 1, dtype=torch.float64), z.to(torch.float64)], 1)
     xw = x * w.unsqueeze(1)
     a = xw.T @ x
@@ -53,42 +54,32 @@ def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float
     return beta[1:], beta[0], r2
 
 
-@register("lime", family="game", gradients=False, layer="optional", players=True, baseline=True, sampled=True,
-          summary="LIME: kernel-weighted linear fit on random coalitions (equation 2.5), with its R^2",
-          reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
-def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: int = 1000,
-         kernel_width: float | None = None, distance: str = "cosine", ridge: float = 0.0,
-         all_classes: bool = False, spread: str = "value", head_only: bool | None = None,
-         local: bool | None = None) -> Result:
-    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``).
-
-    ``local``: image games on CNNs run the convolutional prefix once per local pattern of players instead of once
-    per coalition (exact; ``None`` decides by cost, ``False`` runs the whole network per coalition, ``True``
-    insists; :mod:`attrkit.games.local`).
-    ``spread``: "value" (default) paints every element with its player's value, so a map reads in the player's
-    units; "share" gives each element value / player size, so ``values.sum()`` is the sum of the player values.
-    """
+@game_method("lime", layer="optional", players=True, baseline=True, sampled=True,
+             summary="LIME: kernel-weighted linear fit on random coalitions (equation 2.5), with its R^2",
+             reference="Ribeiro, Singh & Guestrin 2016; thesis equation 2.5")
+def lime(problem: Problem, options: GameOptions, n_samples: int = 1000, kernel_width: float | None = None,
+         distance: str = "cosine", ridge: float = 0.0) -> Result:
+    """LIME coefficients per player (``info["r2"]``: weighted R^2 of the fit, ``info["intercept"]``)."""
     check_int("n_samples", n_samples)
-    share = check_spread(spread)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
     if kernel_width is not None and not (isinstance(kernel_width, (int, float)) and kernel_width > 0):
         raise ValueError(f"kernel_width must be a positive number, got {kernel_width!r}")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
         raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
-    game = make_game(problem, players, masker, baseline, all_classes, head_only=head_only, local=local)
+    game = Game(problem, options)
     n, L, K = game.n, game.max_players, game.n_values
     if n_samples < L + 1:
         raise ValueError(f"n_samples={n_samples} is too small for a linear fit of {L} players plus an intercept; "
                          f"use n_samples >= {L + 1} (lime's default is 1000)")
     designs, zs, rs = [], [], []
     for i in range(n):
-        l = int(game.n_players[i])
-        if l < 30 and n_samples >= (1 << l):
-            z = all_coalitions(l)
+        m = int(game.n_players[i])
+        if m < 30 and n_samples >= (1 << m):
+            z = all_coalitions(m)
         else:
-            z = torch.rand(n_samples - 1, l, generator=generator(problem)) < 0.5
-            z = torch.cat([torch.ones(1, l, dtype=torch.bool), z])
+            z = torch.rand(n_samples - 1, m, generator=generator(problem)) < 0.5
+            z = torch.cat([torch.ones(1, m, dtype=torch.bool), z])
         designs.append(z)
         zs.append(pad(z, L))
         rs.append(torch.full((z.shape[0],), i, dtype=torch.long))
@@ -100,14 +91,14 @@ def lime(problem: Problem, players=None, masker=None, baseline=None, n_samples: 
     widths = []
     start = 0
     for i, z in enumerate(designs):
-        l = z.shape[1]
-        width = float(kernel_width) if kernel_width is not None else (0.25 if distance == "cosine" else 0.75 * l ** 0.5)
+        m = z.shape[1]
+        width = float(kernel_width) if kernel_width is not None else (0.25 if distance == "cosine" else 0.75 * m ** 0.5)
         widths.append(width)
         y = v[start:start + z.shape[0]]
         start += z.shape[0]
         coef, b, r = weighted_fit(z, kernel_weights(z, width, distance), y, float(ridge))
-        phi[i, :l] = coef
+        phi[i, :m] = coef
         r2[i], intercept[i] = r[col[i]], b[col[i]]
     info = {"r2": r2, "intercept": intercept, "kernel_width": widths[0] if len(set(widths)) == 1 else widths,
             "distance": distance, "ridge": float(ridge), "exact": False}
-    return finish(game, phi, info, share)
+    return game.result(info, phi)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..core.json_values import jsonable
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -117,20 +118,8 @@ def bytes_b64(a) -> str:
 def script_json(obj) -> str:
     """JSON safe inside ``<script type="application/json">``: ``<``, ``>``, ``&`` and the line separators
     written as ``\\u`` escapes, so no user text can close the script element or start markup."""
-    text = json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
     return text
-
-
-def _finite(obj):
-    """NaN / infinite floats -> the strings "nan" / "inf" / "-inf" (JSON has no such numbers; the page's
-    ``fmt`` shows them as they are), so a model's NaN output never stops the report."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -346,6 +346,7 @@ def run_rules(problem: Problem, composite: Composite, before: Callable | None = 
     """:func:`modified_gradient` inside ``with composite``, and what was bound: ``(gradient, n_evals, bound)`` with
     ``bound = {"rules": {site: rule}, "binding": "graph" | "module hooks (...)", "canonized": [...],
     "batchnorm_layers": [...], "returns_relevance": bool}``; ``n_evals`` counts the hook fallback's observed row."""
+    problem.chunk(grad=True)     # the memory probe (one row) on the plain model, before the rules are bound
     with composite:
         grad, n = modified_gradient(problem, composite, before, desc, activations)
         merged, unmerged = composite.canonized()
