@@ -1,0 +1,163 @@
+"""Compare the non-timing numbers of two runs of ``make demo`` / ``make bench-quick`` (issue 18: a refactor
+must give the same numbers).
+
+Each run folder holds ``demo/report.html`` (+ ``demo/summary.json``) and/or ``bench/benchmarks.json``::
+
+    D=/tmp/verify/before; mkdir -p $D   # then the same with a tree after the refactor into /tmp/verify/after
+    PYTHONPATH=<tree> OMP_NUM_THREADS=1 ATTRKIT_CACHE=/tmp/cache python -m attrkit demo --out $D/demo
+    cd <tree> && PYTHONPATH=<tree> OMP_NUM_THREADS=1 ATTRKIT_CACHE=/tmp/cache ATTRKIT_BENCH_NO_EXTERNAL=1 \\
+        python -m benchmarks --quick --quiet --out $D/bench [W1 W2 ...]
+    python tools/compare_runs.py /tmp/verify/before /tmp/verify/after [--rel 1e-5]
+
+Compared: the report's embedded JSON (every map's values and raw layer map as arrays, outputs, probabilities,
+info, every table cell, notes, figure bytes) and the bench JSON (checks' errors, settings, evaluation and MAC
+counts, extra, non-timing targets). Skipped: anything named like a time (seconds, ``*_s``, speed, GFLOP/s,
+memory, time ratios); numbers followed by a time unit in notes are masked. Integers, strings and arrays of
+packed integers compare exactly; floats with ``|a - b| <= rel * max(|a|, |b|)`` (arrays: max |a - b| against
+rel * max |a|). Exit status 1 when something differs.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TIMING = re.compile(r"(^|[\s_(./])(s|ms|min|sec|secs|seconds?|times?|timing|wall|speed(up)?|faster|slower|gflops|"
+                    r"gflop/s|per_s|fraction_of_limit|spread|memory|mb|rss|load_average|date)([\s_).]|$)", re.I)
+UNIT = re.compile(r"-?\d[\d,.]*(e-?\d+)?\s*(s|ms|min|seconds?|x|×|GFLOP/s|MB|%)(?![a-zA-Z])")
+COST = re.compile(r"(^|\.)(evals|grad_evals|forward_macs|backward_macs|flops|n_evals|batch|model evals)$")
+
+
+def _unpack(p: dict) -> np.ndarray:
+    import base64
+    import zlib
+    data = zlib.decompress(base64.b64decode(p["z"]))
+    if p["t"] == "u8":
+        return np.frombuffer(data, dtype=np.uint8).copy()
+    return np.frombuffer(np.frombuffer(data, np.uint8).reshape(4, -1).T.tobytes(), dtype="<f4").copy()
+
+
+def _flat(obj, path: str, out: dict) -> None:
+    """Flatten dicts/lists into ``path -> scalar | ndarray``; packed arrays unpacked; timing keys dropped."""
+    if isinstance(obj, dict):
+        if set(obj) >= {"z", "n", "t"}:
+            out[path] = _unpack(obj)
+            return
+        for k, v in obj.items():
+            if not TIMING.search(str(k)) and not str(k).endswith("_s") and k != "ratio":   # bench: time ratio
+                _flat(v, f"{path}.{k}" if path else str(k), out)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _flat(v, f"{path}[{i}]", out)
+    else:
+        out[path] = UNIT.sub("<t>", obj) if isinstance(obj, str) and TIMING.search(obj) else obj
+
+
+def _unique(key: str, seen: dict) -> str:
+    seen[key] = seen.get(key, 0) + 1
+    return key if seen[key] == 1 else f"{key}#{seen[key]}"
+
+
+def demo(folder: Path) -> dict:
+    out: dict = {}
+    html = (folder / "demo" / "report.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', html, re.S).group(1))
+    names = [s["name"] for s in data["samples"]]
+    for s in data["samples"]:
+        _flat(s, f"demo.sample[{s['name']}]", out)
+    seen: dict = {}
+    for m in data["maps"]:
+        key = _unique(f"{names[m['sample']]}|{m['method']}|{m['target']}|{m['layer']}", seen)
+        info = {str(r[0]): r[1] for r in m.pop("info", []) or []}
+        _flat(dict(m, info=info), f"demo.map[{key}]", out)
+    for t in data["tables"]:
+        cols, rows_seen = t["columns"], {}
+        for r in t["rows"]:
+            lead = "|".join(str(c) for c in r[:next((i for i, c in enumerate(r) if isinstance(c, (int, float))),
+                                                       len(r))][:3])
+            key = _unique(lead, rows_seen)
+            for c, v in zip(cols, r):
+                if not TIMING.search(c):
+                    _flat(v, f"demo.table[{t['title']}][{key}].{c}", out)
+    for f in data["figures"]:
+        if not TIMING.search(f["title"]):
+            out[f"demo.figure[{f['title']}]"] = hashlib.sha256(f["src"].encode()).hexdigest()[:12]
+    for i, n in enumerate(sorted(UNIT.sub("<t>", n) for n in data["notes"])):
+        out[f"demo.note[{i}]"] = n
+    summary = folder / "demo" / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        _flat({k: s[k] for k in ("maps", "methods", "models", "best", "skipped") if k in s}, "demo.summary", out)
+    return out
+
+
+def bench(folder: Path) -> dict:
+    out: dict = {}
+    data = json.loads((folder / "bench" / "benchmarks.json").read_text())
+    for c in data["cases"]:
+        p = f"bench[{c['id']}]"
+        _flat({k: c.get(k) for k in ("title", "status", "reason", "extra")}, p, out)
+        for i, n in enumerate(c.get("notes") or []):
+            out[f"{p}.note[{i}]"] = UNIT.sub("<t>", n)
+        for t in c.get("targets") or []:
+            if not TIMING.search(t["text"]) and not TIMING.search(t.get("detail") or ""):
+                _flat({k: t.get(k) for k in ("met", "value", "detail")}, f"{p}.target[{t['text']}]", out)
+        for r in c.get("rows") or []:
+            _flat({k: v for k, v in r.items() if k != "ratio_of"}, f"{p}.row[{r['label']}]", out)
+    return out
+
+
+def differ(a, b, rel: float) -> str | None:
+    """None when equal within the tolerance, else a short description."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.shape != b.shape:
+            return f"shape {getattr(a, 'shape', a)} vs {getattr(b, 'shape', b)}"
+        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        scale = float(np.abs(a).max(initial=0.0))
+        if (a.dtype == np.uint8 and d.max(initial=0) > 0) or d.max(initial=0) > rel * scale:
+            l2 = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-300))
+            return f"max|diff| {d.max():.3g} (scale {scale:.3g}), rel L2 {l2:.3g}, {int((d > 0).sum())}/{d.size} differ"
+        return None
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+                and not isinstance(b, bool):
+            if abs(a - b) <= rel * max(abs(a), abs(b)):
+                return None
+            return f"{a!r} -> {b!r} (rel {abs(a - b) / max(abs(a), abs(b)):.3g})"
+    return None if a == b else f"{a!r} -> {b!r}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("before", type=Path)
+    p.add_argument("after", type=Path)
+    p.add_argument("--rel", type=float, default=1e-5, help="relative tolerance for floats (default 1e-5)")
+    args = p.parse_args(argv)
+    bad = 0
+    for name, load, rel_file in (("demo", demo, "demo/report.html"), ("bench", bench, "bench/benchmarks.json")):
+        if not ((args.before / rel_file).exists() and (args.after / rel_file).exists()):
+            print(f"{name}: skipped ({rel_file} missing in one run)")
+            continue
+        b, a = load(args.before), load(args.after)
+        diffs = [(k, differ(b[k], a[k], args.rel)) for k in b if k in a]
+        diffs = [(k, d) for k, d in diffs if d]
+        only_b, only_a = [k for k in b if k not in a], [k for k in a if k not in b]
+        same = len(b) - len(only_b) - len(diffs)
+        print(f"{name}: {same} identical, {len(diffs)} differ, {len(only_b)} only before, {len(only_a)} only after")
+        for k, d in diffs:
+            print(f"  DIFF{' (cost)' if COST.search(k) else ''} {k}: {d}")
+        for k in only_b:
+            print(f"  ONLY BEFORE {k}: {str(b[k])[:120]}")
+        for k in only_a:
+            print(f"  ONLY AFTER  {k}: {str(a[k])[:120]}")
+        bad += len(diffs) + len(only_b) + len(only_a)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
