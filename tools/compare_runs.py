@@ -19,10 +19,12 @@ rel * max |a|). Exit status 1 when something differs.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import re
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,7 @@ COST = re.compile(r"(^|\.)(evals|grad_evals|forward_macs|backward_macs|flops|n_e
 
 
 def _unpack(p: dict) -> np.ndarray:
-    import base64
-    import zlib
+    """attrkit.report's packed arrays (float32 byte planes or uint8, zlib, base64)."""
     data = zlib.decompress(base64.b64decode(p["z"]))
     if p["t"] == "u8":
         return np.frombuffer(data, dtype=np.uint8).copy()
@@ -98,8 +99,8 @@ def demo(folder: Path) -> dict:
 
 def bench(folder: Path) -> dict:
     out: dict = {}
-    data = json.loads((folder / "bench" / "benchmarks.json").read_text())
-    for c in data["cases"]:
+    cases = [c for f in sorted((folder / "bench").glob("**/benchmarks.json")) for c in json.loads(f.read_text())["cases"]]
+    for c in cases:
         p = f"bench[{c['id']}]"
         _flat({k: c.get(k) for k in ("title", "status", "reason", "extra")}, p, out)
         for i, n in enumerate(c.get("notes") or []):
@@ -132,30 +133,41 @@ def differ(a, b, rel: float) -> str | None:
     return None if a == b else f"{a!r} -> {b!r}"
 
 
+def group(key: str) -> str:
+    """A difference's group: the path without sample names, targets and table row keys."""
+    key = re.sub(r"demo\.map\[[^|]*\|([^|]*)\|[^|]*\|([^]]*)\]", r"demo.map[\1|\2]", key)
+    return re.sub(r"(demo\.(sample|table\[[^]]*\]))\[[^]]*\]", r"\1[*]", re.sub(r"#\d+", "", key))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("before", type=Path)
     p.add_argument("after", type=Path)
     p.add_argument("--rel", type=float, default=1e-5, help="relative tolerance for floats (default 1e-5)")
+    p.add_argument("--ignore", default=None, help="regex: differences whose path matches are known (exit 0)")
+    p.add_argument("--detail", type=int, default=3, help="differences shown per group (default 3)")
     args = p.parse_args(argv)
     bad = 0
-    for name, load, rel_file in (("demo", demo, "demo/report.html"), ("bench", bench, "bench/benchmarks.json")):
-        if not ((args.before / rel_file).exists() and (args.after / rel_file).exists()):
-            print(f"{name}: skipped ({rel_file} missing in one run)")
+    for name, load, pattern in (("demo", demo, "demo/report.html"), ("bench", bench, "bench/**/benchmarks.json")):
+        if not (any(args.before.glob(pattern)) and any(args.after.glob(pattern))):
+            print(f"{name}: skipped ({pattern} missing in one run)")
             continue
         b, a = load(args.before), load(args.after)
         diffs = [(k, differ(b[k], a[k], args.rel)) for k in b if k in a]
-        diffs = [(k, d) for k, d in diffs if d]
-        only_b, only_a = [k for k in b if k not in a], [k for k in a if k not in b]
-        same = len(b) - len(only_b) - len(diffs)
-        print(f"{name}: {same} identical, {len(diffs)} differ, {len(only_b)} only before, {len(only_a)} only after")
+        diffs = [(k, d) for k, d in diffs if d] + [(k, "ONLY BEFORE: " + str(b[k])[:100]) for k in b if k not in a] \
+            + [(k, "ONLY AFTER: " + str(a[k])[:100]) for k in a if k not in b]
+        print(f"{name}: {len(set(a) & set(b)) - sum(k in a and k in b for k, _ in diffs)} identical of "
+              f"{len(set(a) | set(b))} compared numbers/strings/arrays, {len(diffs)} differ")
+        groups: dict = {}
         for k, d in diffs:
-            print(f"  DIFF{' (cost)' if COST.search(k) else ''} {k}: {d}")
-        for k in only_b:
-            print(f"  ONLY BEFORE {k}: {str(b[k])[:120]}")
-        for k in only_a:
-            print(f"  ONLY AFTER  {k}: {str(a[k])[:120]}")
-        bad += len(diffs) + len(only_b) + len(only_a)
+            groups.setdefault(group(k), []).append((k, d, bool(args.ignore and re.search(args.ignore, k))))
+        for g, items in groups.items():
+            new = sum(not known for _, _, known in items)
+            bad += new
+            print(f"  {'DIFF' if new else 'known'}{' (cost)' if COST.search(g) else ''} {g[:150]}: {len(items)}"
+                  + (f" ({len(items) - new} known)" if new and new < len(items) else ""))
+            for k, d, known in sorted(items, key=lambda it: it[2])[:args.detail]:
+                print(f"      {'(known) ' if known else ''}{k[:200]}: {d[:300]}")
     return 1 if bad else 0
 
 
