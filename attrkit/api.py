@@ -9,6 +9,7 @@ from .attribution import Attribution
 from .core.checks import resolve_seed
 from .core.modules import eval_mode
 from .core.problem import build_problem
+from .core.trace import trace_cache
 from .core import tokens
 from .progress import call_bar
 from .registry import REQUIRED, MethodSpec, get
@@ -71,7 +72,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
         problem = problem.at_layer(layer_name, layer_mod)
         if layout is not None:
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
-        with tok.context(), call_bar(progress, f"attrkit {spec.name}"):   # one bar for the call
+        with tok.context(), call_bar(progress, f"attrkit {spec.name}"), trace_cache():   # one bar, one trace
             result = _run(spec, problem, options, noise)
         result = tok.finish(result)
         if layer_name is not None and spec.family in ("gradient", "propagation"):   # token layers: on the grid

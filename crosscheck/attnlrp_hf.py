@@ -15,6 +15,7 @@ beside transformers 5, which attrkit's Hugging Face support is written for. So t
      patches are put on it the way its maps for other Hugging Face models do: ``patch_attention(modeling_vit)``
      (q, k gradient / 4, v / 2 at the attention function = the uniform rule), ``layer_norm_forward`` on
      ``nn.LayerNorm``, ``non_linear_forward`` (identity rule) on ``GELUActivation``; relevance = pixels x gradient.
+     Also CP-LRP (``patch_cp_attention``: q and k gradients stopped) against ``attn_lrp(softmax="constant")``.
 2. ``--lxt FILE`` (attrkit's environment, transformers 5): rebuilds the models from the saved configs and weights,
    checks the logits agree, runs ``ak.explain(..., "attn_lrp")`` and compares (max |difference| / max |lxt|).
 
@@ -70,7 +71,8 @@ def lxt_side(path: str) -> None:
     from transformers.models.bert import modeling_bert
     from transformers.models.vit import modeling_vit
     from lxt.efficient import monkey_patch
-    from lxt.efficient.patches import layer_norm_forward, non_linear_forward, patch_attention, patch_method
+    from lxt.efficient.patches import (layer_norm_forward, non_linear_forward, patch_attention, patch_cp_attention,
+                                       patch_method)
 
     vcfg, bcfg = _configs(transformers)
     x, vt, ids, mask, bt = _inputs()
@@ -79,13 +81,21 @@ def lxt_side(path: str) -> None:
     torch.manual_seed(0)
     bert_state = _perturb(transformers.BertForSequenceClassification(bcfg), 11).double().eval().state_dict()
 
-    patch_attention(modeling_vit)                          # lxt's patches, class- and module-wide
-    patch_method(layer_norm_forward, torch.nn.LayerNorm)
+    def pixel_relevance():
+        xg = x.clone().requires_grad_(True)
+        y = vit(pixel_values=xg).logits
+        y.gather(1, vt[:, None]).sum().backward()
+        return y.detach(), (xg * xg.grad).detach()
+
+    patch_method(layer_norm_forward, torch.nn.LayerNorm)   # lxt's patches, class- and module-wide
     patch_method(non_linear_forward, GELUActivation, keep_original=True)
-    xg = x.clone().requires_grad_(True)
-    vy = vit(pixel_values=xg).logits
-    vy.gather(1, vt[:, None]).sum().backward()
-    vit_rel = (xg * xg.grad).detach()
+    eager, functions = modeling_vit.eager_attention_forward, dict(modeling_vit.ALL_ATTENTION_FUNCTIONS)
+    patch_cp_attention(modeling_vit)                       # CP-LRP: q and k gradients stopped
+    _, vit_cp = pixel_relevance()
+    modeling_vit.eager_attention_forward = eager           # (patch_cp_attention edits the shared dict in place)
+    modeling_vit.ALL_ATTENTION_FUNCTIONS.update(functions)
+    patch_attention(modeling_vit)                          # AttnLRP: q, k gradients / 4, v / 2
+    vy, vit_rel = pixel_relevance()
 
     monkey_patch(modeling_bert)                            # lxt's AttnLRP map for BERT (its modeling_bert copy)
     bert = modeling_bert.BertForSequenceClassification(bcfg).double().eval()
@@ -96,7 +106,7 @@ def lxt_side(path: str) -> None:
     bert_rel = (emb * emb.grad).detach()
     torch.save({"versions": {"transformers": transformers.__version__, "torch": torch.__version__},
                 "vit": {"config": vcfg.to_dict(), "state": vit.state_dict(), "logits": vy.detach(),
-                        "relevance": vit_rel},
+                        "relevance": vit_rel, "relevance_cp": vit_cp},
                 "bert": {"config": bcfg.to_dict(), "state": bert_state, "logits": by.detach(),
                          "relevance": bert_rel}}, path)
     print(f"lxt side written to {path} (transformers {transformers.__version__})")
@@ -155,6 +165,16 @@ def attrkit_side(path: str) -> list[dict]:
         d = rel(ours, s["relevance"])
         plain = ak.explain(model, inputs, "input_x_gradient", target=pick, **kw)
         plain_v = plain.values if key == "vit" else plain.info["embedding_values"]
+        if "relevance_cp" in s:
+            cp = ak.explain(model, inputs, "attn_lrp", target=pick, softmax="constant", **kw).values
+            dcp = rel(cp, s["relevance_cp"])
+            rows.append({"model": f"Hugging Face {cls.__name__} (2 layers, d=16, random weights, perturbed)",
+                         "rule": "CP-LRP (lxt: generic HF CP patches)", "rel": dcp,
+                         "logits_rel": rel(logits, s["logits"]),
+                         "plain_gradient_x_input_rel": rel(plain_v, s["relevance_cp"]),
+                         "lxt_transformers": saved["versions"]["transformers"],
+                         "attrkit_transformers": transformers.__version__,
+                         "ok": dcp <= TOL and rel(plain_v, s["relevance_cp"]) > 1e-2})
         rows.append({"model": f"Hugging Face {cls.__name__} (2 layers, d=16, random weights, perturbed)",
                      "rule": "AttnLRP (lxt: " + ("its BERT map" if key == "bert" else "generic HF patches") + ")",
                      "rel": d, "logits_rel": rel(logits, s["logits"]),
@@ -178,7 +198,8 @@ def main(argv=None) -> int:
         return 0
     rows = attrkit_side(args.lxt)
     for r in rows:
-        print(f"{r['model']:78s} rel diff {r['rel']:.2e} (logits {r['logits_rel']:.1e}, plain x*grad "
+        print(f"{r['model']:78s} {r['rule']:36.36s} rel diff {r['rel']:.2e} (logits {r['logits_rel']:.1e}, "
+              f"plain x*grad "
               f"{r['plain_gradient_x_input_rel']:.2f}) {'ok' if r['ok'] else 'FAIL'}")
     if args.json:
         with open(args.json, "w") as f:

@@ -2,15 +2,15 @@
 import torch
 from torch import fx, nn
 
-from attrkit.games.split import _Tracer, head_after
+from attrkit.core.split import head_after
+from attrkit.core.trace import traced
 from attrkit.models.vit import SmallViT
 from attrkit.transformers.readout import prune_rows
 
 
 def _head(model, layer):
-    g = _Tracer(model.get_submodule(layer)).trace(model)
-    gm = fx.GraphModule(model, g)
-    hit = [n for n in g.nodes if n.op == "call_module" and n.target == layer][0]
+    gm = traced(model, (model.get_submodule(layer),))
+    hit = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer][0]
     return head_after(gm, hit, [], None)
 
 
@@ -67,15 +67,15 @@ def test_the_split_is_traced_once_per_model_layer_and_structure(monkeypatch):
     """Layer games keep the traced (and row-pruned) head per model, layer and row shape; the output check still
     runs every call; a model whose modules changed is traced again."""
     import attrkit as ak
-    from attrkit.games import split
+    from attrkit.core import split
     model = SmallViT(depth=2, seed=0).eval()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    traced, orig = [], split._trace
-    monkeypatch.setattr(split, "_trace", lambda *a: (traced.append(1), orig(*a))[1])
+    graphs, orig = [], split._split_graphs
+    monkeypatch.setattr(split, "_split_graphs", lambda *a: (graphs.append(1), orig(*a))[1])
     run = lambda: ak.explain(model, x, "kernel_shap", target=0, n_samples=200, seed=0, layer="blocks.0",
                              progress=False)
     a, b = run(), run()
-    assert len(traced) == 1 and a.info["head_only"] and torch.equal(a.values, b.values)
+    assert len(graphs) == 1 and a.info["head_only"] and torch.equal(a.values, b.values)
     model.blocks[1].fc2 = nn.Linear(96, 48)
     c = run()
-    assert len(traced) == 2 and c.info["head_only"] and not torch.equal(a.values, c.values)
+    assert len(graphs) == 2 and c.info["head_only"] and not torch.equal(a.values, c.values)

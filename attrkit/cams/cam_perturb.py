@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..core.problem import Problem, Result
 from ..registry import register
 from .cam import default_cam_layer, finish, grid_info, layer_maps, weighted
-from ..propagation.split import tail_after
+from ..core.split import split_at_layer
 
 
 def _bar(problem: Problem, total: int, desc: str):
@@ -106,40 +106,28 @@ def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     n, k = acts.shape[:2]
     rows_all = torch.arange(n)
     y = problem.target(problem.outputs, rows_all).double().to(x.device)
-    tail = None
-    if problem.layer_name:
-        with torch.no_grad():
-            tail = tail_after(problem.model, problem.model_layer_name, raw[:1].clone(), problem.outputs[:1])
+    with torch.no_grad():
+        split = split_at_layer(problem, activation=raw)      # the part after the layer (or the replacing hook)
     live = acts.reshape(n, k, -1).ne(0).any(2)              # zeroing an all-zero channel changes nothing
     pairs = live.nonzero()
     pairs_cpu = pairs.cpu()                          # targets read rows on the CPU: one copy, not one per chunk
     ablated = y.unsqueeze(1).repeat(1, k)
     step = problem.chunk(grad=False)
     bar = _bar(problem, len(pairs), "ablation-cam")
-    with torch.no_grad():
-        tap = problem.tap() if tail is None else None
-        try:
-            if tap is not None:
-                tap.__enter__()
+    try:
+        with torch.no_grad():
             for s in range(0, len(pairs), step):
                 rows, ch = pairs[s:s + step, 0], pairs[s:s + step, 1]
                 a = acts[rows].clone()
                 a[torch.arange(len(rows), device=a.device), ch] = 0
                 a = view.back(a, raw[rows])
-                if tail is not None:
-                    out = tail(_layout(a))
-                else:
-                    tap.reset()
-                    tap.replace_with = a
-                    out = problem.forward(_layout(x[rows]), rows)
+                out = split.run(_layout(a) if split.head_only else a, rows)
                 ablated[rows, ch] = problem.target(out, pairs_cpu[s:s + step, 0]).double()
                 bar.update(len(rows))
-        finally:
-            if tap is not None:
-                tap.__exit__(None, None, None)
-            bar.close()
+    finally:
+        bar.close()
     denom = torch.where(y >= 0, y.clamp(min=1e-12), y.clamp(max=-1e-12)).unsqueeze(1)   # y = 0: no blow-up
     w = (y.unsqueeze(1) - ablated) / denom
     info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
-            "split": "tail" if tail is not None else "full forward (layer output replaced)", **grid_info(view)}
+            "split": "tail" if split.head_only else "full forward (layer output replaced)", **grid_info(view)}
     return finish(weighted(w.to(acts.dtype), acts), relu, info)

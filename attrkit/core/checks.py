@@ -9,13 +9,7 @@ import torch
 
 def as_batch(x, name: str = "x") -> torch.Tensor:
     """Check that ``x`` is a batch ``[N, ...]`` with finite values (floating point, or integer ids/codes)."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            import numpy as np
-            if isinstance(x, np.ndarray):
-                x = torch.from_numpy(x)
-        except ImportError:  # pragma: no cover
-            pass
+    x = from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (or numpy array) batch [N, ...], got {type(x).__name__}")
     if x.dim() < 2:
@@ -27,6 +21,28 @@ def as_batch(x, name: str = "x") -> torch.Tensor:
         x = x.float()      # integer inputs (token ids, codes) stay integer: see core.tokens
     check_finite(x, name)
     return x
+
+
+def from_numpy(x):
+    """A NumPy array as a tensor (sharing its memory); anything else as it is."""
+    if not isinstance(x, torch.Tensor) and type(x).__module__ == "numpy" and type(x).__name__ == "ndarray":
+        return torch.from_numpy(x)
+    return x
+
+
+def per_dim(v, nd: int, name: str, exact: bool = True) -> tuple[int, ...]:
+    """An int or a sequence of ints as one int per dimension (``v`` repeated ``nd`` times for an int); ``exact``:
+    also check that there are ``nd`` of them and that they are positive (otherwise the caller checks them)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v,) * nd
+    try:
+        v = tuple(int(c) for c in v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of {nd if exact else ''} ints, got {v!r}".replace("  ", " ")) \
+            from None
+    if exact and (len(v) != nd or any(c < 1 for c in v)):
+        raise ValueError(f"{name} must be a positive int or a tuple of {nd} positive ints, got {v!r}")
+    return v
 
 
 def check_finite(t: torch.Tensor, name: str) -> None:

@@ -82,9 +82,12 @@ def vit_specificity_table(n: int = 32, model: str = "shapes_vit", *, seed: int =
         r = class_specificity(net, x, y, masks, tuple(pair))
         if name == "attn_lrp":
             gaps = torch.cat([torch.as_tensor(p.info["relative_gap"]).flatten() for p in pair])
+            from ..transformers.budget import relevance_budget
+            closed = relevance_budget(net, x, y[:, 0], opts["softmax"])["gap"]      # (untimed)
             notes.append(f"attn_lrp softmax={opts['softmax']}: relative completeness gap |sum R - f(x)| / |f(x)| "
                          f"median {float(gaps.median()):.3g} (biases take relevance"
-                         + ("; so does the softmax under the paper's rule)" if opts["softmax"] == "attnlrp" else ")"))
+                         + ("; so does the softmax under the paper's rule" if opts["softmax"] == "attnlrp" else "")
+                         + f"); counting what they take (budget=True) the sum closes to {float(closed.max()):.1g}")
         label = name + (f" (softmax={opts['softmax']})" if "softmax" in opts else "")
         rows.append(cs_row(label, level, layer if level == "token" else None, r, time.perf_counter() - t0))
     layer_rows = [r for r in rows if r["level"] in ("token", "attention")]

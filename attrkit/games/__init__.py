@@ -3,7 +3,8 @@ estimators registered with ``ak.explain`` — ``occlusion``, ``feature_ablation`
 ``shapley`` (exact) and ``shapley_sampling``."""
 from .game import Game
 from .maskers import Background, Masker
-from .players import Players, as_players, features, grid, layer_players, superpixels
+from .partitions import features, grid, layer_players, superpixels
+from .players import Players, as_players
 from .shapley import exact_from_values
 
 __all__ = ["Game", "Masker", "Background", "Players", "as_players", "features", "grid", "superpixels",

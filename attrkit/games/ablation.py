@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..core.problem import Problem, Result
+from ..core.checks import per_dim
 from .common import pad
 from .game import Game
 from .options import GameOptions, game_method
@@ -21,33 +22,23 @@ WINDOW_BLOCK = 4096
              layer="optional", players=True, baseline=True,
              summary="leave one player out: v(all) - v(all but i)", reference="Zeiler & Fergus 2014; Captum FeatureAblation")
 def feature_ablation(problem: Problem, options: GameOptions) -> Result:
-    """``phi_i = v(all players) - v(all players but i)`` for every player (``l`` evaluations per sample)."""
+    """``phi_i = v(all players) - v(all players but i)`` for every player (``m`` evaluations per sample)."""
     game = Game(problem, options, cache=False)
     n, L, K = game.n, game.max_players, game.n_values
     v_full = game.full()
     zs, rs = [], []
     for i in range(n):
-        l = int(game.n_players[i])
-        zs.append(pad(~torch.eye(l, dtype=torch.bool), L))
-        rs.append(torch.full((l,), i, dtype=torch.long))
+        m = int(game.n_players[i])
+        zs.append(pad(~torch.eye(m, dtype=torch.bool), L))
+        rs.append(torch.full((m,), i, dtype=torch.long))
     v = game(torch.cat(zs), torch.cat(rs))
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     start = 0
     for i in range(n):
-        l = int(game.n_players[i])
-        phi[i, :l] = v_full[i] - v[start:start + l]
-        start += l
+        m = int(game.n_players[i])
+        phi[i, :m] = v_full[i] - v[start:start + m]
+        start += m
     return game.result({"exact": False}, phi, v_full=v_full)
-
-
-def _per_dim(v, n: int, name: str) -> tuple[int, ...]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v,) * n
-    try:
-        out = tuple(int(a) for a in v)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r}") from None
-    return out
 
 
 def windows(shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> list[list[tuple[int, int]]]:
@@ -65,7 +56,7 @@ def _geometry(full: tuple, window, stride) -> tuple:
     image = len(full) >= 2
     if window is None:
         window = tuple(max(1, s // 4) for s in spatial) if image else (1,) * len(spatial)
-    window = _per_dim(window, len(spatial), "window")
+    window = per_dim(window, len(spatial), "window", exact=False)
     if len(window) == len(full) and image:
         mshape = full
     elif len(window) == len(spatial):
@@ -76,7 +67,7 @@ def _geometry(full: tuple, window, stride) -> tuple:
     if stride is None:
         stride = tuple(max(1, k // 2) if m > 1 and image else max(1, k) for k, m in zip(window, mshape))
     else:
-        stride = _per_dim(stride, len(window), "stride")
+        stride = per_dim(stride, len(window), "stride", exact=False)
         if len(stride) == len(window) - 1 and mshape[0] == 1:
             stride = (1,) + stride
     if len(stride) != len(window):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..core.trace import traced
+
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                       nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
                       nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
@@ -50,7 +52,7 @@ def local_chain(model) -> Chain | None:
     if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
         return None
     try:
-        gm = fx.symbolic_trace(model)
+        gm = traced(model)                       # the call's one trace (core.trace)
     except Exception:    # not traceable: the game runs the whole network
         return None
     nodes = list(gm.graph.nodes)
@@ -152,16 +154,8 @@ def run_prefix(chain: Chain, x: torch.Tensor, upto: int, each=None) -> torch.Ten
             last[s] = k
     env = {chain.input: x}
     for k, st in enumerate(steps):
-        val = fx.node.map_arg((st.node.args, st.node.kwargs),
-                              lambda v: _attr(gm, v.target) if v.op == "get_attr" else env[v])
-        args, kwargs = val
         n = st.node
-        if n.op == "call_module":
-            out = gm.get_submodule(n.target)(*args, **kwargs)
-        elif n.op == "call_function":
-            out = n.target(*args, **kwargs)
-        else:
-            out = getattr(args[0], n.target)(*args[1:], **kwargs)
+        out = run_node(gm, n, env)
         env[n] = out
         if each is not None:
             each(k, out)
@@ -169,3 +163,14 @@ def run_prefix(chain: Chain, x: torch.Tensor, upto: int, each=None) -> torch.Ten
             if last.get(s) == k and s is not n:
                 env.pop(s, None)
     return env[steps[-1].node]
+
+
+def run_node(gm: fx.GraphModule, n: fx.Node, values) -> object:
+    """The value of node ``n`` (a module, function or method call of ``gm``) from its inputs' ``values`` (a
+    mapping node -> value; ``get_attr`` inputs are read from ``gm``)."""
+    args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda v: _attr(gm, v.target) if v.op == "get_attr" else values[v])
+    if n.op == "call_module":
+        return gm.get_submodule(n.target)(*args, **kwargs)
+    if n.op == "call_function":
+        return n.target(*args, **kwargs)
+    return getattr(args[0], n.target)(*args[1:], **kwargs)

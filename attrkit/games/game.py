@@ -1,12 +1,13 @@
 """``Game``: the coalition game ``v(S) = f_target(m_{x,h,r}(S))`` of the thesis (section 2.4), evaluated for a
-``[B, l]`` boolean coalition matrix at a time.
+``[B, width]`` boolean coalition matrix at a time.
 
 The game owns everything estimators should not care about: the players, the masker, the layer split (a game
 at a layer masks the activation and runs only the head), chunking under the memory budget
-(``problem.chunk(grad=False, coalitions=True)``, under ``torch.inference_mode``), a cache of coalitions already evaluated, the
-count of model rows run (``n_evals``), values for all output classes from the same forward passes
-(``all_classes=True``), a progress bar on long runs, and receptive-field evaluation of image games
-(``local``, :mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition).
+(``problem.chunk(grad=False, coalitions=True)``, under ``torch.inference_mode``), a cache of coalitions already
+evaluated, the count of model rows run (``n_evals``), values for all output classes from the same forward passes
+(``all_classes=True``), a progress bar on long runs, receptive-field evaluation of image games (``local``,
+:mod:`attrkit.games.local`: a CNN's local prefix runs once per local pattern, not per coalition), and the
+estimator's ``Result`` (``result``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .local import LocalPlanner
 from .maskers import as_masker
 from .options import GameOptions
 from .players import as_players
-from .split import split_at_layer
+from ..core.split import split_at_layer
 
 PROGRESS_MIN_ROWS = 512
 FLUSH_BYTES = 64 << 20           # game values held on the device before one copy to the CPU

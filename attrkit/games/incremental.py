@@ -21,11 +21,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import fx
 
-from .chain import _attr, local_chain, run_prefix
+from .chain import local_chain, run_node, run_prefix
 from .cones import window_boxes, followed_steps
-from .split import head_after
+from ..core.split import head_after
 
 ASSEMBLE_COST = 12       # multiply-add equivalents per element gathered into a step's input box (measured, 2 CPU cores)
 PASTE_COST = 4           # ... per element of the switch layer's full activation (clone + scatter)
@@ -150,15 +149,7 @@ class IncrementalOcclusion:
                     vals = {op.sources[0]: _chw(env[op.sources[0]])}
                 else:
                     vals = {s: _chw(self._assemble(base, env, s, idx, st, size)) for s in op.sources}
-                args, kwargs = fx.node.map_arg((op.node.args, op.node.kwargs),
-                                               lambda v: _attr(gm, v.target) if v.op == "get_attr" else vals[v])
-                n = op.node
-                if n.op == "call_module":
-                    out = gm.get_submodule(n.target)(*args, **kwargs)
-                elif n.op == "call_function":
-                    out = n.target(*args, **kwargs)
-                else:
-                    out = getattr(args[0], n.target)(*args[1:], **kwargs)
+                out = run_node(gm, op.node, vals)
             env[op.node] = _hwc(out)
         last = self.ops[-1].node
         st, size = self.geo[last]

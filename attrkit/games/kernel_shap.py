@@ -154,7 +154,8 @@ class SampleFit:
 
 @game_method("kernel_shap", layer="optional", players=True, baseline=True, sampled=True,
              summary="KernelSHAP: Shapley-kernel weighted regression, efficiency exact, std errors",
-             reference="Lundberg & Lee 2017; Covert & Lee 2021; thesis Proposition 2.34", error="std_err")
+             reference="Lundberg & Lee 2017; Covert & Lee 2021; Musco & Witter 2025; thesis Proposition 2.34",
+             error="std_err")
 def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, tolerance: float | None = None,
                 batch_pairs: int = 64) -> Result:
     """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (with

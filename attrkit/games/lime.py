@@ -1,9 +1,9 @@
 """LIME (Ribeiro et al. 2016; thesis equations 2.2-2.5): a linear model ``g(z) = b + sum_i w_i z_i`` fitted on
-coalitions ``z`` drawn uniformly from ``{0,1}^l`` (plus the full coalition), weighted by an exponential kernel on
+coalitions ``z`` drawn uniformly from ``{0,1}^m`` (plus the full coalition), weighted by an exponential kernel on
 the distance to the full coalition, solved in closed form ``w = (X^T H X)^-1 X^T H f(m(X))`` (equation 2.5), with
 optional ridge. The kernel follows lime's implementation: ``pi = sqrt(exp(-d^2 / width^2))`` with ``d`` the
-cosine distance (lime_image; width 0.25) or the Euclidean distance (lime_tabular; width 0.75 sqrt(l)).
-With ``n_samples >= 2^l`` every coalition is used once (deterministic).
+cosine distance (lime_image; width 0.25) or the Euclidean distance (lime_tabular; width 0.75 sqrt(m)).
+With ``n_samples >= 2^m`` every coalition is used once (deterministic).
 """
 from __future__ import annotations
 
@@ -19,19 +19,19 @@ DISTANCES = ("cosine", "euclidean")
 
 def kernel_weights(z: torch.Tensor, width: float, distance: str) -> torch.Tensor:
     """LIME's kernel ``sqrt(exp(-d^2 / width^2))`` of each coalition's distance to the full coalition."""
-    l = z.shape[1]
+    m = z.shape[1]
     k = z.to(torch.float64).sum(1)
     if distance == "cosine":
-        d = 1.0 - torch.sqrt(k / l)
+        d = 1.0 - torch.sqrt(k / m)
     else:
-        d = torch.sqrt(l - k)
+        d = torch.sqrt(m - k)
     return torch.exp(-(d ** 2) / width ** 2).sqrt()
 
 
 def weighted_fit(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, ridge: float = 0.0):
     """Weighted least squares with intercept (equation 2.5, ridge on the coefficients only).
 
-    Returns ``coef`` ``[l, K]``, ``intercept`` ``[K]`` and the weighted ``R^2`` ``[K]``."""
+    Returns ``coef`` ``[m, K]``, ``intercept`` ``[K]`` and the weighted ``R^2`` ``[K]``."""
     x = torch.cat([torch.ones(z.shape[0], 1, dtype=torch.float64), z.to(torch.float64)], 1)
     xw = x * w.unsqueeze(1)
     a = xw.T @ x
@@ -74,12 +74,12 @@ def lime(problem: Problem, options: GameOptions, n_samples: int = 1000, kernel_w
                          f"use n_samples >= {L + 1} (lime's default is 1000)")
     designs, zs, rs = [], [], []
     for i in range(n):
-        l = int(game.n_players[i])
-        if l < 30 and n_samples >= (1 << l):
-            z = all_coalitions(l)
+        m = int(game.n_players[i])
+        if m < 30 and n_samples >= (1 << m):
+            z = all_coalitions(m)
         else:
-            z = torch.rand(n_samples - 1, l, generator=generator(problem)) < 0.5
-            z = torch.cat([torch.ones(1, l, dtype=torch.bool), z])
+            z = torch.rand(n_samples - 1, m, generator=generator(problem)) < 0.5
+            z = torch.cat([torch.ones(1, m, dtype=torch.bool), z])
         designs.append(z)
         zs.append(pad(z, L))
         rs.append(torch.full((z.shape[0],), i, dtype=torch.long))
@@ -91,13 +91,13 @@ def lime(problem: Problem, options: GameOptions, n_samples: int = 1000, kernel_w
     widths = []
     start = 0
     for i, z in enumerate(designs):
-        l = z.shape[1]
-        width = float(kernel_width) if kernel_width is not None else (0.25 if distance == "cosine" else 0.75 * l ** 0.5)
+        m = z.shape[1]
+        width = float(kernel_width) if kernel_width is not None else (0.25 if distance == "cosine" else 0.75 * m ** 0.5)
         widths.append(width)
         y = v[start:start + z.shape[0]]
         start += z.shape[0]
         coef, b, r = weighted_fit(z, kernel_weights(z, width, distance), y, float(ridge))
-        phi[i, :l] = coef
+        phi[i, :m] = coef
         r2[i], intercept[i] = r[col[i]], b[col[i]]
     info = {"r2": r2, "intercept": intercept, "kernel_width": widths[0] if len(set(widths)) == 1 else widths,
             "distance": distance, "ridge": float(ridge), "exact": False}

@@ -30,7 +30,7 @@ from torch import fx, nn
 from ..core.budget import DEFAULT_MAX_MEMORY
 from .chain import Chain, local_chain, run_prefix  # noqa: F401 (local_chain: public here)
 from .covering import covering_family
-from .split import head_after
+from ..core.split import head_after
 
 MAX_LOCAL_PLAYERS = 14     # a position touching more players than this stops the search (2^14 patterns)
 GATHER_COST = 64           # multiply-add equivalents per gathered activation element (memory traffic; measured
@@ -164,15 +164,15 @@ class LocalPlanner:
             self._tried.pop(r, None)
 
     def _incidence(self, row: int) -> tuple[torch.Tensor, int]:
-        """``[l, H, W]``: 1 where a player owns the pixel (in any channel)."""
+        """``[players, H, W]``: 1 where a player owns the pixel (in any channel)."""
         lab = self.players.labels[row].cpu()                   # [C|1, H, W]
-        l = int(self.players.n[row])
+        npl = int(self.players.n[row])
         flat = lab.reshape(lab.shape[0], -1)
-        dep = torch.zeros(l, flat.shape[1])
+        dep = torch.zeros(npl, flat.shape[1])
         pos = torch.arange(flat.shape[1])
         for c in range(flat.shape[0]):
             dep[flat[c], pos] = 1.0
-        return dep.view(l, lab.shape[-2], lab.shape[-1]), l
+        return dep.view(npl, lab.shape[-2], lab.shape[-1]), npl
 
     def whole_macs(self, row: int) -> float:
         """Multiply-adds of the whole network for one row (convolutions and matrix products, counted once per
@@ -190,7 +190,7 @@ class LocalPlanner:
     def _build(self, row: int, n: int, force: bool = False) -> LocalPlan | None:
         """Pick the cut with the lowest estimated cost for ``n`` coalitions; use it only when it beats the
         whole network by ``MIN_WHOLE_SAVING`` (see the module doc). Records the choice in ``choices``."""
-        dep0, l = self._incidence(row)
+        dep0, npl = self._incidence(row)
         steps = self.chain.steps
         shapes, costs = [], []          # along the prefix, from one run of it on the sample itself
         with torch.inference_mode():
@@ -243,7 +243,7 @@ class LocalPlanner:
                 if cheapest is None or cost(1 << widest) < cheapest[1]:
                     cheapest = (_name(st.node), cost(1 << widest))
                 continue                                    # not even the smallest conceivable family would pay
-            fam = covering_family(sets[0], l)
+            fam = covering_family(sets[0], npl)
             if fam.shape[0] * elems * 4 > self.budget // 4:
                 continue                                    # its table would not fit; a deeper cut may
             est = pays(fam.shape[0])
@@ -251,7 +251,7 @@ class LocalPlanner:
                 cheapest = (_name(st.node), cost(fam.shape[0]))
             if est is not None:
                 best, best_est = (k, fam, sets), est
-        plan = None if best is None else self._make(row, l, *best)
+        plan = None if best is None else self._make(row, npl, *best)
         self._choose(row, n, plan, best_est + whole if best is not None else None, whole, cheapest, stop)
         return plan
 
@@ -275,7 +275,7 @@ class LocalPlanner:
             rec["why"] = (stop or "no cut of the local chain fits the memory budget") + "; no cut pays"
         self.choices[row] = rec
 
-    def _make(self, row, l, k, fam, sets) -> LocalPlan | None:
+    def _make(self, row, npl, k, fam, sets) -> LocalPlan | None:
         set_list, set_of = sets
         gm, steps = self.chain.gm, self.chain.steps
         cut = steps[k].node
@@ -295,7 +295,7 @@ class LocalPlanner:
         table = act.permute(2, 3, 0, 1).reshape(h * w * m, c).contiguous()
         sizes = [len(s) for s in set_list]
         offsets = torch.tensor(np.concatenate([[0], np.cumsum([1 << s for s in sizes])[:-1]]), dtype=torch.long)
-        weights = torch.zeros(l, len(set_list), dtype=torch.float64)
+        weights = torch.zeros(npl, len(set_list), dtype=torch.float64)
         for t, s in enumerate(set_list):
             for r, p in enumerate(s):
                 weights[p, t] = float(1 << r)
@@ -334,8 +334,8 @@ class LocalPlanner:
 
 def _sets(dep: torch.Tensor) -> tuple[list[list[int]], torch.Tensor]:
     """Distinct player sets over the positions of ``dep`` ``[L, H, W]`` and each position's set index."""
-    l = dep.shape[0]
-    bits = (dep.reshape(l, -1) > 0).T.to(torch.uint8)                                # [Q, L]
+    npl = dep.shape[0]
+    bits = (dep.reshape(npl, -1) > 0).T.to(torch.uint8)                                # [Q, L]
     uniq, inv = torch.unique(bits, dim=0, return_inverse=True)
     sets = [row.nonzero().flatten().tolist() for row in uniq]
     return sets, inv

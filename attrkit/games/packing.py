@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .players import Players, _broadcast_labels, _made_per_sample, _per_sample, default_players
+from .partitions import _made_per_sample, _per_sample, default_players
+from .players import Players, _broadcast_labels
 
 
 def pack_players(players, layout, flat: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Shapley values by antithetic permutation sampling, stratified by position.
 
-``phi_i = (1/l) sum_k mu_ik`` where ``mu_ik`` is player i's mean marginal contribution to coalitions of size
+``phi_i = (1/m) sum_k mu_ik`` where ``mu_ik`` is player i's mean marginal contribution to coalitions of size
 ``k`` — the position it takes in a random ordering (thesis Observation 2.33; Castro et al. 2009). Each ordering
 is paired with its reverse (antithetic; Mitchell et al. 2022), so one pair gives a sample of
-``nu_ij = (mu_ij + mu_i,l-1-j) / 2`` for the stratum ``j = min(k, l-1-k)`` where i landed. Strata whose
+``nu_ij = (mu_ij + mu_i,m-1-j) / 2`` for the stratum ``j = min(k, m-1-k)`` where i landed. Strata whose
 coalitions are few (the smallest and largest sizes) are enumerated exactly when that costs no more than the
 budget sampling would spend on them (Maleki et al. 2013: stratified sampling); the rest are post-stratified
 means of the sampled pairs. The budget ``n_samples`` counts model evaluations (repeated coalitions are cached,
@@ -22,24 +22,24 @@ from .game import Game
 from .options import GameOptions, game_method
 
 
-def strata(l: int) -> tuple[list[list[int]], torch.Tensor]:
-    """Positions of each stratum ``j`` (``{j, l-1-j}``) and its probability ``p_j`` (positions / l)."""
-    pos = [sorted({j, l - 1 - j}) for j in range((l + 1) // 2)]
-    return pos, torch.tensor([len(p) / l for p in pos], dtype=torch.float64)
+def strata(m: int) -> tuple[list[list[int]], torch.Tensor]:
+    """Positions of each stratum ``j`` (``{j, m-1-j}``) and its probability ``p_j`` (positions / m)."""
+    pos = [sorted({j, m - 1 - j}) for j in range((m + 1) // 2)]
+    return pos, torch.tensor([len(p) / m for p in pos], dtype=torch.float64)
 
 
-def plan_exact(l: int, budget: int) -> tuple[int, list[int]]:
+def plan_exact(m: int, budget: int) -> tuple[int, list[int]]:
     """How many strata (from the ends) to enumerate, and the coalition sizes that takes. Stratum ``j`` needs
-    the sizes ``j+1`` and ``l-1-j`` on top of the previous strata; it is enumerated while that costs no more
+    the sizes ``j+1`` and ``m-1-j`` on top of the previous strata; it is enumerated while that costs no more
     than its share of the budget under sampling (its positions / the positions left)."""
-    if l > 62:
+    if m > 62:
         return 0, []
-    pos, _ = strata(l)
-    have, sizes, left, done = {0, l}, [], budget, 0
+    pos, _ = strata(m)
+    have, sizes, left, done = {0, m}, [], budget, 0
     for j, p in enumerate(pos):
-        need = sorted({j + 1, l - 1 - j} - have)
-        cost = sum(math.comb(l, s) for s in need)
-        if cost > left * len(p) / (l - 2 * j):
+        need = sorted({j + 1, m - 1 - j} - have)
+        cost = sum(math.comb(m, s) for s in need)
+        if cost > left * len(p) / (m - 2 * j):
             break
         have |= set(need)
         sizes += need
@@ -48,19 +48,19 @@ def plan_exact(l: int, budget: int) -> tuple[int, list[int]]:
     return done, sizes
 
 
-def position_means(l: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
-    """``mu_ik`` ``[l, K]``: mean over coalitions C of size k without i of ``v(C + i) - v(C)``, from the values
+def position_means(m: int, k: int, low: tuple, high: tuple) -> torch.Tensor:
+    """``mu_ik`` ``[m, K]``: mean over coalitions C of size k without i of ``v(C + i) - v(C)``, from the values
     of all coalitions of sizes k (``low = (codes, values)``) and k+1 (``high``)."""
     codes_k, vals_k = low
     codes_k1, vals_k1 = high
     where = {c: r for r, c in enumerate(codes_k.tolist())}
-    bits = ((codes_k1.unsqueeze(1) >> torch.arange(l)) & 1).bool()
-    mu = torch.zeros(l, vals_k1.shape[1], dtype=torch.float64)
-    for i in range(l):
+    bits = ((codes_k1.unsqueeze(1) >> torch.arange(m)) & 1).bool()
+    mu = torch.zeros(m, vals_k1.shape[1], dtype=torch.float64)
+    for i in range(m):
         sel = bits[:, i]
         idx = torch.tensor([where[c] for c in (codes_k1[sel] ^ (1 << i)).tolist()], dtype=torch.long)
         mu[i] = (vals_k1[sel] - vals_k[idx]).sum(0)
-    return mu / math.comb(l - 1, k)
+    return mu / math.comb(m - 1, k)
 
 
 @game_method("shapley_sampling", layer="optional", players=True, baseline=True, sampled=True,
@@ -72,8 +72,8 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
     """Shapley values from ``n_samples`` model evaluations per sample (see the module docstring).
 
     ``n_samples`` counts model evaluations, not permutations (Captum's ``n_samples`` counts permutations): an
-    ordering of ``l`` players visits ``l + 1`` coalitions, ``l - 1`` of them new evaluations, so ``P``
-    permutations cost about ``P (l - 1)``; budgets below one antithetic pair (``2 (l - 1)``) are refused.
+    ordering of ``m`` players visits ``m + 1`` coalitions, ``m - 1`` of them new evaluations, so ``P``
+    permutations cost about ``P (m - 1)``; budgets below one antithetic pair (``2 (m - 1)``) are refused.
 
     With ``tolerance`` the ordering pairs come in rounds of ``batch_permutations`` and a sample stops once
     ``max std_err / (max phi - min phi) < tolerance``. ``info["exact_strata"]``: strata enumerated exactly;
@@ -101,21 +101,21 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
     zs, rs = [], []
     for i, st in enumerate(states):
         for size in st.sizes:
-            z = subsets_of_size(st.l, size)
+            z = subsets_of_size(st.m, size)
             zs.append(pad(z, L))
             rs.append(torch.full((z.shape[0],), i, dtype=torch.long))
     vals = game(torch.cat(zs), torch.cat(rs)) if zs else None
     start = 0
     for i, st in enumerate(states):
         by_size = {0: (torch.zeros(1, dtype=torch.int64), v_empty[i:i + 1]),
-                   st.l: (torch.tensor([(1 << st.l) - 1 if st.l < 63 else -1]), v_full[i:i + 1])}
+                   st.m: (torch.tensor([(1 << st.m) - 1 if st.m < 63 else -1]), v_full[i:i + 1])}
         for size in st.sizes:
-            z = subsets_of_size(st.l, size)
-            codes = (z.to(torch.int64) << torch.arange(st.l)).sum(1)
+            z = subsets_of_size(st.m, size)
+            codes = (z.to(torch.int64) << torch.arange(st.m)).sum(1)
             by_size[size] = (codes, vals[start:start + z.shape[0]])
             start += z.shape[0]
         st.exact_part(by_size, K)
-        st.budget_left = n_samples - sum(math.comb(st.l, s) for s in st.sizes)
+        st.budget_left = n_samples - sum(math.comb(st.m, s) for s in st.sizes)
 
     # sampled strata: antithetic ordering pairs within the remaining budget of evaluations
     seen: set = set()
@@ -125,10 +125,10 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
         for i in active:
             st = states[i]
             want = batch_permutations if tol is not None else max(1, st.budget_left // (2 * st.cost_per_perm) + 4)
-            rank = torch.rand(want, st.l, generator=st.g).argsort(1).argsort(1)
-            rank = torch.stack([rank, st.l - 1 - rank], 1)                         # [want, 2, l]
-            pref = rank.unsqueeze(2) < torch.arange(1, st.l).view(1, 1, -1, 1)     # [want, 2, l-1, l]
-            groups = [pad(p.reshape(-1, st.l), L) for p in pref]
+            rank = torch.rand(want, st.m, generator=st.g).argsort(1).argsort(1)
+            rank = torch.stack([rank, st.m - 1 - rank], 1)                         # [want, 2, m]
+            pref = rank.unsqueeze(2) < torch.arange(1, st.m).view(1, 1, -1, 1)     # [want, 2, m-1, m]
+            groups = [pad(p.reshape(-1, st.m), L) for p in pref]
             took, cost = game.within_budget(groups, i, st.budget_left, seen)
             st.budget_left -= cost
             st.drawn += want
@@ -141,11 +141,11 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
         start = 0
         for i, took, rank in meta:
             st = states[i]
-            m = took * 2 * (st.l - 1)
-            chain = torch.cat([v_empty[i].expand(took * 2, 1, K), vals[start:start + m].view(took * 2, st.l - 1, K),
+            m = took * 2 * (st.m - 1)
+            chain = torch.cat([v_empty[i].expand(took * 2, 1, K), vals[start:start + m].view(took * 2, st.m - 1, K),
                                v_full[i].expand(took * 2, 1, K)], 1)
             start += m
-            st.add(chain, rank.reshape(took * 2, st.l), int(col[i]))
+            st.add(chain, rank.reshape(took * 2, st.m), int(col[i]))
         for i in active:
             st = states[i]
             if st.finished:
@@ -161,7 +161,7 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     se = torch.zeros(n, L, dtype=torch.float64)
     for i, st in enumerate(states):
-        phi[i, :st.l], se[i, :st.l] = st.estimate(v_full[i] - v_empty[i], int(col[i]))
+        phi[i, :st.m], se[i, :st.m] = st.estimate(v_full[i] - v_empty[i], int(col[i]))
     info = {"std_err": se, "n_permutations": torch.tensor([2 * st.pairs for st in states]),
             "exact_strata": torch.tensor([st.n_exact for st in states]),
             "exact": all(not st.sampling for st in states)}
@@ -171,51 +171,51 @@ def shapley_sampling(problem: Problem, options: GameOptions, n_samples: int = 20
 class _State:
     """One sample's strata: the exact part and the running sums of the sampled pair means."""
 
-    def __init__(self, l: int, budget: int, g: torch.Generator):
-        self.l, self.g = l, g
-        self.pos, self.p = strata(l)
-        self.n_exact, self.sizes = plan_exact(l, budget) if l > 1 else ((l + 1) // 2, [])
+    def __init__(self, m: int, budget: int, g: torch.Generator):
+        self.m, self.g = m, g
+        self.pos, self.p = strata(m)
+        self.n_exact, self.sizes = plan_exact(m, budget) if m > 1 else ((m + 1) // 2, [])
         self.sampling = self.n_exact < len(self.pos)
-        have = set(self.sizes) | {0, l}
-        self.cost_per_perm = max(1, sum(1 for s in range(1, l) if s not in have))
+        have = set(self.sizes) | {0, m}
+        self.cost_per_perm = max(1, sum(1 for s in range(1, m) if s not in have))
         self.budget_left, self.drawn, self.pairs, self.finished = 0, 0, 0, False
         h = len(self.pos)
-        self.count = torch.zeros(l, h, dtype=torch.float64)
-        self.sum, self.sq, self.exact = None, torch.zeros(l, h, dtype=torch.float64), None
+        self.count = torch.zeros(m, h, dtype=torch.float64)
+        self.sum, self.sq, self.exact = None, torch.zeros(m, h, dtype=torch.float64), None
 
     def exact_part(self, by_size: dict, k: int) -> None:
-        self.exact = torch.zeros(self.l, k, dtype=torch.float64)
-        self.sum = torch.zeros(self.l, len(self.pos), k, dtype=torch.float64)
+        self.exact = torch.zeros(self.m, k, dtype=torch.float64)
+        self.sum = torch.zeros(self.m, len(self.pos), k, dtype=torch.float64)
         for j in range(self.n_exact):
             for kpos in self.pos[j]:
-                self.exact += position_means(self.l, kpos, by_size[kpos], by_size[kpos + 1]) / self.l
+                self.exact += position_means(self.m, kpos, by_size[kpos], by_size[kpos + 1]) / self.m
 
     def add(self, chain: torch.Tensor, rank: torch.Tensor, col: int) -> None:
-        """``chain`` ``[2p, l+1, K]`` values along each ordering, ``rank`` ``[2p, l]`` positions of the players;
+        """``chain`` ``[2p, m+1, K]`` values along each ordering, ``rank`` ``[2p, m]`` positions of the players;
         rows come in pairs (an ordering, then its reverse)."""
-        two_p, l = rank.shape
+        two_p, m = rank.shape
         p = two_p // 2
         marg = chain[:, 1:] - chain[:, :-1]
-        per = torch.gather(marg, 1, rank.unsqueeze(-1).expand(two_p, l, marg.shape[2]))      # by player
-        pair = per.view(p, 2, l, -1).mean(1)                                                # [p, l, K]
-        first = rank.view(p, 2, l)[:, 0]
-        stratum = torch.minimum(first, l - 1 - first)                                       # [p, l]
-        onehot = torch.nn.functional.one_hot(stratum, len(self.pos)).to(torch.float64)      # [p, l, H]
+        per = torch.gather(marg, 1, rank.unsqueeze(-1).expand(two_p, m, marg.shape[2]))      # by player
+        pair = per.view(p, 2, m, -1).mean(1)                                                # [p, m, K]
+        first = rank.view(p, 2, m)[:, 0]
+        stratum = torch.minimum(first, m - 1 - first)                                       # [p, m]
+        onehot = torch.nn.functional.one_hot(stratum, len(self.pos)).to(torch.float64)      # [p, m, H]
         self.count += onehot.sum(0)
         self.sum += torch.einsum("plh,plk->lhk", onehot, pair)
         self.sq += torch.einsum("plh,pl->lh", onehot, pair[:, :, col] ** 2)
         self.pairs += p
 
     def estimate(self, delta: torch.Tensor, col: int) -> tuple[torch.Tensor, torch.Tensor]:
-        l = self.l
-        if l == 1:
+        m = self.m
+        if m == 1:
             return delta.view(1, -1).clone(), torch.zeros(1, dtype=torch.float64)
         phi = self.exact.clone()
-        var = torch.zeros(l, dtype=torch.float64)
+        var = torch.zeros(m, dtype=torch.float64)
         sampled = list(range(self.n_exact, len(self.pos)))
         if sampled:
             cnt, tot, sq = self.count[:, sampled], self.sum[:, sampled], self.sq[:, sampled]
-            pooled = tot.sum(1) / cnt.sum(1, keepdim=True).clamp_min(1)                      # [l, K]
+            pooled = tot.sum(1) / cnt.sum(1, keepdim=True).clamp_min(1)                      # [m, K]
             mean = torch.where(cnt.unsqueeze(-1) > 0, tot / cnt.clamp_min(1).unsqueeze(-1), pooled.unsqueeze(1))
             ss = (sq - cnt * mean[:, :, col] ** 2).clamp_min(0)
             n_all = cnt.sum(1)                                  # fallback: spread of all the player's samples
@@ -232,5 +232,5 @@ class _State:
             phi += w.unsqueeze(1) * gap.unsqueeze(0)
             var = (var - var ** 2 / total).clamp_min(0)
         else:
-            phi += gap.unsqueeze(0) / l
+            phi += gap.unsqueeze(0) / m
         return phi, var.sqrt()

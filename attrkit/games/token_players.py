@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..core.token_grid import read_grid
-from .players import grid
+from .partitions import grid
 
 
 def _spec(spec, view_grid) -> tuple[str, int | None]:

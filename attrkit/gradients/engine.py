@@ -33,13 +33,15 @@ def _no_grad_error(detail: str = "") -> ValueError:
 def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: Plan, value_shape: tuple | None,
                  where: str = "input", grad_at: str = "input", desc: str = "gradients",
                  scores: torch.Tensor | None = None, entries: bool = False,
-                 activations: list | None = None) -> tuple[torch.Tensor, int]:
+                 activations: list | None = None, tap=None) -> tuple[torch.Tensor, int]:
     """Return ``(acc, n_evals)``: ``acc[j] = sum_k w * grad * m`` for entry ``j`` (sample ``samples[j]``).
 
     With ``entries=True`` the plan is called as ``plan(rows, ks, j)`` with the entry indices too. ``scores`` (a float64 tensor of
     ``len(samples) * n_points``) receives the target's value at every point, free with the gradients; ``activations``
     (a list, ``grad_at="layer"``) the layer's activation of each chunk, in order. ``value_shape=None``: the shape of
-    the first chunk's gradient (no forward pass to find it)."""
+    the first chunk's gradient (no forward pass to find it). ``tap`` replaces ``problem.tap()`` for
+    ``grad_at="layer"``; one with ``leaf = True`` (``stem.StemTap``) makes the layer's output a leaf, so the points
+    themselves need no gradient."""
     if where not in ("input", "layer") or grad_at not in ("input", "layer"):
         raise ValueError("where/grad_at must be 'input' or 'layer'")
     x = problem.inputs
@@ -54,7 +56,8 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
     total = len(samples) * n_points
     step = problem.chunk(grad=True)
     use_tap = where == "layer" or grad_at == "layer"
-    tap_ctx = problem.tap() if use_tap else None
+    tap_ctx = (tap if tap is not None else problem.tap()) if use_tap else None
+    points_grad = not getattr(tap_ctx, "leaf", False)
     bar = progress_bar(total, desc, problem.progress)
     bad = torch.zeros((), dtype=torch.long, device=x.device)      # points with a non-finite value or gradient
     found = None if scores is None else torch.empty(total, dtype=scores.dtype, device=x.device)   # one copy at the end
@@ -70,7 +73,7 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                 tap_ctx.reset()   # a plan may run forward passes of its own (DeepLIFT's references)
             points, weights, mult = plan(rows, ks, local) if entries else plan(rows, ks)
             points = points.detach()
-            if points.is_floating_point():          # (integer inputs: gradients at the layer only)
+            if points.is_floating_point() and points_grad:          # (integer inputs: gradients at the layer only)
                 points.requires_grad_(True)
             with torch.enable_grad():
                 if where == "layer":
@@ -100,7 +103,12 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
                 activations.append(wrt.detach())
             if acc is None:
                 acc = zeros(grad.shape[1:])
-            bad = bad + (~torch.isfinite(score.detach()) | ~torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)).sum()
+            flat_grad = grad.reshape(grad.shape[0], -1)
+            if grad.dtype != torch.float64:   # a row holds a NaN or inf iff its float64 sum does: one pass, not four
+                finite = torch.isfinite(flat_grad.sum(1, dtype=torch.float64))
+            else:
+                finite = torch.isfinite(flat_grad).all(1)
+            bad = bad + (~torch.isfinite(score.detach()) | ~finite).sum()
             w = weights.to(device=grad.device, dtype=grad.dtype).view((-1,) + (1,) * (grad.dim() - 1))
             contrib = grad * w
             if mult is not None:

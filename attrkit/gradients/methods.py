@@ -18,6 +18,7 @@ from ..registry import register
 from .adaptive import adaptive_path_integral
 from .engine import gradient_sum, non_finite_error
 from .quadrature import nodes
+from .stem import StemTap, affine_stem, pull_back
 
 
 def _shape(v: torch.Tensor) -> tuple:
@@ -56,7 +57,9 @@ def input_x_gradient(problem: Problem) -> Result:
 
 
 def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, samples: torch.Tensor,
-                   steps: int, rule: str, where: str) -> tuple[torch.Tensor, int]:
+                   steps: int, rule: str, where: str, stem=None) -> tuple[torch.Tensor, int]:
+    """``diff * sum_k w_k grad f(start + a_k diff)``; with ``stem`` (see :mod:`.stem`) the gradients are taken
+    at the affine first layer's output and pulled back to the input once per sample."""
     alphas, weights = nodes(rule, steps)
     alphas = alphas.to(device=start.device, dtype=start.dtype)
     diff = end - start
@@ -65,8 +68,14 @@ def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, sam
         a = _bcast(alphas[ks.to(alphas.device)], start.dim())
         return start[rows] + a * diff[rows], weights[ks], None
 
-    acc, n = gradient_sum(problem, samples, steps, plan, _shape(start), where=where,
-                          desc=f"integrated gradients ({steps} {rule})")
+    desc = f"integrated gradients ({steps} {rule})"
+    if stem is not None:
+        name, module, shape = stem
+        acc, n = gradient_sum(problem, samples, steps, plan, shape, grad_at="layer", desc=desc,
+                              tap=StemTap(module, name))
+        acc = pull_back(module, acc, _shape(start)).to(acc.dtype)
+    else:
+        acc, n = gradient_sum(problem, samples, steps, plan, _shape(start), where=where, desc=desc)
     return acc * diff[samples], n
 
 
@@ -128,7 +137,9 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
         gap, rel = gaps(values, all_rows)
         info["feature_error_estimate"] = feature_error.to(values.dtype)
     else:
-        values, n = _path_integral(problem, start, end, all_rows, steps, rule, where)
+        stem = None if at_layer or steps < 2 else affine_stem(problem)
+        info["stem"] = stem[0] if stem is not None else None
+        values, n = _path_integral(problem, start, end, all_rows, steps, rule, where, stem)
         n_evals += n
         gap, rel = gaps(values, all_rows)
         used = torch.full((problem.n,), steps, dtype=torch.long)
@@ -136,7 +147,7 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
         todo = all_rows[rel > tolerance] if tolerance is not None else all_rows[:0]
         while len(todo) and k * 2 <= max_steps:
             k *= 2
-            v, n = _path_integral(problem, start, end, todo, k, rule, where)
+            v, n = _path_integral(problem, start, end, todo, k, rule, where, stem)
             n_evals += n
             g, r = gaps(v, todo)
             values[todo], gap[todo], rel[todo], used[todo] = v, g, r, k

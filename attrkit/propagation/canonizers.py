@@ -50,8 +50,8 @@ def find_linear_batchnorm_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Mo
 
 def _fx_pairs(model: nn.Module, seen: set) -> list:
     try:
-        import torch.fx
-        graph = torch.fx.symbolic_trace(model).graph
+        from ..core.trace import traced
+        graph = traced(model).graph                 # the call's one trace (core.trace)
     except Exception:       # dynamic control flow etc.: leave those BatchNorms unmerged
         return []
     mods = dict(model.named_modules())

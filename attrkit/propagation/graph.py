@@ -22,6 +22,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..core.trace import traced
+
 __all__ = ["Site", "Binding", "GraphRunner", "Untraceable", "bind", "module_kind", "ACTIVATIONS", "RECTIFIERS",
            "GATES", "SOFTMAX"]
 
@@ -154,8 +156,9 @@ def _structure(model: nn.Module) -> tuple:
 def _describe(exc: BaseException) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    tracing = os.path.join(os.path.dirname(here), "core", "trace.py")
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not os.path.abspath(f.filename).startswith((torch_dir, here))]
+              if not os.path.abspath(f.filename).startswith((torch_dir, here, tracing))]
     msg = (str(exc).strip().splitlines() or [""])[0][:200]
     where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} `{frames[-1].line}`" if frames else ""
     return f"{type(exc).__name__}: {msg}{where}"
@@ -171,9 +174,8 @@ def trace_graph(model: nn.Module, leaves=()) -> torch.fx.Graph:
         hit = None
     if hit is not None and hit[0] == structure:
         return hit[1]
-    tracer = _Tracer(tuple(leaves))
     try:
-        graph = tracer.trace(model)
+        graph = traced(model, tuple(leaves)).graph      # the call's one trace (core.trace), shared with the splitter
     except Exception as exc:          # noqa: BLE001 - any tracing failure is reported the same way
         raise Untraceable(_describe(exc)) from None
     try:

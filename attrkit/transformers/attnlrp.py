@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.budget import rows_per_chunk
-from ..core.modules import inputs_for, require_hooks
+from ..core.modules import inputs_for, is_scripted, require_hooks
 from ..core.problem import Problem, Result
 from ..gradients.engine import non_finite_error
 from ..gradients.methods import input_x_gradient
@@ -193,8 +193,9 @@ def shared_pass(model, x, layer, forward_args, forward_kwargs, batch_size, max_m
     if layer is not None or forward_args or forward_kwargs or options.get("budget") or softmax not in SOFTMAX_RULES \
             or not isinstance(model, nn.Module) or not isinstance(x, torch.Tensor) or not x.is_floating_point():
         return None
+    if is_scripted(model):
+        return None                                         # attn_lrp refuses it with the way out
     try:
-        require_hooks(model, "attn_lrp")
         xx = inputs_for(model, x)
         key = (tuple(xx.shape[1:]), xx.dtype, xx.device, batch_size, max_memory, len(model._modules))
         seen = _CHUNKS.setdefault(model, {})

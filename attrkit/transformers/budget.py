@@ -64,8 +64,9 @@ def _bn_shift(model: nn.Module) -> dict[int, torch.Tensor]:
 
 
 def relevance_budget(model: nn.Module, x: torch.Tensor, target, softmax: str = "attnlrp") -> dict:
-    """``target``: a class index, one per sample, or ``callable(output, rows) -> [B]``. The budget of AttnLRP's relevance per sample (see the module docstring): ``"f_x"``, ``"input"`` (``sum R``
-    at the input), the absorbed ``"biases"``, ``"norms"``, ``"constants"``, ``"softmax"``, ``"gap"`` =
+    """The budget of AttnLRP's relevance per sample (see the module docstring); ``target``: a class index, one per
+    sample, or ``callable(output, rows) -> [B]``. Returns ``"f_x"``, ``"input"`` (``sum R`` at the input), the
+    absorbed ``"biases"``, ``"norms"``, ``"constants"``, ``"softmax"``, ``"gap"`` =
     ``|input + absorbed - f(x)| / |f(x)|`` (all ``[N]`` float64) and ``"by_parameter"`` (name -> ``[N]``)."""
     if not isinstance(model, nn.Module) or not x.is_floating_point():
         raise TypeError("relevance_budget takes an nn.Module called as model(x) on a float input batch")

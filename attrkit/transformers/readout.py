@@ -3,10 +3,10 @@
 A ViT classifies from the class token (``norm(x)[:, 0]``), so in the last block only that row of the attention
 (one query against all keys and values), of the residual adds, of the MLP and of the norm matter. Starting at
 the row selection, :func:`prune_rows` pushes it back through the graph: token-wise modules (Linear, LayerNorm,
-activations, dropout) and elementwise ``+ - *`` and activation functions run on the selected rows; an ``nn.MultiheadAttention``
-(``batch_first``) gets the selected rows as its query and all rows as keys and values; anything else takes the
-selection at its output (no saving, still right). The rewritten head is checked against the original on example
-rows and used only when it agrees (float rounding aside); otherwise the original is kept.
+activations, dropout), elementwise ``+ - *`` and activation functions run on the selected rows; an
+``nn.MultiheadAttention`` (``batch_first``) gets the selected rows as its query and all rows as keys and values;
+anything else takes the selection at its output (no saving, still right). The rewritten head is checked against
+the original on example rows and used only when it agrees (float rounding aside); otherwise the original is kept.
 
 On the zoo's ``shapes_vit`` after ``blocks.0`` the last block's attention runs 1 query instead of 65 and its
 MLP 1 token instead of 65 (bench W14).

@@ -1,11 +1,12 @@
-"""Split a model at a layer: the activation up to the layer is computed once, masked coalitions then run only
-through the "head" after it (the thesis' section 3.3 trick: 16 s instead of 19 minutes on VGG16).
+"""The one "model after a layer" splitter: the activation up to the layer is computed once, changed activations
+(masked coalitions of a layer game, Ablation-CAM's zeroed channels) then run only through the "head" after it
+(the thesis' section 3.3 trick: 16 s instead of 19 minutes on VGG16).
 
-The split uses ``torch.fx``: the graph is traced with the layer kept as one node, the nodes after it form the
-head, whose inputs are the layer's output plus any earlier value the head still reads (skip connections;
-computed once per sample). The head is checked against the model's own outputs; when tracing fails, the layer
-is used twice, or the check fails, the game falls back to a forward hook that replaces the layer's output
-during a full forward pass (``head_only = False``).
+The split uses ``torch.fx`` (the call's one trace, :mod:`attrkit.core.trace`, with the layer kept as one node):
+the nodes after the layer form the head, whose inputs are the layer's output plus any earlier value the head
+still reads (skip connections; computed once per sample). The head is checked against the model's own outputs;
+when tracing fails, the layer is used twice, or the check fails, the split falls back to a forward hook that
+replaces the layer's output during a full forward pass (``head_only = False``).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from ..core.budget import HEAD_CAP, device_cap, fit_rows
-from ..core.problem import Problem
+from .budget import HEAD_CAP, device_cap, fit_rows
+from .problem import Problem
+from .trace import traced
 
 _GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {layer, row shape, structure: graphs}
 
@@ -35,24 +37,18 @@ class LayerSplit:
     extras: list = field(default_factory=list)
 
 
-class _Tracer(fx.Tracer):
-    def __init__(self, leaf: nn.Module):
-        super().__init__()
-        self.leaf = leaf
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return m is self.leaf or super().is_leaf_module(m, qualname)
-
-
-def split_at_layer(problem: Problem, head_only: bool | None = None) -> LayerSplit:
+def split_at_layer(problem: Problem, head_only: bool | None = None,
+                   activation: torch.Tensor | None = None) -> LayerSplit:
     """Split ``problem.model`` at ``problem.layer`` (fx), or fall back to the replacing hook.
 
     ``head_only=False`` forces the hook path (used by tests to compare both); ``True`` raises if no split.
+    ``activation``: the layer's output on ``problem.inputs`` when the caller has it already (no pass to
+    compute it again unless the head also reads earlier values).
     """
     reason = "head_only=False was asked for"
     if head_only is not False:
         try:
-            split = _fx_split(problem)
+            split = _fx_split(problem, activation)
         except Exception as e:  # tracing is best effort: any failure means "use the hook"
             split, reason = None, f"{type(e).__name__}: {e}"
         if split is not None:
@@ -60,19 +56,19 @@ def split_at_layer(problem: Problem, head_only: bool | None = None) -> LayerSpli
         if head_only:
             raise ValueError(f"cannot evaluate only the part of the model after layer {problem.layer_name!r} "
                              f"({reason}); use head_only=None to fall back to a full forward with a hook")
-    return _hook_split(problem, reason)
+    return _hook_split(problem, reason, activation)
 
 
-def _fx_split(problem: Problem) -> LayerSplit:
+def _fx_split(problem: Problem, activation: torch.Tensor | None = None) -> LayerSplit:
     model, layer, x = problem.model, problem.layer, problem.inputs
     key = (id(layer), tuple(x.shape[1:]), x.dtype, tuple(map(id, model.modules())), tuple(map(id, model.parameters())))
     graphs = _GRAPHS.get(model) if isinstance(model, nn.Module) else None
     if graphs is not None and key in graphs:        # traced and rewritten before (the output check below still runs)
         prefix, head, n_extras = graphs[key]
-        act, ext = _prefix_values(problem, prefix, n_extras)
+        act, ext = _prefix_values(problem, prefix, n_extras, activation)
         return _checked(problem, head, act, ext)
     prefix, head, n_extras = _trace(model, layer)
-    act, ext = _prefix_values(problem, prefix, n_extras)
+    act, ext = _prefix_values(problem, prefix, n_extras, activation)
     head = _prune(head, act, ext)
     split = _checked(problem, head, act, ext)
     if isinstance(model, nn.Module):
@@ -82,9 +78,8 @@ def _fx_split(problem: Problem) -> LayerSplit:
 
 def _trace(model, layer):
     """``(prefix, head, number of earlier values the head reads)`` from one fx trace of ``model`` at ``layer``."""
-    graph = _Tracer(layer).trace(model)
-    gm = fx.GraphModule(model, graph)
-    nodes = list(graph.nodes)
+    gm = traced(model, (layer,))
+    nodes = list(gm.graph.nodes)
     pos = {n: k for k, n in enumerate(nodes)}
     hits = [n for n in nodes if n.op == "call_module" and gm.get_submodule(n.target) is layer]
     if len(hits) != 1:
@@ -113,7 +108,9 @@ def _trace(model, layer):
     return prefix, head, len(extras)
 
 
-def _prefix_values(problem: Problem, prefix, n_extras: int):
+def _prefix_values(problem: Problem, prefix, n_extras: int, activation: torch.Tensor | None = None):
+    if activation is not None and not n_extras:        # the head reads the layer's output alone: known already
+        return activation.detach(), []
     x = problem.inputs
     step = problem.chunk(grad=False)
     with torch.inference_mode():
@@ -194,8 +191,18 @@ def _head_chunk(problem: Problem, head, act, ext) -> int:
     return fit_rows(per_row, problem.max_memory, HEAD_CAP * device_cap(act))
 
 
-def _hook_split(problem: Problem, reason: str) -> LayerSplit:
+def _hook_split(problem: Problem, reason: str, activation: torch.Tensor | None = None) -> LayerSplit:
     layer, name = problem.layer, problem.layer_name or "layer"
+    x = problem.inputs
+
+    def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        with problem.tap() as tap:
+            tap.reset()
+            tap.replace_with = masked
+            return problem.forward(x[rows], rows)
+
+    if activation is not None:
+        return LayerSplit(activation.detach(), run, False, problem.chunk(grad=False), reason=reason)
     captured = []
 
     def grab(_m, _a, out):
@@ -203,7 +210,6 @@ def _hook_split(problem: Problem, reason: str) -> LayerSplit:
             raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
         captured.append(out.detach().clone())     # clone: a later in-place op must not change it
 
-    x = problem.inputs
     step = problem.chunk(grad=False)
     handle = layer.register_forward_hook(grab)
     try:
@@ -217,11 +223,4 @@ def _hook_split(problem: Problem, reason: str) -> LayerSplit:
     finally:
         handle.remove()
     act = torch.cat(captured)
-
-    def run(masked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        with problem.tap() as tap:
-            tap.reset()
-            tap.replace_with = masked
-            return problem.forward(x[rows], rows)
-
     return LayerSplit(act, run, False, step, reason=reason)
