@@ -1,20 +1,16 @@
-"""Compare the non-timing numbers of two runs of ``make demo`` / ``make bench-quick`` (issue 18: a refactor
-must give the same numbers).
+"""Compare the non-timing numbers of two runs of ``make demo`` and ``make bench-quick`` (issue 18: the refactor
+keeps every number). A run folder holds ``demo/report.html`` (+ ``summary.json``) and ``bench/<W>/benchmarks.json``::
 
-Each run folder holds ``demo/report.html`` (+ ``demo/summary.json``) and/or ``bench/benchmarks.json``::
+    T=<tree>; D=/tmp/verify/before; E="PYTHONPATH=$T OMP_NUM_THREADS=1 ATTRKIT_CACHE=/tmp/cache_$(basename $D)"
+    env $E python -m attrkit demo --out $D/demo                               # make demo
+    cd $T && env $E ATTRKIT_BENCH_NO_EXTERNAL=1 python -m benchmarks W3 --quick --repeats 1 --quiet --out $D/bench/W3
+    python tools/compare_runs.py /tmp/verify/before /tmp/verify/after [--ignore 'kernel_shap|n_evals']
 
-    D=/tmp/verify/before; mkdir -p $D   # then the same with a tree after the refactor into /tmp/verify/after
-    PYTHONPATH=<tree> OMP_NUM_THREADS=1 ATTRKIT_CACHE=/tmp/cache python -m attrkit demo --out $D/demo
-    cd <tree> && PYTHONPATH=<tree> OMP_NUM_THREADS=1 ATTRKIT_CACHE=/tmp/cache ATTRKIT_BENCH_NO_EXTERNAL=1 \\
-        python -m benchmarks --quick --quiet --out $D/bench [W1 W2 ...]
-    python tools/compare_runs.py /tmp/verify/before /tmp/verify/after [--rel 1e-5]
-
-Compared: the report's embedded JSON (every map's values and raw layer map as arrays, outputs, probabilities,
-info, every table cell, notes, figure bytes) and the bench JSON (checks' errors, settings, evaluation and MAC
-counts, extra, non-timing targets). Skipped: anything named like a time (seconds, ``*_s``, speed, GFLOP/s,
-memory, time ratios); numbers followed by a time unit in notes are masked. Integers, strings and arrays of
-packed integers compare exactly; floats with ``|a - b| <= rel * max(|a|, |b|)`` (arrays: max |a - b| against
-rel * max |a|). Exit status 1 when something differs.
+Compared: the report's JSON (each map's values and raw layer map as arrays, outputs, probabilities, info, table
+cells, notes, figure bytes) and the bench JSON (check errors and tolerances, settings, evaluation/MAC counts, extra,
+non-timing targets). Skipped: keys named like times (seconds, ``*_s``, speed, GFLOP/s, memory, time ratios); numbers
+with a time unit inside strings are masked. Integers and strings compare exactly, floats within ``--rel`` of the
+larger (arrays: max |a - b| <= rel * max |a|). Exit 1 when a difference not matched by ``--ignore`` remains.
 """
 from __future__ import annotations
 
@@ -68,20 +64,18 @@ def demo(folder: Path) -> dict:
     out: dict = {}
     html = (folder / "demo" / "report.html").read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="attrkit-data">(.*?)</script>', html, re.S).group(1))
-    names = [s["name"] for s in data["samples"]]
     for s in data["samples"]:
         _flat(s, f"demo.sample[{s['name']}]", out)
     seen: dict = {}
     for m in data["maps"]:
-        key = _unique(f"{names[m['sample']]}|{m['method']}|{m['target']}|{m['layer']}", seen)
+        key = _unique(f"{data['samples'][m['sample']]['name']}|{m['method']}|{m['target']}|{m['layer']}", seen)
         info = {str(r[0]): r[1] for r in m.pop("info", []) or []}
         _flat(dict(m, info=info), f"demo.map[{key}]", out)
     for t in data["tables"]:
         cols, rows_seen = t["columns"], {}
         for r in t["rows"]:
-            lead = "|".join(str(c) for c in r[:next((i for i, c in enumerate(r) if isinstance(c, (int, float))),
-                                                       len(r))][:3])
-            key = _unique(lead, rows_seen)
+            n = next((i for i, c in enumerate(r) if isinstance(c, (int, float))), len(r))
+            key = _unique("|".join(str(c) for c in r[:min(n, 3)]), rows_seen)
             for c, v in zip(cols, r):
                 if not TIMING.search(c):
                     _flat(v, f"demo.table[{t['title']}][{key}].{c}", out)
@@ -90,17 +84,16 @@ def demo(folder: Path) -> dict:
             out[f"demo.figure[{f['title']}]"] = hashlib.sha256(f["src"].encode()).hexdigest()[:12]
     for i, n in enumerate(sorted(UNIT.sub("<t>", n) for n in data["notes"])):
         out[f"demo.note[{i}]"] = n
-    summary = folder / "demo" / "summary.json"
-    if summary.exists():
-        s = json.loads(summary.read_text())
-        _flat({k: s[k] for k in ("maps", "methods", "models", "best", "skipped") if k in s}, "demo.summary", out)
+    f = folder / "demo" / "summary.json"
+    s = json.loads(f.read_text()) if f.exists() else {}
+    _flat({k: s[k] for k in ("maps", "methods", "models", "best", "skipped") if k in s}, "demo.summary", out)
     return out
 
 
 def bench(folder: Path) -> dict:
     out: dict = {}
-    cases = [c for f in sorted((folder / "bench").glob("**/benchmarks.json")) for c in json.loads(f.read_text())["cases"]]
-    for c in cases:
+    files = sorted((folder / "bench").glob("**/benchmarks.json"))
+    for c in [c for f in files for c in json.loads(f.read_text())["cases"]]:
         p = f"bench[{c['id']}]"
         _flat({k: c.get(k) for k in ("title", "status", "reason", "extra")}, p, out)
         for i, n in enumerate(c.get("notes") or []):
@@ -122,14 +115,12 @@ def differ(a, b, rel: float) -> str | None:
         scale = float(np.abs(a).max(initial=0.0))
         if (a.dtype == np.uint8 and d.max(initial=0) > 0) or d.max(initial=0) > rel * scale:
             l2 = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-300))
-            return f"max|diff| {d.max():.3g} (scale {scale:.3g}), rel L2 {l2:.3g}, {int((d > 0).sum())}/{d.size} differ"
+            return f"max|diff| {d.max():.3g} (scale {scale:.3g}), rel L2 {l2:.3g}, {(d > 0).sum()}/{d.size} differ"
         return None
-    if isinstance(a, float) or isinstance(b, float):
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-                and not isinstance(b, bool):
-            if abs(a - b) <= rel * max(abs(a), abs(b)):
-                return None
-            return f"{a!r} -> {b!r} (rel {abs(a - b) / max(abs(a), abs(b)):.3g})"
+    if float in (type(a), type(b)) and {type(a), type(b)} <= {int, float}:
+        if abs(a - b) <= rel * max(abs(a), abs(b)):
+            return None
+        return f"{a!r} -> {b!r} (rel {abs(a - b) / max(abs(a), abs(b)):.3g})"
     return None if a == b else f"{a!r} -> {b!r}"
 
 
