@@ -74,7 +74,7 @@ def explain(model, x, method: str = "integrated_gradients", target=None, *, laye
             options = _pack_options(spec, options, layout, x, seed, at_layer=layer_mod is not None)
         with tok.context(), call_bar(progress, f"attrkit {spec.name}"), trace_cache():   # one bar, one trace
             result = _run(spec, problem, options, noise)
-        result = tok.finish(result)
+        result = tok.restore(result)
         if layer_name is not None and spec.family in ("gradient", "propagation"):   # token layers: on the grid
             from .core.token_grid import layer_values_grid
             layer_values_grid(problem, result)

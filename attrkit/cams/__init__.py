@@ -2,8 +2,8 @@
 forward passes (:mod:`.cam_perturb`).
 
 A CAM is one function of the layer's maps ``A [N, K, *s]`` and gradients ``G``; :func:`gradient_cam` owns the
-layer, the gradients, the layout of token layers and the finish (``docs/extending.md``, "A CAM").
+layer, the gradients, the layout of token layers and the cam_result (``docs/extending.md``, "A CAM").
 """
-from .cam import default_cam_layer, finish, gradient_cam, last_conv, layer_maps, weighted
+from .cam import default_cam_layer, cam_result, gradient_cam, last_conv, layer_maps, weighted
 
-__all__ = ["default_cam_layer", "finish", "gradient_cam", "last_conv", "layer_maps", "weighted"]
+__all__ = ["default_cam_layer", "cam_result", "gradient_cam", "last_conv", "layer_maps", "weighted"]

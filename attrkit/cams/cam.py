@@ -1,7 +1,7 @@
 """Class activation maps at a convolutional layer: the base and the gradient-based family.
 
 The base owns the layer (default: the model's last convolution), its activations ``A [N, K, *s]``, the target's
-gradients ``G`` at the layer (from the gradient engine), and the finish (optional ReLU, signed maps kept in
+gradients ``G`` at the layer (from the gradient engine), and the cam_result (optional ReLU, signed maps kept in
 ``info["raw"]``). Each method is one function of ``(A, G)`` returning a signed map ``[N, 1, *s]``:
 
 - Grad-CAM (Selvaraju et al. 2017): ``sum_k mean(G_k) A_k``;
@@ -107,7 +107,7 @@ def weighted(w: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     return (_expand(w, acts) * acts).sum(1, keepdim=True)
 
 
-def finish(maps: torch.Tensor, relu: bool, info: dict) -> Result:
+def cam_result(maps: torch.Tensor, relu: bool, info: dict) -> Result:
     info = dict(info)
     if relu:
         info["raw"] = maps
@@ -119,7 +119,7 @@ def finish(maps: torch.Tensor, relu: bool, info: dict) -> Result:
 def gradient_cam(problem: Problem, combine, relu: bool, reshape=None) -> Result:
     raw, view, acts = layer_maps(problem, reshape)
     grads, n = layer_gradients(problem, raw)
-    return finish(combine(acts, view.maps(grads)), relu, {"n_evals": n + problem.n, **grid_info(view)})
+    return cam_result(combine(acts, view.maps(grads)), relu, {"n_evals": n + problem.n, **grid_info(view)})
 
 
 # -------------------------------------------------------------------------------- combinations
@@ -189,7 +189,7 @@ xgrad_cam = _cam("xgrad_cam", xgrad_cam_map, "XGrad-CAM: activation-normalised g
 def eigen_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     """Eigen-CAM: the activations projected on their first principal component. Ignores the target."""
     _, view, acts = layer_maps(problem, reshape)
-    return finish(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True, **grid_info(view)})
+    return cam_result(eigen_map(acts), relu, {"n_evals": problem.n, "class_agnostic": True, **grid_info(view)})
 
 
 

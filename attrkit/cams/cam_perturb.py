@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..core.problem import Problem, Result
 from ..registry import register
-from .cam import default_cam_layer, finish, grid_info, layer_maps, weighted
+from .cam import default_cam_layer, cam_result, grid_info, layer_maps, weighted
 from ..core.split import split_at_layer
 
 
@@ -92,7 +92,7 @@ def score_cam(problem: Problem, softmax: bool = True, relu: bool = True, reshape
     w = torch.softmax(scores, dim=1) if softmax else scores - zero_score.unsqueeze(1)
     info = {"n_evals": problem.n + len(pairs) + len(zero_rows), "channel_weights": w.to(x.dtype),
             "constant_channels": int((~live).sum()), **grid_info(view)}
-    return finish(weighted(w.to(acts.dtype), acts), relu, info)
+    return cam_result(weighted(w.to(acts.dtype), acts), relu, info)
 
 
 
@@ -130,4 +130,4 @@ def ablation_cam(problem: Problem, relu: bool = True, reshape=None) -> Result:
     w = (y.unsqueeze(1) - ablated) / denom
     info = {"n_evals": problem.n + len(pairs), "channel_weights": w.to(x.dtype),
             "split": "tail" if split.head_only else "full forward (layer output replaced)", **grid_info(view)}
-    return finish(weighted(w.to(acts.dtype), acts), relu, info)
+    return cam_result(weighted(w.to(acts.dtype), acts), relu, info)

@@ -233,7 +233,7 @@ class TokenPlan:
     layer: nn.Module | None
     options: dict
     reduce: bool = False                  # sum the layer values over the embedding dimension
-    per_token: bool = False               # set by finish: the values are per token (the input's shape)
+    per_token: bool = False               # set by restore: the values are per token (the input's shape)
     shape: tuple = ()                     # the integer input's shape: layer values [*shape, D] are per token
     notes: dict = field(default_factory=dict)
     vector: VectorReference | None = None
@@ -241,7 +241,7 @@ class TokenPlan:
     def context(self):
         return self.vector.active() if self.vector is not None else contextlib.nullcontext()
 
-    def finish(self, result):
+    def restore(self, result):
         """Per-token scores from ``[N, *x.shape[1:], D]`` values; the full values kept in ``info``."""
         info = dict(result.info)
         info.update(self.notes)

@@ -152,7 +152,7 @@ def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % k)
 
 
-def _finish(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+def _noisy(img: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
     if noise > 0:
         img = img + rng.normal(0.0, noise, size=img.shape)
     return np.clip(img, 0.0, 1.0)
@@ -189,7 +189,7 @@ def shapes(n: int = 2500, size: int = 64, seed: int = 0, noise: float = 0.05,
         m = _render_masks(y[sl], cx[sl], cy[sl], r[sl], angle[sl], size, names)
         img = _paint_background(bg, sl, size)
         img = np.where(m[:, None], colour[sl][:, :, None, None], img)
-        x[sl] = _finish(img, rng, noise)
+        x[sl] = _noisy(img, rng, noise)
         masks[sl, 0] = m
     meta = {
         "name": "shapes", "seed": seed, "size": size, "noise": noise, "rotation": rotation,
@@ -254,7 +254,7 @@ def shapes_pairs(n: int = 500, size: int = 64, seed: int = 0, noise: float = 0.0
                               angle[sl, j], size, names)
             img = np.where(m[:, None], colour[sl, j][:, :, None, None], img)
             masks[rows, y[sl, j]] = m
-        x[sl] = _finish(img, rng, noise)
+        x[sl] = _noisy(img, rng, noise)
     meta = {
         "name": "shapes_pairs", "seed": seed, "size": size, "noise": noise, "gap": gap,
         "rotation": rotation, "radius_range": tuple(radius),

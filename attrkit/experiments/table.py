@@ -80,9 +80,9 @@ class Table(list):
 
     def figure(self, path=None):
         """The table's figure (a matplotlib Figure), saved to ``path`` when given."""
-        from ..viz._mpl import finish
+        from ..viz._mpl import save_figure
         fig = (self._plot or bar_plot)(self)
-        return finish(fig, path)
+        return save_figure(fig, path)
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, {len(self)} rows, columns={self.columns})"

@@ -104,16 +104,21 @@ def gradient_sum(problem: Problem, samples: torch.Tensor, n_points: int, plan: P
             if acc is None:
                 acc = zeros(grad.shape[1:])
             flat_grad = grad.reshape(grad.shape[0], -1)
-            if grad.dtype != torch.float64:   # a row holds a NaN or inf iff its float64 sum does: one pass, not four
-                finite = torch.isfinite(flat_grad.sum(1, dtype=torch.float64))
+            bad_rows = ~torch.isfinite(score.detach())
+            if flat_grad.shape[1]:
+                low, high = torch.aminmax(flat_grad, dim=1)     # (NaN propagates): one pass, not isfinite's four
+                bad_rows = bad_rows | ~torch.isfinite(low) | ~torch.isfinite(high)
+            bad = bad + bad_rows.sum()
+            w = weights.to(device=grad.device, dtype=grad.dtype)
+            if mult is None:      # the chunk's entries are consecutive: one [entries, rows] @ [rows, D] product
+                first = start // n_points
+                span = (start + len(flat) - 1) // n_points - first + 1
+                mix = torch.zeros(span, len(flat), dtype=grad.dtype, device=grad.device)
+                mix[(local - first).to(grad.device), torch.arange(len(flat), device=grad.device)] = w
+                acc[first:first + span] += (mix @ flat_grad).view((span,) + tuple(grad.shape[1:])).to(acc.dtype)
             else:
-                finite = torch.isfinite(flat_grad).all(1)
-            bad = bad + (~torch.isfinite(score.detach()) | ~finite).sum()
-            w = weights.to(device=grad.device, dtype=grad.dtype).view((-1,) + (1,) * (grad.dim() - 1))
-            contrib = grad * w
-            if mult is not None:
-                contrib = contrib * mult
-            acc.index_add_(0, local.to(acc.device), contrib.to(acc.dtype))
+                contrib = grad * w.view((-1,) + (1,) * (grad.dim() - 1)) * mult
+                acc.index_add_(0, local.to(acc.device), contrib.to(acc.dtype))
             bar.update(len(flat))
     finally:
         bar.close()

@@ -70,10 +70,9 @@ def _path_integral(problem: Problem, start: torch.Tensor, end: torch.Tensor, sam
 
     desc = f"integrated gradients ({steps} {rule})"
     if stem is not None:
-        name, module, shape = stem
-        acc, n = gradient_sum(problem, samples, steps, plan, shape, grad_at="layer", desc=desc,
-                              tap=StemTap(module, name))
-        acc = pull_back(module, acc, _shape(start)).to(acc.dtype)
+        acc, n = gradient_sum(problem, samples, steps, plan, stem.shape, grad_at="layer", desc=desc,
+                              tap=StemTap(stem.module, stem.name, stem.copy))
+        acc = pull_back(stem.module, acc, _shape(start)).to(acc.dtype)
     else:
         acc, n = gradient_sum(problem, samples, steps, plan, _shape(start), where=where, desc=desc)
     return acc * diff[samples], n
@@ -138,7 +137,7 @@ def integrated_gradients(problem: Problem, baseline="zeros", steps: int | None =
         info["feature_error_estimate"] = feature_error.to(values.dtype)
     else:
         stem = None if at_layer or steps < 2 else affine_stem(problem)
-        info["stem"] = stem[0] if stem is not None else None
+        info["stem"] = stem.name if stem is not None else None
         values, n = _path_integral(problem, start, end, all_rows, steps, rule, where, stem)
         n_evals += n
         gap, rel = gaps(values, all_rows)

@@ -15,7 +15,10 @@ nothing else (the gradient at the input with ``L``'s output held fixed is unused
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.modules import LayerTap, is_scripted
@@ -50,6 +53,10 @@ class StemTap(LayerTap):
 
     leaf = True
 
+    def __init__(self, module: nn.Module, name: str = "layer", copy: bool = False):
+        super().__init__(module, name)
+        self.copy = copy
+
     def __enter__(self) -> "StemTap":
         self._raw = None
         self._first = self.module.register_forward_hook(self._capture, prepend=True)
@@ -70,12 +77,19 @@ class StemTap(LayerTap):
             raise ValueError(f"a forward hook on {self.name!r} changed its output: attrkit cannot take input "
                              "gradients through the affine first layer's output; remove the hook")
         self.output = out.detach().requires_grad_(True)
-        return self.output.clone()    # in-place operations downstream (ReLU(inplace=True)) act on a copy
+        # an in-place operation right after the stem (ReLU(inplace=True)) needs a copy: autograd refuses it on a leaf
+        return self.output.clone() if self.copy else self.output
 
 
-def affine_stem(problem) -> tuple[str, nn.Module, tuple] | None:
-    """``(name, module, output shape of one row)`` of the affine layer through which alone the input reaches
-    the output, or None."""
+class Stem(NamedTuple):
+    name: str
+    module: nn.Module
+    shape: tuple               # the module's output for one row
+    copy: bool                 # hand the rest of the model a copy of the stem's output (in-place ops after it)
+
+
+def affine_stem(problem) -> Stem | None:
+    """The affine layer through which alone the input reaches the output, or None."""
     model, x = problem.model, problem.inputs
     if problem.layer is not None or not isinstance(model, nn.Module) or is_scripted(model) \
             or not x.is_floating_point() or x.shape[0] < 1:
@@ -83,7 +97,10 @@ def affine_stem(problem) -> tuple[str, nn.Module, tuple] | None:
     probe = x[:1].detach().clone().requires_grad_(True)
     first: list = []
 
+    order: list = []
+
     def pre(m, args):
+        order.append(m)
         if not first and args and args[0] is probe:
             first.append(m)
 
@@ -95,25 +112,38 @@ def affine_stem(problem) -> tuple[str, nn.Module, tuple] | None:
     finally:
         for h in handles:
             h.remove()
-    if not first or not _plain_affine(first[0]) or _other_hooks(first[0]):
+    if not first or not _plain_affine(first[0]) or _other_hooks(first[0]) or order[-1] is first[0]:
+        return None          # (a network that is the affine layer alone gains nothing)
+    if not isinstance(first[0], nn.Linear) and first[0].padding_mode != "zeros":
         return None
     stem = first[0]
     name = next(n for n, m in model.named_modules() if m is stem)
     if type(model).__name__ == "ModelAdapter" and name.startswith("model."):
         name = name[len("model."):]          # the user's name for it
+    for copy in (False, True):       # without a copy of its output where the model allows it
+        shape = _only_through(problem, stem, name, probe, copy)
+        if shape is not None:
+            return Stem(name, stem, shape, copy)
+    return None
+
+
+def _only_through(problem, stem: nn.Module, name: str, probe: torch.Tensor, copy: bool) -> tuple | None:
+    """The stem's output shape (one row) if ``probe`` reaches the target only through ``stem``, called once,
+    with hooks that leave its output alone; else None."""
     calls, fixed = [0], {}
 
     def hold(m, args, out):           # L's output held fixed: gradients reach the probe only around L
         calls[0] += 1
-        return fixed.setdefault("h", out.detach())
+        fixed.setdefault("h", out.detach().requires_grad_(True))    # a leaf, as StemTap makes it
+        return fixed["h"].clone() if copy else fixed["h"]
 
-    tap = StemTap(stem, name)         # (refuses hooks of the user's that change L's output)
+    tap = StemTap(stem, name, copy)   # (refuses hooks of the user's that change L's output)
     tap.__enter__()
     handle = stem.register_forward_hook(hold)
+    rows = torch.zeros(1, dtype=torch.long)
     try:
         with torch.enable_grad():
-            score = problem.target(problem.forward(probe, torch.zeros(1, dtype=torch.long)),
-                                   torch.zeros(1, dtype=torch.long))
+            score = problem.target(problem.forward(probe, rows), rows)
             around = None
             if score.requires_grad:
                 (around,) = torch.autograd.grad(score.sum(), probe, allow_unused=True)
@@ -124,16 +154,19 @@ def affine_stem(problem) -> tuple[str, nn.Module, tuple] | None:
         tap.__exit__(None, None, None)
     if calls[0] != 1 or around is not None:
         return None
-    return name, stem, tuple(fixed["h"].shape[1:])
+    return tuple(fixed["h"].shape[1:])
 
 
 def pull_back(stem: nn.Module, grad_h: torch.Tensor, input_shape: tuple) -> torch.Tensor:
-    """``J_L^T grad_h`` for each row of ``grad_h`` (float64): the input gradient of the affine ``stem``."""
-    params = {k: v.detach().to(torch.float64) for k, v in stem.named_parameters()}
-    params.update({k: v.detach().to(torch.float64) for k, v in stem.named_buffers()})
-    z = torch.zeros((grad_h.shape[0],) + tuple(input_shape), dtype=torch.float64, device=grad_h.device,
-                    requires_grad=True)
+    """``J_L^T grad_h`` for each row of ``grad_h`` (float64): the input gradient of the affine ``stem``, through
+    its functional form (no module hooks fire: a FLOP counter sees only the path's own passes)."""
+    weight = stem.weight.detach().to(torch.float64)
+    g = grad_h.to(torch.float64)
+    if isinstance(stem, nn.Linear):
+        return g @ weight
+    conv = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}[next(t for t in AFFINE if isinstance(stem, t))]
+    z = torch.zeros((g.shape[0],) + tuple(input_shape), dtype=torch.float64, device=g.device, requires_grad=True)
     with torch.enable_grad():
-        out = torch.func.functional_call(stem, params, (z,))
-        (g,) = torch.autograd.grad(out, z, grad_h.to(torch.float64))
-    return g
+        out = conv(z, weight, None, stem.stride, stem.padding, stem.dilation, stem.groups)
+        (gz,) = torch.autograd.grad(out, z, g)
+    return gz

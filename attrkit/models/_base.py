@@ -54,7 +54,7 @@ def build(config: dict[str, Any]) -> nn.Module:
     return _REGISTRY[name](**kwargs)
 
 
-def finish(model: nn.Module, config: dict[str, Any]) -> nn.Module:
+def with_config(model: nn.Module, config: dict[str, Any]) -> nn.Module:
     """Attach the config and put the model in eval mode."""
     model.config = dict(config)
     return model.eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["SmallCNN", "bench_cnn", "BenchCNN"]
 
@@ -66,7 +66,7 @@ class SmallCNN(nn.Module):
                     nn.init.zeros_(m.bias)
         self.last_conv = f"features.{len(mods) - 2}"
         self.last_relu = f"features.{len(mods) - 1}"
-        finish(self, {"name": "small_cnn", "in_channels": in_channels, "num_classes": num_classes,
+        with_config(self, {"name": "small_cnn", "in_channels": in_channels, "num_classes": num_classes,
                       "in_size": in_size, "width": width, "hidden": hidden, "head": head,
                       "seed": seed})
 
@@ -93,7 +93,7 @@ class BenchCNN(nn.Module):
                 nn.MaxPool2d(2),
             )
             self.classifier = nn.Sequential(nn.Linear(64 * 16 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
-        finish(self, {"name": "bench_cnn", "seed": seed})
+        with_config(self, {"name": "bench_cnn", "seed": seed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))

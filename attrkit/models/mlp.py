@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["LogisticModel", "SimpleMLP", "MLP", "bench_mlp", "ACTIVATIONS"]
 
@@ -33,7 +33,7 @@ class LogisticModel(nn.Module):
         with seeded(seed):
             self.linear = nn.Linear(nvars, 1)
             self.activation = nn.Sigmoid()
-        finish(self, {"name": "logistic", "nvars": nvars, "seed": seed})
+        with_config(self, {"name": "logistic", "nvars": nvars, "seed": seed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.linear(x))
@@ -55,7 +55,7 @@ class SimpleMLP(nn.Module):
             self.output_layer = nn.Linear(4, 1)
             self.hidden_activ = nn.ReLU()
             self.output_activ = nn.Sigmoid()
-        finish(self, {"name": "simple_mlp", "nvars": nvars, "seed": seed})
+        with_config(self, {"name": "simple_mlp", "nvars": nvars, "seed": seed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden_activ(self.hidden_layer1(x))
@@ -86,7 +86,7 @@ class MLP(nn.Module):
                 mods += [nn.Linear(a, b), ACTIVATIONS[activation]()]
             mods.append(nn.Linear(sizes[-1], out))
             self.layers = nn.Sequential(*mods)
-        finish(self, {"name": "mlp", "n_in": n_in, "hidden": hidden, "activation": activation,
+        with_config(self, {"name": "mlp", "n_in": n_in, "hidden": hidden, "activation": activation,
                       "out": out, "seed": seed})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

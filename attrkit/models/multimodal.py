@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["ImageTableNet"]
 
@@ -35,7 +35,7 @@ class ImageTableNet(nn.Module):
             self.classifier = nn.Sequential(nn.Linear(2 * width + hidden // 2, hidden), nn.ReLU(),
                                             nn.Linear(hidden, num_classes))
         self.last_conv = "image_net.3"
-        finish(self, {"name": "image_table_net", "in_channels": in_channels,
+        with_config(self, {"name": "image_table_net", "in_channels": in_channels,
                       "n_features": n_features, "num_classes": num_classes, "width": width,
                       "hidden": hidden, "seed": seed})
 

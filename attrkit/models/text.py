@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["TextTransformer"]
 
@@ -54,7 +54,7 @@ class TextTransformer(nn.Module):
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.classifier = nn.Linear(d_model, num_classes)
         self.register_buffer("positions", _sinusoids(max_len, d_model), persistent=False)
-        finish(self, {"name": "text_transformer", "vocab_size": vocab_size,
+        with_config(self, {"name": "text_transformer", "vocab_size": vocab_size,
                       "num_classes": num_classes, "max_len": max_len, "d_model": d_model,
                       "heads": heads, "layers": layers, "ff": ff, "pad_id": pad_id, "seed": seed})
 

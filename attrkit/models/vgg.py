@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["VGG", "vgg", "vgg16_quarter", "VGG_CONFIGS"]
 
@@ -73,7 +73,7 @@ class VGG(nn.Module):
         convs = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
         self.last_conv = f"features.{convs[-1]}"
         self.last_relu = f"features.{convs[-1] + 1}"
-        finish(self, {"name": "vgg", "config": config, "num_classes": num_classes,
+        with_config(self, {"name": "vgg", "config": config, "num_classes": num_classes,
                       "in_size": in_size, "width": width, "fc_width": fc_width,
                       "in_channels": in_channels, "dropout": dropout, "seed": seed})
 

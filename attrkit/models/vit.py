@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import DEFAULT_SEED, finish, register, seeded
+from ._base import DEFAULT_SEED, with_config, register, seeded
 
 __all__ = ["SmallViT"]
 
@@ -70,7 +70,7 @@ class SmallViT(nn.Module):
             self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
             self.blocks = nn.Sequential(*[ViTBlock(dim, heads, mlp) for _ in range(depth)])
             self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
-        finish(self, {"name": "small_vit", "in_channels": in_channels, "num_classes": num_classes,
+        with_config(self, {"name": "small_vit", "in_channels": in_channels, "num_classes": num_classes,
                       "in_size": in_size, "patch": patch, "dim": dim, "depth": depth, "heads": heads, "mlp": mlp,
                       "stem": stem, "pool": pool, "seed": seed})
 

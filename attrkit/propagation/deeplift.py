@@ -28,7 +28,7 @@ from ..core.references import make_reference
 from ..registry import register
 from .composites import Composite, run_rules
 from .graph import _MODULE_KINDS, ACTIVATIONS
-from .precision import finish, float32_problem
+from .precision import with_precision_note, float32_problem
 from .rules import Rule, layer_norm_affine, layer_norm_parts, surrogate
 
 _EPS = 1e-10
@@ -293,7 +293,7 @@ def deeplift(problem: Problem, baseline="zeros") -> Result:
     total = values.reshape(problem.n, -1).sum(1)
     gap = (total - (f_x - f_r)).abs()
     info.update({"n_evals": n, "completeness_gap": gap, "f_x": f_x, "f_baseline": f_r})
-    return finish(Result(values, info, baseline=ref), precision)
+    return with_precision_note(Result(values, info, baseline=ref), precision)
 
 
 @register("deeplift_shap", family="propagation", baseline=True, error="completeness_gap",
@@ -317,4 +317,4 @@ def deeplift_shap(problem: Problem, baseline="zeros") -> Result:
     total = values.reshape(n, -1).sum(1)
     info.update({"n_evals": n_ev, "completeness_gap": (total - (f_x - f_r)).abs(), "f_x": f_x,
                  "f_baseline": f_r, "n_background": m})
-    return finish(Result(values, info, baseline=bg), precision)
+    return with_precision_note(Result(values, info, baseline=bg), precision)

@@ -23,7 +23,7 @@ from .canonizers import MergeBatchNorm
 from .composites import Composite, run_rules
 from .lrp_composites import LRPComposite, lrp_composite
 from .rules import Rule
-from .precision import finish, float32_problem
+from .precision import with_precision_note, float32_problem
 
 _NEEDS = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "elu", "gelu", "silu", "softplus", "hardswish",
           "hardsigmoid", "mish")
@@ -108,4 +108,4 @@ def lrp(problem: Problem, composite: str | dict | LRPComposite | None = None, ru
             # the share of f(x) the input relevance does not carry: biases (and folded BatchNorm shifts) absorb it;
             # on a bias-free network only the stabilisers and z+ neurons without positive input do
             "bias_share": 1 - total / torch.where(f_x == 0, torch.ones_like(f_x), f_x)}
-    return finish(Result(values, info), precision)
+    return with_precision_note(Result(values, info), precision)

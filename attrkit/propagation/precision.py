@@ -2,7 +2,7 @@
 
 LRP and DeepLIFT divide by small denominators (``z + eps``, ``x - x_ref``) and carry relevances that float16
 cannot hold: on a float16 model every value comes back NaN. :func:`float32_problem` gives the rule methods a
-float32 copy of the model (the user's model is not touched) and inputs; :func:`finish` casts the attribution
+float32 copy of the model (the user's model is not touched) and inputs; :func:`with_precision_note` casts the attribution
 back to the input's dtype and records the note in ``info["precision"]``.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def float32_problem(problem: Problem, method: str) -> tuple[Problem, dict | None
     return new, note
 
 
-def finish(result: Result, note: dict | None) -> Result:
+def with_precision_note(result: Result, note: dict | None) -> Result:
     if note is None:
         return result
     result.values = result.values.to(note["dtype"]) if note["dtype"].is_floating_point else result.values

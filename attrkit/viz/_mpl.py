@@ -30,7 +30,7 @@ def listed_cmap(mode: str):
     return ListedColormap(colormap_table(256, mode), name=f"attrkit_{mode}")
 
 
-def finish(fig, path=None, dpi: int = 120):
+def save_figure(fig, path=None, dpi: int = 120):
     """Save ``fig`` to ``path`` (any format matplotlib knows, by suffix) when given; return ``fig``."""
     if path is not None:
         path = Path(path)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..attribution import Attribution
-from ._mpl import finish, new_figure
+from ._mpl import save_figure, new_figure
 from .colors import scale_for
 from .heatmaps import add_colorbar, draw_image_map
 from .maps import SampleView, view
@@ -84,7 +84,7 @@ def plot_curves(curves, *, title: str | None = None, kind: str = "deletion", xla
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _items(curves) -> list:
@@ -147,7 +147,7 @@ def plot_cascade(maps: Sequence, labels: Sequence[str] | None = None, scores: Se
         fig.supxlabel(f"under each map: {score_name} (near 1 = the map ignored the randomisation)", fontsize=8)
     what = views[0].method + (f" at layer {views[0].layer}" if views[0].layer else "")
     fig.suptitle(title or f"sanity check: {what}, layers randomised from the top", fontsize=9)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _from_randomisation(res, index: int):
@@ -216,4 +216,4 @@ def plot_panels(rows: Sequence[Mapping], metrics: Sequence[str], label: str | Se
     axes[0].invert_yaxis()
     if title:
         fig.suptitle(title, fontsize=9)
-    return finish(fig, path)
+    return save_figure(fig, path)

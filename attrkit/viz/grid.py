@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..attribution import Attribution
-from ._mpl import finish, new_figure
+from ._mpl import save_figure, new_figure
 from .colors import check_mode, scale_for, shared_scale
 from .heatmaps import _input_title, add_colorbar, draw_image_map
 from .maps import SampleView, view
@@ -107,7 +107,7 @@ def plot_grid(attributions, rows="method", cols="target", *, index=0, mode: str 
     fig.supxlabel(_legend(scale, fig.get_figwidth()), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _legend(scale: str, width_in: float) -> str:
@@ -157,7 +157,7 @@ def _plot_wrapped(cells, row_keys, col_keys, scales, scale, mode, show_input, ov
         add_colorbar(fig, list(axes[k0:k0 + len(keys)]), next(iter(scales.values())), shrink=0.6)
     fig.supxlabel(_legend(scale, fig.get_figwidth()), fontsize=8)
     fig.suptitle(title or common, fontsize=10 if title else 9)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _layout(attributions, rows, cols, index, class_names):

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..attribution import Attribution
-from ._mpl import finish, listed_cmap, new_figure
+from ._mpl import save_figure, listed_cmap, new_figure
 from .colors import Scale, check_mode, composite, grey, scale_for, to_rgba
 from .maps import SampleView, view
 
@@ -142,7 +142,7 @@ def plot(attribution: Attribution, index: int = 0, *, mode: str = "signed", clip
         fig.suptitle(title, fontsize=10)
     if v.note:
         m_ax.set_xlabel(v.note, fontsize=7)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_table(v: SampleView, names, top, title, ax, path, figsize):
@@ -165,7 +165,7 @@ def _plot_table(v: SampleView, names, top, title, ax, path, figsize):
     more = f" (top {len(order)} of {vals.size})" if vals.size > len(order) else ""
     ax.set_title(title or f"{v.method} for '{v.target_label}'{_prob(v)}{more}", fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_series(v: SampleView, mode, clip, title, ax, path, figsize):
@@ -184,7 +184,7 @@ def _plot_series(v: SampleView, mode, clip, title, ax, path, figsize):
     ax.imshow(strip, extent=(-0.5, v.map.size - 0.5, lo, hi), aspect="auto", interpolation="nearest", zorder=0)
     ax.set_title(title or _title(v).replace("\n", " "), fontsize=9)
     add_colorbar(fig, ax, scale)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def raw_row(a: Attribution, index: int, raw) -> np.ndarray:

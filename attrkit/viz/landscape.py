@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._mpl import finish, new_figure
+from ._mpl import save_figure, new_figure
 
 KINDS = ("auto", "curve", "contour", "surface", "both")
 
@@ -36,7 +36,7 @@ def plot_landscape(ls, kind: str = "auto", *, title: str | None = None, path=Non
         ax.legend(fontsize=8, loc="upper center")
         ax.tick_params(labelsize=8)
         ax.set_title(head, fontsize=10)
-        return finish(fig, path)
+        return save_figure(fig, path)
     panels = 2 if kind == "both" else 1
     fig = new_figure(*(figsize or (5.0 * panels + 0.4, 4.4)))
     a, b = np.meshgrid(ls.alphas, ls.betas, indexing="ij")
@@ -64,7 +64,7 @@ def plot_landscape(ls, kind: str = "auto", *, title: str | None = None, path=Non
         ax.tick_params(labelsize=7)
         ax.set_title("surface", fontsize=9)
     fig.suptitle(head, fontsize=10)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _how(ls) -> str:

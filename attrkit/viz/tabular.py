@@ -8,7 +8,7 @@ import torch
 
 from ..attribution import Attribution
 from ..importance import Importance, global_importance
-from ._mpl import finish, new_figure
+from ._mpl import save_figure, new_figure
 from .colors import BLUE, RED
 from .heatmaps import _feature_names
 from .maps import check_index, class_label, sample_target
@@ -36,7 +36,7 @@ def plot_importance(importance, names: Sequence[str] | None = None, *, top: int 
     ax.tick_params(axis="x", labelsize=7)
     more = f", top {len(order)} of {mean.size}" if mean.size > len(order) else ""
     ax.set_title(title or f"global importance{more}", fontsize=9)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _swarm_offsets(x: np.ndarray, width: float = 0.4, bins: int = 60) -> np.ndarray:
@@ -104,7 +104,7 @@ def plot_beeswarm(attribution, features=None, names: Sequence[str] | None = None
         cb.set_ticklabels(["low", "high"])
         cb.set_label("feature value", fontsize=8)
         cb.ax.tick_params(labelsize=7)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 def base_value(a: Attribution, index: int, model=None) -> tuple[float | None, str]:
@@ -203,7 +203,7 @@ def plot_waterfall(attribution: Attribution, index: int = 0, names: Sequence[str
     ax.set_xlabel("model output for the target", fontsize=8)
     tgt = class_label(cls, class_names) if cls is not None else "output"
     ax.set_title(title or f"{attribution.method}: sample {index}, target '{tgt}'", fontsize=9)
-    return finish(fig, path)
+    return save_figure(fig, path)
 
 
 __all__ = ["plot_importance", "plot_beeswarm", "plot_waterfall", "base_value"]

@@ -370,6 +370,10 @@ def _ks_targets(chunk):
         a, p, detail = seeded(result, lambda k: k.startswith("shapiq"))
         return (None, None, detail) if a is None else (a <= p, a / p, detail)
 
+    def below_all(result):         # single runs differ by +-15 %: the seeded means decide
+        a, p, detail = seeded(result, lambda k: not k.startswith("attrkit"))
+        return (None, None, detail) if a is None else (a < p, a / p, detail)
+
     def coverage(result):
         c = (result.get("extra", {}).get("std_err_coverage") or {}).get("attrkit")
         if c is None:
@@ -377,7 +381,7 @@ def _ks_targets(chunk):
         return 0.9 <= c <= 0.97, c, f"{c:.3f} of |phi - reference| <= 1.96 std_err (target 0.9-0.97)"
     return [Target("KernelSHAP time <= 0.8x the fastest peer at default settings", make(False, 0.8)),
             Target("KernelSHAP time <= 1.0x the fastest peer at its best batch setting", make(True, 1.0)),
-            _error_target("KernelSHAP: lower error than every peer at equal evaluations"),
+            Target("KernelSHAP: lower mean error than every peer at equal evaluations", below_all),
             Target("KernelSHAP mean error <= 0.5x shap KernelExplainer's at equal evaluations", half_of_shap),
             Target("KernelSHAP mean error <= every shapiq approximator's at equal evaluations", below_shapiq),
             Target("KernelSHAP standard-error coverage 0.9-0.97", coverage)]
