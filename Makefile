@@ -68,11 +68,13 @@ $(XVENV)/.ready:
 	$(XVENV)/bin/python -m pip install -q -e "$(CURDIR)" --no-deps
 	touch $@
 
+# PYTHONPATH: this tree's attrkit even where .venv-crosscheck is a shared environment installed from another checkout
+XPY := PYTHONPATH=$(CURDIR) $(XVENV)/bin/python
 crosscheck: $(XVENV)/.ready
-	$(XVENV)/bin/python crosscheck/compare.py --json crosscheck/results.json
-	$(XVENV)/bin/python crosscheck/graphs.py --json crosscheck/graphs.json
-	$(XVENV)/bin/python crosscheck/layers.py --json crosscheck/layers_results.json
-	$(XVENV)/bin/python crosscheck/attnlrp_lxt.py --json crosscheck/attnlrp_lxt_results.json
+	$(XPY) crosscheck/compare.py --json crosscheck/results.json
+	$(XPY) crosscheck/graphs.py --json crosscheck/graphs.json
+	$(XPY) crosscheck/layers.py --json crosscheck/layers_results.json
+	$(XPY) crosscheck/attnlrp_lxt.py --json crosscheck/attnlrp_lxt_results.json
 
 # `make crosscheck-hf`: AttnLRP against lxt on a small Hugging Face ViT and BERT. lxt 2.1 patches BERT with its copy
 # of transformers 4.52's modeling_bert, so lxt runs in .venv-crosscheck-hf (transformers 4.52.4) and attrkit
@@ -86,7 +88,7 @@ $(XVENV_HF)/.ready:
 crosscheck-hf: $(XVENV)/.ready $(XVENV_HF)/.ready
 	mkdir -p .cache
 	$(XVENV_HF)/bin/python crosscheck/attnlrp_hf.py --lxt-side .cache/attnlrp_hf_lxt.pt
-	$(XVENV)/bin/python crosscheck/attnlrp_hf.py --lxt .cache/attnlrp_hf_lxt.pt --json crosscheck/attnlrp_hf_results.json
+	$(XPY) crosscheck/attnlrp_hf.py --lxt .cache/attnlrp_hf_lxt.pt --json crosscheck/attnlrp_hf_results.json
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
