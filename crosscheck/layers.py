@@ -94,7 +94,8 @@ def cam_rows(quick: bool):
                           ("layer_cam", pgc.LayerCAM), ("xgrad_cam", pgc.XGradCAM)]:
             # XGrad-CAM divides by each channel's activation sum, and after a LayerNorm these sums cancel (swin_t's
             # norm1: 0.0018 from 49 terms of ~0.8), so float32 summation order alone moved the map by 3e-5 to 6e-5
-            # on some random draws (0 in float64): that row runs in float64 on both sides
+            # on some random draws; in float64 the maps agree to the float32 of pytorch-grad-cam's finish (0 here):
+            # that row runs in float64 on both sides
             m, xx = (copy.deepcopy(model).double(), x.double()) if ours == "xgrad_cam" else (model, x)
             cam = cls(model=m, target_layers=[m.get_submodule(layer)],
                       reshape_transform=swin_reshape if prefix is None else vit_reshape(prefix))
