@@ -145,8 +145,13 @@ def main(argv=None) -> int:
             continue
         b, a = load(args.before), load(args.after)
         diffs = [(k, differ(b[k], a[k], args.rel)) for k in b if k in a]
-        diffs = [(k, d) for k, d in diffs if d] + [(k, "ONLY BEFORE: " + str(b[k])[:100]) for k in b if k not in a] \
-            + [(k, "ONLY AFTER: " + str(a[k])[:100]) for k in a if k not in b]
+        diffs = [(k, d) for k, d in diffs if d]
+        unit = lambda k: (re.match(r"^(bench\[[^]]*\]|demo\.\w+\[[^]]*\])", k) or [k, k])[1]   # a case, map, table
+        for side, this, other in (("BEFORE", b, a), ("AFTER", a, b)):
+            present = {unit(k) for k in other}
+            diffs += [(k, f"ONLY {side}: " + str(this[k])[:100]) for k in this if k not in other and unit(k) in present]
+            diffs += [(u, f"ONLY {side} (all of it)") for u in dict.fromkeys(unit(k) for k in this)
+                      if u not in present]
         print(f"{name}: {len(set(a) & set(b)) - sum(k in a and k in b for k, _ in diffs)} identical of "
               f"{len(set(a) | set(b))} compared numbers/strings/arrays, {len(diffs)} differ")
         groups: dict = {}
