@@ -224,15 +224,16 @@ def main(argv=None) -> int:
         if unknown:
             p.error(f"unknown mutation id(s): {', '.join(sorted(unknown))}")
         muts = [m for m in muts if m.id in wanted]
+    problems = check_patterns(ROOT, muts)
     if args.list:
         for m in muts:
             print(f"{m.id:36s} {m.path:36s} {m.what}\n{'':36s} - {m.old!r}\n{'':36s} + {m.new!r}\n"
                   f"{'':36s} tests: {' '.join(m.tests)}{' -k ' + repr(m.k) if m.k else ''}")
-        return 0
-    problems = check_patterns(ROOT, muts)
     if problems:
         print("stale mutation patterns (update tests/mutations.py):\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    if args.list:
+        return 0
     repo = scratch_copy(ROOT)
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "ATTRKIT_CACHE": os.environ.get("ATTRKIT_CACHE", str(ROOT / ".cache" / "attrkit"))}

@@ -79,7 +79,9 @@ def _gradient_shap_case(model, x, t, background, quick) -> Case:
         gs = GradientShap(model)
 
         def run():
+            import numpy as np
             torch.manual_seed(SEED)
+            np.random.seed(SEED)        # Captum's GradientShap draws its baselines from NumPy's global generator
             return gs.attribute(x, baselines=background, target=t, n_samples=SAMPLES, stdevs=0.0)
         return run
 
