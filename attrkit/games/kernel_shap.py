@@ -1,8 +1,8 @@
 """KernelSHAP (Lundberg & Lee 2017; thesis Proposition 2.34): LIME's weighted least squares with the Shapley
-kernel ``pi(z) = (l - 1) / (C(l, |z|) |z| (l - |z|))``, with efficiency ``sum phi = v(1) - v(0)`` held exactly
+kernel over ``d`` players ``pi(z) = (d - 1) / (C(d, |z|) |z| (d - |z|))``, with efficiency ``sum phi = v(1) - v(0)`` held exactly
 as a constraint. With every coalition in the design the solution is the exact Shapley value.
 
-Design (:mod:`attrkit.games.kernel_strata`): coalition sizes whose whole class ``{s, l - s}`` fits its share
+Design (:mod:`attrkit.games.kernel_strata`): coalition sizes whose whole class ``{s, d - s}`` fits its share
 of the budget are enumerated (smallest and largest first, as shap does); the other classes are sampled as
 complementary pairs ``(z, 1 - z)``, stratified by size, without replacement, with a fixed number of pairs per
 class (``K_c^ALPHA`` x sizes^(1 - ALPHA)). Paired sampling makes the fit exact for games with at most pairwise
@@ -28,43 +28,43 @@ from .kernel_strata import Strata
 ALPHA = 0.5          # pairs per size class ~ K_c^ALPHA (sizes in c)^(1 - ALPHA): 1 = shap's kernel mass, 0 = leverage
 
 
-def size_mass(l: int) -> torch.Tensor:
-    """Kernel mass of each coalition size ``s = 0..l`` (``C(l, s) pi(s) = (l - 1) / (s (l - s))``; 0 at the ends)."""
-    s = torch.arange(l + 1, dtype=torch.float64)
-    m = torch.zeros(l + 1, dtype=torch.float64)
-    if l >= 2:
-        m[1:l] = (l - 1) / (s[1:l] * (l - s[1:l]))
+def size_mass(d: int) -> torch.Tensor:
+    """Kernel mass of each coalition size ``s = 0..d`` (``C(d, s) pi(s) = (d - 1) / (s (d - s))``; 0 at the ends)."""
+    s = torch.arange(d + 1, dtype=torch.float64)
+    m = torch.zeros(d + 1, dtype=torch.float64)
+    if d >= 2:
+        m[1:d] = (d - 1) / (s[1:d] * (d - s[1:d]))
     return m
 
 
-def class_share(l: int, s: int, mass: torch.Tensor, alpha: float = ALPHA) -> float:
-    """Sampling share of the size class ``{s, l - s}``: ``K_c^alpha x (sizes in c)^(1 - alpha)``."""
-    k = float(mass[s] + (mass[l - s] if 2 * s != l else 0.0))
-    return k ** alpha * (1.0 if 2 * s == l else 2.0) ** (1.0 - alpha)
+def class_share(d: int, s: int, mass: torch.Tensor, alpha: float = ALPHA) -> float:
+    """Sampling share of the size class ``{s, d - s}``: ``K_c^alpha x (sizes in c)^(1 - alpha)``."""
+    k = float(mass[s] + (mass[d - s] if 2 * s != d else 0.0))
+    return k ** alpha * (1.0 if 2 * s == d else 2.0) ** (1.0 - alpha)
 
 
-def plan(l: int, budget: int, everything: bool = False, alpha: float = ALPHA) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Enumerated coalitions ``[E, l]``, their kernel weights ``[E]``, and the sizes ``s <= l/2`` of the classes
-    left to sampling. A class ``{s, l - s}`` is enumerated (smallest first) when the budget it would get by its
+def plan(d: int, budget: int, everything: bool = False, alpha: float = ALPHA) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Enumerated coalitions ``[E, d]``, their kernel weights ``[E]``, and the sizes ``s <= d/2`` of the classes
+    left to sampling. A class ``{s, d - s}`` is enumerated (smallest first) when the budget it would get by its
     sampling share covers all its coalitions (shap's rule); ``everything`` enumerates all classes."""
-    mass = size_mass(l)
-    rest = list(range(1, l // 2 + 1))
+    mass = size_mass(d)
+    rest = list(range(1, d // 2 + 1))
     zs, ws = [], []
     left = budget
     while rest:
         s = rest[0]
-        sizes = [s] if s == l - s else [s, l - s]
-        count = sum(math.comb(l, t) for t in sizes)
-        share = class_share(l, s, mass, alpha) / sum(class_share(l, r, mass, alpha) for r in rest)
+        sizes = [s] if s == d - s else [s, d - s]
+        count = sum(math.comb(d, t) for t in sizes)
+        share = class_share(d, s, mass, alpha) / sum(class_share(d, r, mass, alpha) for r in rest)
         if not everything and (count > left or left * share < count - 1e-8):
             break
         for t in sizes:
-            zs.append(subsets_of_size(l, t))
-            ws.append(torch.full((math.comb(l, t),), math.exp(math.log(l - 1) - log_binom(l, t) - math.log(t * (l - t))),
+            zs.append(subsets_of_size(d, t))
+            ws.append(torch.full((math.comb(d, t),), math.exp(math.log(d - 1) - log_binom(d, t) - math.log(t * (d - t))),
                                  dtype=torch.float64))
         left -= count
         rest.pop(0)
-    z = torch.cat(zs) if zs else torch.zeros(0, l, dtype=torch.bool)
+    z = torch.cat(zs) if zs else torch.zeros(0, d, dtype=torch.bool)
     w = torch.cat(ws) if ws else torch.zeros(0, dtype=torch.float64)
     return z, w, rest
 
@@ -72,23 +72,23 @@ def plan(l: int, budget: int, everything: bool = False, alpha: float = ALPHA) ->
 def solve(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, delta: torch.Tensor):
     """Constrained weighted least squares: ``min sum w (y - z phi)^2`` s.t. ``sum phi = delta``.
 
-    ``z`` ``[n, l]``, ``w`` ``[n]``, ``y`` ``[n, K]`` (values minus ``v(0)``), ``delta`` ``[K]``.
-    Returns ``phi`` ``[l, K]`` and ``M`` ``[l, l]`` (the projected inverse used for standard errors).
+    ``z`` ``[n, d]``, ``w`` ``[n]``, ``y`` ``[n, K]`` (values minus ``v(0)``), ``delta`` ``[K]``.
+    Returns ``phi`` ``[d, K]`` and ``M`` ``[d, d]`` (the projected inverse used for standard errors).
     """
     z = z.to(torch.float64)
     zw = z * w.unsqueeze(1)
     a = zw.T @ z
     b = zw.T @ y
-    l = a.shape[0]
-    ones = torch.ones(l, 1, dtype=torch.float64)
+    d = a.shape[0]
+    ones = torch.ones(d, 1, dtype=torch.float64)
     try:
         ainv = torch.linalg.inv(a)
         if not torch.isfinite(ainv).all():
             raise RuntimeError
     except RuntimeError:
         ainv = torch.linalg.pinv(a, hermitian=True)
-    a1 = ainv @ ones                                       # [l, 1]
-    ab = ainv @ b                                          # [l, K]
+    a1 = ainv @ ones                                       # [d, 1]
+    ab = ainv @ b                                          # [d, K]
     denom = (ones.T @ a1).clamp_min(1e-300)
     lam = (ones.T @ ab - delta.view(1, -1)) / denom        # [1, K]
     phi = ab - a1 @ lam
@@ -102,7 +102,7 @@ class SampleFit:
     ``y_e`` minus ``v(0)``), its sampled size classes (``strata``, ``None`` when everything is enumerated) and
     the pairs drawn so far (``zp`` the size-``s`` member, ``cls`` its class, ``yp`` / ``yq`` the values of
     ``z`` / ``1 - z`` minus ``v(0)``), the evaluations ``left`` in its budget and whether it is ``done``."""
-    l: int
+    d: int
     z_e: torch.Tensor
     w_e: torch.Tensor
     strata: Strata | None
@@ -137,7 +137,7 @@ class SampleFit:
         self.yq.append(yc)
 
     def fit(self, delta: torch.Tensor, col: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The constrained regression on everything so far: ``phi`` ``[l, K]`` and standard errors ``[l]``."""
+        """The constrained regression on everything so far: ``phi`` ``[d, K]`` and standard errors ``[d]``."""
         z_parts, w_parts, y_parts = [self.z_e], [self.w_e], [self.y_e]
         if self.zp:
             zp, cls = torch.cat(self.zp), torch.cat(self.cls)
@@ -148,7 +148,7 @@ class SampleFit:
             y_parts += [yp, yq]
         phi, m = solve(torch.cat(z_parts), torch.cat(w_parts), torch.cat(y_parts), delta)
         if not self.zp:
-            return phi, torch.zeros(self.l, dtype=torch.float64)
+            return phi, torch.zeros(self.d, dtype=torch.float64)
         return phi, self.strata.std_err(m, phi[:, col], zp, cls, yp[:, col], yq[:, col])
 
 
@@ -159,7 +159,7 @@ class SampleFit:
 def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, tolerance: float | None = None,
                 batch_pairs: int = 64) -> Result:
     """KernelSHAP with a budget of ``n_samples`` model evaluations per sample (with
-    ``n_samples >= 2^l - 2`` every coalition is used and the result is exact).
+    ``n_samples >= 2^d - 2`` every coalition is used and the result is exact).
 
     ``info["std_err"]``: stratified standard errors; ``info["n_samples"]``: coalitions in the regression;
     ``info["exact"]``: every coalition was used. With ``tolerance`` only a quarter of the budget goes to
@@ -180,7 +180,7 @@ def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, t
     phi = torch.zeros(n, L, K, dtype=torch.float64)
     se = torch.zeros(n, L, dtype=torch.float64)
     fits = [_start(int(game.n_players[i]), n_samples, tol is not None, problem) for i in range(n)]
-    short = [f.l for f in fits if f.strata is not None and f.z_e.shape[0] == 0 and f.left // 2 < f.l]
+    short = [f.d for f in fits if f.strata is not None and f.z_e.shape[0] == 0 and f.left // 2 < f.d]
     if short:       # pairs alone, no more of them than values: the fit interpolates and its error is unknown
         raise ValueError(f"KernelSHAP's regression is singular (underdetermined): n_samples={n_samples} "
                          f"evaluations give {n_samples // 2} complementary pairs of coalitions, too few to determine "
@@ -195,8 +195,8 @@ def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, t
     for i, f in enumerate(fits):
         f.y_e = ve[start:start + f.z_e.shape[0]] - v_empty[i]
         start += f.z_e.shape[0]
-        if f.z_e.shape[0] and f.l > 1:
-            phi[i, :f.l], se[i, :f.l] = f.fit(delta[i], int(col[i]))
+        if f.z_e.shape[0] and f.d > 1:
+            phi[i, :f.d], se[i, :f.d] = f.fit(delta[i], int(col[i]))
     # sampled classes: complementary pairs, all samples' new pairs in one call per round
     active = [i for i, f in enumerate(fits) if f.strata is not None and f.left >= 2]
     while active:
@@ -215,35 +215,35 @@ def kernel_shap(problem: Problem, options: GameOptions, n_samples: int = 2000, t
                 vi = vals[start:start + 2 * p] - v_empty[i]
                 start += 2 * p
                 f.add(z, c, vi[:p], vi[p:])
-                phi[i, :f.l], se[i, :f.l] = f.fit(delta[i], int(col[i]))
+                phi[i, :f.d], se[i, :f.d] = f.fit(delta[i], int(col[i]))
             if f.done:
                 continue
             if f.pairs >= 2:
-                ph = phi[i, :f.l, col[i]]
-                if float(se[i, :f.l].max()) < tol * max(float(ph.max() - ph.min()), 1e-12):
+                ph = phi[i, :f.d, col[i]]
+                if float(se[i, :f.d].max()) < tol * max(float(ph.max() - ph.min()), 1e-12):
                     continue
             still.append(i)
         active = still
     for i, f in enumerate(fits):
-        if f.l == 1:
+        if f.d == 1:
             phi[i, 0] = delta[i]
     singular = ~torch.isfinite(phi).flatten(1).all(1)
     if bool(singular.any()):       # too few distinct coalitions: the regression does not determine the values
         raise ValueError(f"KernelSHAP's regression is singular for {int(singular.sum())} of {n} sample(s): "
                          f"n_samples={n_samples} coalitions do not determine the values of {L} players (its "
                          f"solution is not finite); use more samples, e.g. n_samples >= {4 * L} (default 2000)")
-    used = torch.tensor([f.z_e.shape[0] + 2 * f.pairs if f.l > 1 else 0 for f in fits])
-    info = {"std_err": se, "n_samples": used, "exact": all(f.l == 1 or f.exact for f in fits)}
+    used = torch.tensor([f.z_e.shape[0] + 2 * f.pairs if f.d > 1 else 0 for f in fits])
+    info = {"std_err": se, "n_samples": used, "exact": all(f.d == 1 or f.exact for f in fits)}
     return game.result(info, phi, v_full=v_full, v_empty=v_empty)
 
 
-def _start(l: int, n_samples: int, adaptive: bool, problem: Problem) -> SampleFit:
+def _start(d: int, n_samples: int, adaptive: bool, problem: Problem) -> SampleFit:
     """A sample's plan: classes enumerated up front (all of them when the budget covers every coalition and no
     tolerance is set; a quarter of the budget with a tolerance), the rest left to sampling."""
-    if l <= 1:
-        return SampleFit(l, torch.zeros(0, max(l, 1), dtype=torch.bool), torch.zeros(0, dtype=torch.float64), None, 0)
-    everything = l < 62 and n_samples >= (1 << l) - 2 and not adaptive
-    planned = max(2 * l, n_samples // 4) if adaptive else n_samples
-    z_e, w_e, rest = plan(l, (1 << l) - 2 if everything else planned, everything)
-    strata = Strata(l, rest, size_mass(l), ALPHA, generator(problem)) if rest else None
-    return SampleFit(l, z_e, w_e, strata, n_samples - z_e.shape[0])
+    if d <= 1:
+        return SampleFit(d, torch.zeros(0, max(d, 1), dtype=torch.bool), torch.zeros(0, dtype=torch.float64), None, 0)
+    everything = d < 62 and n_samples >= (1 << d) - 2 and not adaptive
+    planned = max(2 * d, n_samples // 4) if adaptive else n_samples
+    z_e, w_e, rest = plan(d, (1 << d) - 2 if everything else planned, everything)
+    strata = Strata(d, rest, size_mass(d), ALPHA, generator(problem)) if rest else None
+    return SampleFit(d, z_e, w_e, strata, n_samples - z_e.shape[0])
