@@ -70,8 +70,8 @@ def test_the_split_is_traced_once_per_model_layer_and_structure(monkeypatch):
     from attrkit.core import split
     model = SmallViT(depth=2, seed=0).eval()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    graphs, orig = [], split._split_graphs
-    monkeypatch.setattr(split, "_split_graphs", lambda *a: (graphs.append(1), orig(*a))[1])
+    graphs, orig = [], split._trace
+    monkeypatch.setattr(split, "_trace", lambda *a: (graphs.append(1), orig(*a))[1])
     run = lambda: ak.explain(model, x, "kernel_shap", target=0, n_samples=200, seed=0, layer="blocks.0",
                              progress=False)
     a, b = run(), run()
