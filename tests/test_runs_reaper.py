@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Ray watchdog finds processes through /proc, which only Linux has")
 
 DRIVER = textwrap.dedent("""
-    import importlib.util, subprocess, sys, time
+    import importlib.util, os, subprocess, sys, time
     spec = importlib.util.spec_from_file_location("reaper", {root!r} + "/attrkit/runs/reaper.py")
     reaper = importlib.util.module_from_spec(spec)     # the file alone: no torch import, a fast test
     spec.loader.exec_module(reaper)
@@ -22,7 +22,14 @@ DRIVER = textwrap.dedent("""
                              start_new_session=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "user-daemon"],
                              start_new_session=True)
-    print(child.pid, other.pid, w.pid, flush=True)
+    # a fork that execs only after the watchdog has seen it: until then its command line is this driver's (which
+    # names ray::FakeAgent), after it a user's daemon that must live on
+    late = os.fork()
+    if late == 0:
+        os.setsid()
+        time.sleep(1.2)
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", "user-daemon"])
+    print(child.pid, other.pid, late, w.pid, flush=True)
     time.sleep(120)
 """)
 
@@ -38,9 +45,9 @@ def _alive(pid):
 def test_watchdog_ends_the_ray_processes_of_a_killed_driver_only(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(root=root)], stdout=subprocess.PIPE, text=True)
-    child, other, watchdog = (int(v) for v in proc.stdout.readline().split())
+    child, other, late, watchdog = (int(v) for v in proc.stdout.readline().split())
     try:
-        time.sleep(1.5)                                  # the watchdog polls every 0.5 s
+        time.sleep(2.0)                                  # the watchdog polls every 0.5 s; ``late`` execs at 1.2 s
         assert _alive(child) and _alive(watchdog)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -50,8 +57,9 @@ def test_watchdog_ends_the_ray_processes_of_a_killed_driver_only(tmp_path):
         assert not _alive(child), "the driver's Ray process outlived it"
         assert not _alive(watchdog)
         assert _alive(other), "a process that is not Ray's was ended"
+        assert _alive(late), "a process seen between fork and exec (the driver's command line) was ended"
     finally:
-        for pid in (child, other, watchdog):
+        for pid in (child, other, late, watchdog):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -97,6 +97,9 @@ def watch(driver: int) -> int:
         known.update({p: s for p, s in descendants(driver).items() if p not in known and _is_ray(p)})
         known = {p: s for p, s in known.items() if p != me and _alive(p, s)}
         time.sleep(POLL_S)
+    # read the command lines again: a child caught between fork and exec still showed the driver's own (which may
+    # name ray), and only what runs as Ray's now is ended
+    known = {p: s for p, s in known.items() if _alive(p, s) and _is_ray(p)}
     ended = 0
     for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 0.0)):
         left = {p: s for p, s in known.items() if _alive(p, s)}
