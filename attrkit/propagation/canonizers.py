@@ -13,6 +13,8 @@ and exactly unchanged after it. The protocol is :class:`Canonizer`.
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -120,7 +122,7 @@ def _value_users(node) -> list:
             and not (u.op == "call_method" and u.target in ("size", "dim"))]
 
 
-class Canonizer:
+class Canonizer(abc.ABC):
     """The canonizer protocol, exactly as :class:`~attrkit.propagation.composites.Composite` calls it.
 
     A canonizer rewrites the bound model into an equivalent one the rules handle better, for one call, before the
@@ -140,8 +142,9 @@ class Canonizer:
     merged: tuple | list = ()
     unmerged: tuple | list = ()
 
-    def canonize(self, binding) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def canonize(self, binding) -> None:
+        """Rewrite the traced ``binding`` (see the class docstring); a subclass must define it."""
 
     def attach(self, model: nn.Module, binding) -> list:
         raise ValueError(f"canonizer {type(self).__name__} works on the traced graph only (it has no attach("
