@@ -106,3 +106,12 @@ def test_one_explain_call_traces_the_model_once(monkeypatch):
                        nn.Linear(4 * 36, 3)).eval()
     ak.explain(bn, x, "lrp", target=1)
     assert traces == [bn]
+
+
+def test_every_library_module_stays_under_400_lines():
+    """Issue 18: small modules with one job (the largest today is games/game.py at 393 lines)."""
+    import pathlib
+    root = pathlib.Path(ak.__file__).parent
+    too_long = {str(p.relative_to(root)): n for p in root.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) >= 400}
+    assert not too_long, f"modules of 400 lines or more: {too_long}"
